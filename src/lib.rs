@@ -1,0 +1,4 @@
+//! brickup: first-boot hardening for masternode VPSes.
+
+pub mod root;
+pub mod runner;

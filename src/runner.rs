@@ -1,0 +1,323 @@
+//! The one place brickup runs programs: logs the command line, enforces a timeout, captures
+//! output, and turns a failure into an error that carries the exit status and the tail of stderr
+//! (the shape of bootc's `crates/utils/src/command.rs`).
+//!
+//! Tests swap in [`RecordingRunner`] for the few commands that must not run on the test machine
+//! (systemctl, csf, package managers).
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context as _, Result};
+
+/// Default limit for one command; package installs pass a longer one.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A command to run: program, arguments, environment, working directory, timeout and an optional
+/// root to `chroot` into first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cmd {
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub cwd: Option<PathBuf>,
+    pub chroot: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+impl Cmd {
+    pub fn new(program: impl Into<String>) -> Self {
+        Cmd {
+            program: program.into(),
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            cwd: None,
+            chroot: None,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+        self.env.insert(k.into(), v.into());
+        self
+    }
+
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Run inside `root` (via `chroot`) unless `root` is `/`.
+    pub fn chroot(mut self, root: &Path) -> Self {
+        if root != Path::new("/") {
+            self.chroot = Some(root.to_path_buf());
+        }
+        self
+    }
+
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+
+    /// The command line as a shell would read it, for logs, plans and errors.
+    pub fn display(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(r) = &self.chroot {
+            parts.push(format!("chroot {}", shell_quote(&r.to_string_lossy())));
+        }
+        for (k, v) in &self.env {
+            parts.push(format!("{k}={}", shell_quote(v)));
+        }
+        parts.push(shell_quote(&self.program));
+        parts.extend(self.args.iter().map(|a| shell_quote(a)));
+        parts.join(" ")
+    }
+}
+
+/// Quote a word for display the way `sh` would need it.
+pub fn shell_quote(s: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c);
+    if !s.is_empty() && s.chars().all(safe) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// What a finished command printed and how it exited.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Output {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.status == 0
+    }
+}
+
+/// Runs commands. `run` returns the output whatever the exit status; `check` fails on non-zero.
+pub trait Runner: Send + Sync {
+    fn run(&self, cmd: &Cmd) -> Result<Output>;
+
+    /// Run and fail unless it exits 0; the error names the command, its status and stderr's tail.
+    fn check(&self, cmd: &Cmd) -> Result<Output> {
+        let out = self.run(cmd)?;
+        if out.success() {
+            Ok(out)
+        } else {
+            Err(anyhow!(
+                "`{}` exited with status {}: {}",
+                cmd.display(),
+                out.status,
+                tail(&out.stderr, &out.stdout)
+            ))
+        }
+    }
+}
+
+/// The last lines of stderr (or stdout when stderr is empty), for error messages.
+pub fn tail(stderr: &str, stdout: &str) -> String {
+    let text = if stderr.trim().is_empty() { stdout } else { stderr };
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    let start = lines.len().saturating_sub(8);
+    let t = lines[start..].join("\n");
+    if t.is_empty() {
+        "(no output)".to_string()
+    } else {
+        t
+    }
+}
+
+/// Runs commands for real.
+#[derive(Debug, Default)]
+pub struct SystemRunner;
+
+impl Runner for SystemRunner {
+    fn run(&self, cmd: &Cmd) -> Result<Output> {
+        tracing::info!(command = %cmd.display(), "running");
+        let mut c = match &cmd.chroot {
+            Some(root) => {
+                let mut c = Command::new("chroot");
+                c.arg(root).arg(&cmd.program);
+                c
+            }
+            None => Command::new(&cmd.program),
+        };
+        c.args(&cmd.args)
+            .envs(&cmd.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(dir) = &cmd.cwd {
+            c.current_dir(dir);
+        }
+        let mut child = c
+            .spawn()
+            .with_context(|| format!("starting `{}`", cmd.display()))?;
+        let out_reader = spawn_reader(child.stdout.take());
+        let err_reader = spawn_reader(child.stderr.take());
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if start.elapsed() > cmd.timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(anyhow!(
+                    "`{}` timed out after {}s",
+                    cmd.display(),
+                    cmd.timeout.as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stdout = out_reader.join().unwrap_or_default();
+        let stderr = err_reader.join().unwrap_or_default();
+        let code = status.code().unwrap_or(128 + signal_of(&status));
+        tracing::debug!(command = %cmd.display(), status = code, "finished");
+        Ok(Output {
+            status: code,
+            stdout,
+            stderr,
+        })
+    }
+}
+
+fn signal_of(status: &std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal().unwrap_or(0)
+}
+
+fn spawn_reader<R: Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut r) = r {
+            let _ = r.read_to_end(&mut buf);
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+/// A scripted answer for [`RecordingRunner`]: commands whose display starts with `prefix` get
+/// `output`.
+#[derive(Debug, Clone)]
+pub struct Script {
+    pub prefix: String,
+    pub output: Output,
+}
+
+/// Records every command instead of running it, answering from a script (exit 0 and no output when
+/// nothing matches). Commands listed by [`RecordingRunner::passthrough`] run for real.
+#[derive(Default)]
+pub struct RecordingRunner {
+    pub calls: Mutex<Vec<String>>,
+    scripts: Mutex<Vec<Script>>,
+    passthrough: Vec<String>,
+}
+
+impl RecordingRunner {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Let these programs (e.g. `sshd`) run for real.
+    pub fn passthrough(mut self, programs: &[&str]) -> Self {
+        self.passthrough = programs.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Answer commands starting with `prefix`; later scripts win over earlier ones.
+    pub fn answer(&self, prefix: &str, status: i32, stdout: &str, stderr: &str) {
+        self.scripts.lock().unwrap().push(Script {
+            prefix: prefix.to_string(),
+            output: Output {
+                status,
+                stdout: stdout.to_string(),
+                stderr: stderr.to_string(),
+            },
+        });
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl Runner for RecordingRunner {
+    fn run(&self, cmd: &Cmd) -> Result<Output> {
+        let line = cmd.display();
+        let base = Path::new(&cmd.program)
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if self.passthrough.iter().any(|p| *p == base) {
+            return SystemRunner.run(cmd);
+        }
+        self.calls.lock().unwrap().push(line.clone());
+        let scripts = self.scripts.lock().unwrap();
+        let hit = scripts.iter().rev().find(|s| line.starts_with(&s.prefix));
+        Ok(hit.map(|s| s.output.clone()).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_carries_status_and_stderr_tail() {
+        let cmd = Cmd::new("sh").args(["-c", "echo one >&2; echo two >&2; exit 3"]);
+        let err = SystemRunner.check(&cmd).unwrap_err().to_string();
+        assert!(err.contains("status 3"), "{err}");
+        assert!(err.contains("one\ntwo"), "{err}");
+    }
+
+    #[test]
+    fn timeout_kills() {
+        let cmd = Cmd::new("sleep")
+            .arg("5")
+            .timeout(Duration::from_millis(200));
+        let start = Instant::now();
+        let err = SystemRunner.run(&cmd).unwrap_err().to_string();
+        assert!(err.contains("timed out"), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn recording_runner_answers_from_script() {
+        let r = RecordingRunner::new();
+        r.answer("csf -v", 0, "csf: v15.10", "");
+        let out = r.run(&Cmd::new("csf").arg("-v")).unwrap();
+        assert_eq!(out.stdout, "csf: v15.10");
+        assert_eq!(r.calls(), vec!["csf -v".to_string()]);
+    }
+
+    #[test]
+    fn display_quotes() {
+        let c = Cmd::new("sh").args(["-c", "echo 'x'"]).chroot(Path::new("/mnt/a b"));
+        assert_eq!(c.display(), r"chroot '/mnt/a b' sh -c 'echo '\''x'\'''");
+    }
+}
