@@ -56,7 +56,10 @@ mod tests {
     #[test]
     fn resolves_under_root_and_never_escapes() {
         let r = Root::new("/tmp/r");
-        assert_eq!(r.path("/etc/ssh/sshd_config"), Path::new("/tmp/r/etc/ssh/sshd_config"));
+        assert_eq!(
+            r.path("/etc/ssh/sshd_config"),
+            Path::new("/tmp/r/etc/ssh/sshd_config")
+        );
         assert_eq!(r.path("/../../etc/passwd"), Path::new("/tmp/r/etc/passwd"));
         assert_eq!(r.host_path(Path::new("/tmp/r/etc/x")), Path::new("/etc/x"));
         assert!(!r.is_live());

@@ -139,7 +139,11 @@ pub trait Runner: Send + Sync {
 
 /// The last lines of stderr (or stdout when stderr is empty), for error messages.
 pub fn tail(stderr: &str, stdout: &str) -> String {
-    let text = if stderr.trim().is_empty() { stdout } else { stderr };
+    let text = if stderr.trim().is_empty() {
+        stdout
+    } else {
+        stderr
+    };
     let lines: Vec<&str> = text.trim_end().lines().collect();
     let start = lines.len().saturating_sub(8);
     let t = lines[start..].join("\n");
@@ -317,7 +321,9 @@ mod tests {
 
     #[test]
     fn display_quotes() {
-        let c = Cmd::new("sh").args(["-c", "echo 'x'"]).chroot(Path::new("/mnt/a b"));
+        let c = Cmd::new("sh")
+            .args(["-c", "echo 'x'"])
+            .chroot(Path::new("/mnt/a b"));
         assert_eq!(c.display(), r"chroot '/mnt/a b' sh -c 'echo '\''x'\'''");
     }
 }

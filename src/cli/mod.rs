@@ -1,0 +1,94 @@
+//! The command line: one file per subcommand, each with `run(self) -> Result<Exit>`.
+
+mod converge;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes (documented in the README).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Done, or converged.
+    Ok = 0,
+    /// `check` found drift.
+    Drift = 1,
+    /// Bad config or usage; nothing was changed.
+    Usage = 2,
+    /// Apply failed; the system is in its last safe state.
+    Failed = 3,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e as u8)
+    }
+}
+
+/// An error that carries its exit code (config errors are 2, the rest 3).
+pub fn exit_for(e: &anyhow::Error) -> Exit {
+    if e.chain()
+        .any(|c| c.is::<crate::config::ConfigError>() || c.is::<UsageError>())
+    {
+        Exit::Usage
+    } else {
+        Exit::Failed
+    }
+}
+
+/// A usage mistake found after argument parsing.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "brickup",
+    version,
+    about = "First-boot hardening for masternode VPSes"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options shared by the commands that work on a system.
+#[derive(Debug, clap::Args, Clone)]
+pub struct Target {
+    /// Config file (default: /etc/brickup/brickup.yaml under --root).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Work on the filesystem under DIR (tests, image baking) instead of this machine.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// Seconds to wait for another brickup run to finish.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub lock_wait: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show what apply would do: diffs and commands. Changes nothing.
+    Plan(converge::Plan),
+    /// Converge the system to the config.
+    Apply(converge::Apply),
+    /// Report drift of the effective state. Exit 1 on drift.
+    Check(converge::Check),
+    /// Print a commented example config.
+    Example,
+}
+
+impl Cli {
+    pub fn run(self) -> anyhow::Result<Exit> {
+        match self.command {
+            Command::Plan(c) => c.run(),
+            Command::Apply(c) => c.run(),
+            Command::Check(c) => c.run(),
+            Command::Example => {
+                print!("{}", crate::config::EXAMPLE);
+                Ok(Exit::Ok)
+            }
+        }
+    }
+}

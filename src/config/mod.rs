@@ -1,0 +1,213 @@
+//! brickup's configuration: the versioned YAML schema, loading, and validation whose every error
+//! names the file, line, column and field (`brickup.yaml:3:9: ssh.port: 70000 is not a TCP port`).
+//!
+//! YAML is read with `serde_norway`, the maintained continuation of the archived `serde_yaml`.
+
+mod locate;
+mod types;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+pub use types::*;
+
+/// Where the config lives unless `--config` says otherwise.
+pub const DEFAULT_PATH: &str = "/etc/brickup/brickup.yaml";
+
+/// A commented example config that validates (`brickup example`).
+pub const EXAMPLE: &str = include_str!("example.yaml");
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: usize,
+    pub column: usize,
+    pub field: String,
+    pub message: String,
+}
+
+/// An invalid config: every problem found, each with its place. brickup exits 2 on it.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self
+            .problems
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}:{}:{}: {}: {}",
+                    self.file.display(),
+                    p.line,
+                    p.column,
+                    p.field,
+                    p.message
+                )
+            })
+            .collect();
+        write!(f, "invalid config: {}", lines.join("\n  "))
+    }
+}
+
+/// A loaded, validated config plus what the report needs to know of it.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub path: PathBuf,
+    /// sha256 of the file's exact bytes, for the report.
+    pub sha256: String,
+    /// Warnings to log (e.g. the file is readable by others).
+    pub warnings: Vec<String>,
+}
+
+/// Read and validate the config at `path` (a path on the machine brickup runs on).
+pub fn load(path: &Path) -> anyhow::Result<Loaded> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config {}", path.display()))?;
+    let config = parse(&text, path)?;
+    let mut warnings = Vec::new();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("reading metadata of {}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        warnings.push(format!(
+            "{} is readable by others (mode {:o}): it may hold secrets, chmod 600 it",
+            path.display(),
+            mode & 0o777
+        ));
+    }
+    use sha2::Digest;
+    let sha256 = hex::encode(sha2::Sha256::digest(text.as_bytes()));
+    Ok(Loaded {
+        config,
+        path: path.to_path_buf(),
+        sha256,
+        warnings,
+    })
+}
+
+/// Parse and validate config text; `file` is only used in messages.
+pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+    let fail = |problems| ConfigError {
+        file: file.to_path_buf(),
+        problems,
+    };
+    let config: Config =
+        serde_norway::from_str(text).map_err(|e| fail(vec![serde_problem(&e, text)]))?;
+    let problems: Vec<Problem> = config
+        .validate()
+        .into_iter()
+        .map(|(field, message)| {
+            let (line, column) = locate::locate(text, &field);
+            Problem {
+                line,
+                column,
+                field,
+                message,
+            }
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(fail(problems))
+    }
+}
+
+/// Turn serde_norway's "path: message at line L column C" into a [`Problem`].
+fn serde_problem(e: &serde_norway::Error, source: &str) -> Problem {
+    let (line, column) = e
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((1, 1));
+    let text = e.to_string();
+    let text = match text.rfind(" at line ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    };
+    let (path, message) = match text.split_once(": ") {
+        Some((p, m)) if !p.contains(' ') => (p.to_string(), m.to_string()),
+        _ => (String::new(), text.clone()),
+    };
+    let join = |name: &str| {
+        if path.is_empty() || path == "." {
+            name.to_string()
+        } else {
+            format!("{path}.{name}")
+        }
+    };
+    let field = if let Some(name) = backticked(&message, "unknown field `") {
+        join(&name)
+    } else if let Some(name) = backticked(&message, "missing field `") {
+        join(&name)
+    } else if path.is_empty() {
+        "(document)".to_string()
+    } else {
+        // A custom error from a field's own Deserialize is reported at the parent's path but
+        // at the field's line: take the key written there.
+        let key = source
+            .lines()
+            .nth(line.saturating_sub(1))
+            .and_then(|l| l.trim().trim_start_matches("- ").split_once(':'))
+            .map(|(k, _)| k.trim().to_string());
+        match key {
+            Some(k)
+                if !k.is_empty()
+                    && !path.ends_with(&k)
+                    && !path.ends_with(']')
+                    && !k.contains(' ') =>
+            {
+                join(&k)
+            }
+            _ => path,
+        }
+    };
+    Problem {
+        line,
+        column,
+        field,
+        message,
+    }
+}
+
+fn backticked(message: &str, prefix: &str) -> Option<String> {
+    let rest = message.strip_prefix(prefix)?;
+    Some(rest.split('`').next()?.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_validates() {
+        let c = parse(EXAMPLE, Path::new("example.yaml")).unwrap();
+        assert_eq!(c.ssh.port.get(), 2222);
+        assert!(c.csf.is_some());
+    }
+
+    #[test]
+    fn serde_errors_name_field_and_place() {
+        let e = parse("version: 1\nssh:\n  port: 70000\n", Path::new("b.yaml")).unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.contains("b.yaml:3:3: ssh.port: 70000 is not a TCP port (1-65535)"),
+            "{s}"
+        );
+        let e = parse(
+            "version: 1\nssh:\n  port: 22\n  bogus: 1\n",
+            Path::new("b.yaml"),
+        )
+        .unwrap_err();
+        assert_eq!(e.problems[0].field, "ssh.bogus");
+        assert_eq!(e.problems[0].line, 4);
+    }
+}

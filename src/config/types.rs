@@ -1,0 +1,389 @@
+//! The config schema (version 1) and its semantic checks.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{de, Deserialize, Deserializer, Serialize};
+
+use crate::keys;
+
+/// A TCP/UDP port, 1-65535.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Port(u16);
+
+impl Port {
+    pub fn new(p: u16) -> Option<Port> {
+        (p != 0).then_some(Port(p))
+    }
+    pub fn get(self) -> u16 {
+        self.0
+    }
+}
+
+impl fmt::Display for Port {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        u16::try_from(n)
+            .ok()
+            .and_then(Port::new)
+            .ok_or_else(|| de::Error::custom(format!("{n} is not a TCP port (1-65535)")))
+    }
+}
+
+/// A masternode port given by number or by coin name (`pivx`, `dash`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MasternodePort {
+    Port(Port),
+    Coin(String),
+}
+
+/// Mainnet P2P ports from each coin's chainparams (FACTS.md).
+pub const COINS: &[(&str, &[u16])] = &[
+    ("dash", &[9999]),
+    ("dash-evonode", &[9999, 26656, 443]),
+    ("pivx", &[51472]),
+    ("pivx-testnet", &[51474]),
+    ("firo", &[8168]),
+    ("syscoin", &[8369]),
+    ("raptoreum", &[10226]),
+];
+
+impl MasternodePort {
+    /// The ports this entry stands for; empty for an unknown coin (caught by validation).
+    pub fn ports(&self) -> Vec<Port> {
+        match self {
+            MasternodePort::Port(p) => vec![*p],
+            MasternodePort::Coin(name) => COINS
+                .iter()
+                .find(|(c, _)| c.eq_ignore_ascii_case(name))
+                .map(|(_, ps)| ps.iter().filter_map(|p| Port::new(*p)).collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MasternodePort {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(i64),
+            S(String),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            de::Error::custom("expected a port number or a coin name (dash, pivx, ...)")
+        })? {
+            Raw::N(n) => u16::try_from(n)
+                .ok()
+                .and_then(Port::new)
+                .map(MasternodePort::Port)
+                .ok_or_else(|| de::Error::custom(format!("{n} is not a TCP port (1-65535)"))),
+            Raw::S(s) => Ok(MasternodePort::Coin(s)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub version: u32,
+    pub ssh: SshConfig,
+    #[serde(default)]
+    pub firewall: FirewallConfig,
+    pub csf: Option<CsfConfig>,
+    #[serde(default)]
+    pub packages: PackagesConfig,
+    pub report: Option<crate::report::ReportConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshConfig {
+    #[serde(default = "default_user")]
+    pub user: String,
+    pub port: Port,
+    #[serde(default)]
+    pub authorized_keys: Vec<String>,
+    /// Keep password logins on (default off: the whole point).
+    #[serde(default)]
+    pub password_authentication: bool,
+    /// More sshd settings, keyword -> value, written after brickup's own.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+}
+
+fn default_user() -> String {
+    "root".to_string()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Ipv6Mode {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirewallConfig {
+    #[serde(default)]
+    pub masternode_ports: Vec<MasternodePort>,
+    #[serde(default)]
+    pub extra_tcp_in: Vec<Port>,
+    #[serde(default)]
+    pub extra_udp_in: Vec<Port>,
+    /// Outbound TCP; default the guide's 25,53,587,80,443 (+ masternode ports).
+    pub tcp_out: Option<Vec<Port>>,
+    /// Outbound UDP; default: csf's own value is left alone.
+    pub udp_out: Option<Vec<Port>>,
+    #[serde(default)]
+    pub ipv6: Ipv6Mode,
+    #[serde(default)]
+    pub auto_updates: bool,
+    #[serde(default = "default_restrict_syslog")]
+    pub restrict_syslog: u8,
+    /// Further csf.conf keys, KEY -> value.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+}
+
+fn default_restrict_syslog() -> u8 {
+    3
+}
+
+impl Default for FirewallConfig {
+    fn default() -> Self {
+        FirewallConfig {
+            masternode_ports: Vec::new(),
+            extra_tcp_in: Vec::new(),
+            extra_udp_in: Vec::new(),
+            tcp_out: None,
+            udp_out: None,
+            ipv6: Ipv6Mode::Auto,
+            auto_updates: false,
+            restrict_syslog: 3,
+            settings: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsfConfig {
+    pub url: String,
+    pub sha256: String,
+    /// Allow a plain http:// URL (the checksum still guards the content).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Extra CA certificate (PEM) for a private mirror.
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PackagesConfig {
+    #[serde(default)]
+    pub extra: Vec<String>,
+}
+
+/// sshd keywords brickup sets itself; `ssh.settings` may not override them.
+pub const OWNED_SSHD_KEYWORDS: &[&str] = &[
+    "port",
+    "passwordauthentication",
+    "kbdinteractiveauthentication",
+    "challengeresponseauthentication",
+    "permitrootlogin",
+    "pubkeyauthentication",
+    "permitemptypasswords",
+];
+
+impl Config {
+    /// Semantic checks serde cannot express: (field path, message) for each problem.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut p = Vec::new();
+        if self.version != 1 {
+            p.push((
+                "version".into(),
+                format!(
+                    "unsupported version {} (this brickup reads version 1)",
+                    self.version
+                ),
+            ));
+        }
+        self.ssh.validate(&mut p);
+        self.firewall.validate(self.ssh.port, &mut p);
+        if let Some(csf) = &self.csf {
+            csf.validate(&mut p);
+        }
+        for (i, name) in self.packages.extra.iter().enumerate() {
+            let ok = !name.is_empty()
+                && !name.starts_with('-')
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-._:".contains(c));
+            if !ok {
+                p.push((
+                    format!("packages.extra[{i}]"),
+                    format!("{name:?} is not a package name"),
+                ));
+            }
+        }
+        if let Some(r) = &self.report {
+            p.extend(r.validate());
+        }
+        p
+    }
+}
+
+impl SshConfig {
+    fn validate(&self, p: &mut Vec<(String, String)>) {
+        let user_ok = !self.user.is_empty()
+            && !self.user.starts_with('-')
+            && self
+                .user
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        if !user_ok {
+            p.push((
+                "ssh.user".into(),
+                format!("{:?} is not a user name", self.user),
+            ));
+        }
+        for (i, line) in self.authorized_keys.iter().enumerate() {
+            if let Err(e) = keys::PublicKey::parse(line) {
+                p.push((format!("ssh.authorized_keys[{i}]"), e.to_string()));
+            }
+        }
+        if self.authorized_keys.is_empty() && !self.password_authentication {
+            p.push((
+                "ssh.authorized_keys".into(),
+                "empty while password logins are to be disabled: the owner would be locked out \
+                 (add a public key, or set ssh.password_authentication: true)"
+                    .into(),
+            ));
+        }
+        for (k, v) in &self.settings {
+            let field = format!("ssh.settings.{k}");
+            if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric()) {
+                p.push((field, "not an sshd_config keyword".into()));
+            } else if OWNED_SSHD_KEYWORDS.contains(&k.to_ascii_lowercase().as_str()) {
+                p.push((
+                    field,
+                    "set by brickup itself (use ssh.port / ssh.password_authentication)".into(),
+                ));
+            } else if k.eq_ignore_ascii_case("match") || k.eq_ignore_ascii_case("include") {
+                p.push((
+                    field,
+                    "Match and Include blocks are not supported here".into(),
+                ));
+            } else if v.trim().is_empty() || v.contains('\n') {
+                p.push((field, "needs a one-line value".into()));
+            }
+        }
+    }
+}
+
+impl FirewallConfig {
+    fn validate(&self, ssh_port: Port, p: &mut Vec<(String, String)>) {
+        for (i, m) in self.masternode_ports.iter().enumerate() {
+            let field = format!("firewall.masternode_ports[{i}]");
+            if let MasternodePort::Coin(name) = m {
+                if m.ports().is_empty() {
+                    let known: Vec<&str> = COINS.iter().map(|(c, _)| *c).collect();
+                    p.push((
+                        field.clone(),
+                        format!(
+                            "unknown coin {name:?} (known: {}; or give the port number)",
+                            known.join(", ")
+                        ),
+                    ));
+                }
+            }
+            if m.ports().contains(&ssh_port) {
+                p.push((field, format!("port {ssh_port} is also ssh.port: SSH and the masternode cannot share a port")));
+            }
+        }
+        for (i, port) in self.extra_tcp_in.iter().enumerate() {
+            if *port == ssh_port {
+                p.push((
+                    format!("firewall.extra_tcp_in[{i}]"),
+                    format!("port {port} is ssh.port already (it is always open)"),
+                ));
+            }
+        }
+        if self.restrict_syslog > 3 {
+            p.push((
+                "firewall.restrict_syslog".into(),
+                format!("{} is not 0-3", self.restrict_syslog),
+            ));
+        }
+        for (k, v) in &self.settings {
+            let field = format!("firewall.settings.{k}");
+            if k.is_empty()
+                || !k
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            {
+                p.push((field, "not a csf.conf key (UPPER_CASE)".into()));
+            } else if crate::csf::OWNED_KEYS.contains(&k.as_str()) {
+                p.push((
+                    field,
+                    "set by brickup itself from the firewall section".into(),
+                ));
+            } else if v.contains('"') || v.contains('\n') {
+                p.push((
+                    field,
+                    "value may not contain a double quote or newline".into(),
+                ));
+            }
+        }
+    }
+
+    /// The masternode ports, deduplicated in order.
+    pub fn masternode(&self) -> Vec<Port> {
+        let mut out: Vec<Port> = Vec::new();
+        for p in self.masternode_ports.iter().flat_map(|m| m.ports()) {
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        out
+    }
+}
+
+impl CsfConfig {
+    fn validate(&self, p: &mut Vec<(String, String)>) {
+        if self.sha256.len() != 64 || !self.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+            p.push((
+                "csf.sha256".into(),
+                "must be 64 hex digits (the tarball's sha256)".into(),
+            ));
+        }
+        let scheme = self
+            .url
+            .split_once("://")
+            .map(|(s, _)| s.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("https") | Some("file") => {}
+            Some("http") if self.allow_http => {}
+            Some("http") => p.push((
+                "csf.url".into(),
+                "plain http:// needs csf.allow_http: true (the sha256 still guards the content)"
+                    .into(),
+            )),
+            _ => p.push((
+                "csf.url".into(),
+                format!("{:?} is not an https://, file:// or http:// URL", self.url),
+            )),
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! The owner's SSH key: parsing public keys (and refusing private ones), and installing them into
+//! the `authorized_keys` file sshd really reads for the user (effective `AuthorizedKeysFile`,
+//! sshd_config(5) TOKENS), keeping every line already there.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use base64::Engine as _;
+
+use crate::engine::{Action, Applied, Context, Step};
+use crate::fsops::{NewFile, Transaction};
+use crate::root::Root;
+
+/// Key types sshd accepts today (ssh-dss is disabled by OpenSSH 9.8+ and refused here).
+const KEY_TYPES: &[&str] = &[
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+];
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyError {
+    #[error("this is a PRIVATE key: paste the public key (the .pub file's one line) instead, and treat the private key as leaked")]
+    PrivateKey,
+    #[error("not a public key: expected `<type> <base64> [comment]` with type one of {}", KEY_TYPES.join(", "))]
+    Malformed,
+    #[error("ssh-dss (DSA) keys are disabled in current OpenSSH; use ssh-ed25519")]
+    Dsa,
+    #[error("the key data is not valid base64")]
+    BadBase64,
+    #[error("the key data is of type {inner:?}, not {outer:?} as the line says")]
+    TypeMismatch { outer: String, inner: String },
+}
+
+/// One `authorized_keys` line's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    pub options: Option<String>,
+    pub kind: String,
+    pub blob: String,
+    pub comment: String,
+}
+
+impl PublicKey {
+    /// Parse an `authorized_keys` line: `[options] type base64 [comment]`. Never echoes the text.
+    pub fn parse(line: &str) -> Result<PublicKey, KeyError> {
+        let line = line.trim();
+        if line.contains("PRIVATE KEY")
+            || line.starts_with("-----BEGIN")
+            || line.starts_with("PuTTY-User-Key-File")
+        {
+            return Err(KeyError::PrivateKey);
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let at = words
+            .iter()
+            .position(|w| KEY_TYPES.contains(w) || *w == "ssh-dss")
+            .ok_or(KeyError::Malformed)?;
+        if words[at] == "ssh-dss" {
+            return Err(KeyError::Dsa);
+        }
+        let kind = words[at].to_string();
+        let blob = words.get(at + 1).ok_or(KeyError::Malformed)?.to_string();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(&blob)
+            .map_err(|_| KeyError::BadBase64)?;
+        let inner = embedded_type(&raw).ok_or(KeyError::Malformed)?;
+        if inner != kind {
+            return Err(KeyError::TypeMismatch { outer: kind, inner });
+        }
+        let options = (at > 0).then(|| line[..line.find(&kind).unwrap_or(0)].trim().to_string());
+        Ok(PublicKey {
+            options,
+            kind,
+            blob,
+            comment: words[at + 2..].join(" "),
+        })
+    }
+
+    /// The same key, whatever the options or comment.
+    pub fn same_key(&self, other: &PublicKey) -> bool {
+        self.kind == other.kind && self.blob == other.blob
+    }
+}
+
+/// The key type string at the head of a key blob (a uint32 length, then the name).
+fn embedded_type(raw: &[u8]) -> Option<String> {
+    let len = u32::from_be_bytes(raw.get(..4)?.try_into().ok()?) as usize;
+    let name = raw.get(4..4 + len)?;
+    String::from_utf8(name.to_vec()).ok()
+}
+
+/// `current` with every missing key appended; lines already there are kept byte for byte.
+pub fn merge(current: &str, wanted: &[String]) -> String {
+    let have: Vec<PublicKey> = current
+        .lines()
+        .filter_map(|l| PublicKey::parse(l).ok())
+        .collect();
+    let mut out = current.to_string();
+    for line in wanted {
+        let Ok(key) = PublicKey::parse(line) else {
+            continue;
+        };
+        if have.iter().any(|h| h.same_key(&key))
+            || out
+                .lines()
+                .filter_map(|l| PublicKey::parse(l).ok())
+                .any(|h| h.same_key(&key))
+        {
+            continue;
+        }
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(line.trim());
+        out.push('\n');
+    }
+    out
+}
+
+/// A user's passwd entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+/// Look `name` up in the root's `/etc/passwd`.
+pub fn user(root: &Root, name: &str) -> Result<User> {
+    let path = root.path("/etc/passwd");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 7 && f[0] == name).then(|| -> Option<User> {
+                Some(User {
+                    name: name.to_string(),
+                    uid: f[2].parse().ok()?,
+                    gid: f[3].parse().ok()?,
+                    home: PathBuf::from(f[5]),
+                })
+            })?
+        })
+        .next()
+        .with_context(|| format!("user {name:?} not found in /etc/passwd"))
+}
+
+/// Expand an `AuthorizedKeysFile` entry (%h, %u, %U, %%; relative means from home) to a host path.
+pub fn expand_keys_file(pattern: &str, user: &User) -> PathBuf {
+    let mut out = String::new();
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('h') => out.push_str(&user.home.to_string_lossy()),
+            Some('u') => out.push_str(&user.name),
+            Some('U') => out.push_str(&user.uid.to_string()),
+            Some('%') => out.push('%'),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    if out.starts_with('/') {
+        PathBuf::from(out)
+    } else {
+        user.home.join(out)
+    }
+}
+
+/// The authorized_keys file sshd reads for the configured user (host path), and the user.
+pub fn target(cx: &Context) -> Result<(PathBuf, User)> {
+    let user = user(&cx.root, &cx.config.ssh.user)?;
+    let pattern = crate::sshd::authorized_keys_file(&cx.root)?;
+    Ok((expand_keys_file(&pattern, &user), user))
+}
+
+fn wanted_content(cx: &Context, path: &Path) -> Result<(String, String)> {
+    let real = cx.root.path(path);
+    let current = match fs::read(&real) {
+        Ok(b) => {
+            String::from_utf8(b).with_context(|| format!("{} is not UTF-8", path.display()))?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", real.display())),
+    };
+    let new = merge(&current, &cx.config.ssh.authorized_keys);
+    Ok((current, new))
+}
+
+/// Installs `ssh.authorized_keys` for `ssh.user`.
+pub struct KeysStep;
+
+impl Step for KeysStep {
+    fn name(&self) -> &'static str {
+        "ssh-key"
+    }
+
+    fn skip_reason(&self, cx: &Context) -> Option<String> {
+        cx.config
+            .ssh
+            .authorized_keys
+            .is_empty()
+            .then(|| "no ssh.authorized_keys configured".to_string())
+    }
+
+    fn plan(&self, cx: &Context) -> Result<Vec<Action>> {
+        let (path, _) = target(cx)?;
+        let (old, new) = wanted_content(cx, &path)?;
+        Ok(if old == new {
+            vec![]
+        } else {
+            vec![Action::File {
+                path: path.display().to_string(),
+                old,
+                new,
+            }]
+        })
+    }
+
+    fn apply(&self, cx: &Context, tx: &mut Transaction) -> Result<Applied> {
+        let (path, user) = target(cx)?;
+        let owner = NewFile {
+            mode: 0o700,
+            uid: Some(user.uid),
+            gid: Some(user.gid),
+        };
+        if let Some(dir) = path.parent() {
+            tx.create_dir(dir, owner)?;
+        }
+        let (_, new) = wanted_content(cx, &path)?;
+        let mut changed = tx.write(
+            &path,
+            new.as_bytes(),
+            NewFile {
+                mode: 0o600,
+                ..owner
+            },
+        )?;
+        changed |= fix_mode_owner(&cx.root.path(&path), 0o600, &user)?;
+        Ok(if changed {
+            Applied::changed(format!("installed key(s) in {}", path.display()))
+        } else {
+            Applied::unchanged(format!("key(s) already in {}", path.display()))
+        })
+    }
+
+    fn check(&self, cx: &Context) -> Result<Vec<String>> {
+        let (path, user) = target(cx)?;
+        let (old, new) = wanted_content(cx, &path)?;
+        let mut drift = Vec::new();
+        if old != new {
+            drift.push(format!("{}: a configured key is missing", path.display()));
+        }
+        let real = cx.root.path(&path);
+        if let Ok(m) = fs::metadata(&real) {
+            if m.mode() & 0o022 != 0 || m.uid() != user.uid {
+                drift.push(format!(
+                    "{}: mode {:o} owner {} (sshd's StrictModes may ignore it)",
+                    path.display(),
+                    m.mode() & 0o777,
+                    m.uid()
+                ));
+            }
+        }
+        Ok(drift)
+    }
+}
+
+fn fix_mode_owner(path: &Path, mode: u32, user: &User) -> Result<bool> {
+    let m =
+        fs::metadata(path).with_context(|| format!("reading metadata of {}", path.display()))?;
+    let mut changed = false;
+    if m.mode() & 0o7777 != mode {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .with_context(|| format!("chmod {}", path.display()))?;
+        changed = true;
+    }
+    if m.uid() != user.uid || m.gid() != user.gid {
+        std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid))
+            .with_context(|| format!("chown {}", path.display()))?;
+        changed = true;
+    }
+    Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ED: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG1bh5Dyv/MbhAvzLRXQqVpyA9GJmaBkNt9CSFBOhuZi owner@laptop";
+
+    #[test]
+    fn parses_and_refuses() {
+        let k = PublicKey::parse(ED).unwrap();
+        assert_eq!(k.kind, "ssh-ed25519");
+        assert_eq!(k.comment, "owner@laptop");
+        let with_opts = format!("no-pty,from=\"1.2.3.4\" {ED}");
+        assert_eq!(
+            PublicKey::parse(&with_opts).unwrap().options.as_deref(),
+            Some("no-pty,from=\"1.2.3.4\"")
+        );
+        assert_eq!(
+            PublicKey::parse("-----BEGIN OPENSSH PRIVATE KEY-----"),
+            Err(KeyError::PrivateKey)
+        );
+        assert_eq!(
+            PublicKey::parse("ssh-ed25519 !!!"),
+            Err(KeyError::BadBase64)
+        );
+        assert!(matches!(
+            PublicKey::parse(
+                "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIG1bh5Dyv/MbhAvzLRXQqVpyA9GJmaBkNt9CSFBOhuZi"
+            ),
+            Err(KeyError::TypeMismatch { .. })
+        ));
+        assert_eq!(PublicKey::parse("hello world"), Err(KeyError::Malformed));
+    }
+
+    #[test]
+    fn merge_keeps_lines_and_adds_once() {
+        let current = "# mine\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG1bh5Dyv/MbhAvzLRXQqVpyA9GJmaBkNt9CSFBOhuZi other-comment";
+        assert_eq!(merge(current, &[ED.to_string()]), current);
+        let out = merge("# mine", &[ED.to_string()]);
+        assert_eq!(out, format!("# mine\n{ED}\n"));
+        assert_eq!(merge(&out, &[ED.to_string(), ED.to_string()]), out);
+    }
+
+    #[test]
+    fn expands_tokens() {
+        let u = User {
+            name: "mn".into(),
+            uid: 1000,
+            gid: 1000,
+            home: "/home/mn".into(),
+        };
+        assert_eq!(
+            expand_keys_file(".ssh/authorized_keys", &u),
+            Path::new("/home/mn/.ssh/authorized_keys")
+        );
+        assert_eq!(
+            expand_keys_file("/etc/ssh/keys/%u-%U%%", &u),
+            Path::new("/etc/ssh/keys/mn-1000%")
+        );
+        assert_eq!(expand_keys_file("%h/k", &u), Path::new("/home/mn/k"));
+    }
+}

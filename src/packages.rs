@@ -1,0 +1,429 @@
+//! csf's prerequisites and `packages.extra`, installed with the system's own package manager:
+//! apt-get on Debian/Ubuntu, dnf (or yum where there is no dnf) on the RHEL family, chosen from
+//! `/etc/os-release` (os-release(5)). Packages already installed are never touched.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::engine::{Action, Applied, Context, Step};
+use crate::fsops::Transaction;
+use crate::root::Root;
+use crate::runner::{Cmd, Runner};
+
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(1200);
+const ATTEMPTS: u32 = 3;
+
+/// Parse os-release(5) text: KEY=value with optional quotes.
+pub fn parse_os_release(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            if l.starts_with('#') {
+                return None;
+            }
+            let (k, v) = l.split_once('=')?;
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                .unwrap_or(v);
+            Some((k.to_string(), v.replace("\\\"", "\"")))
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Debian,
+    RedHat { major: u32 },
+}
+
+/// The OS family from os-release's ID and ID_LIKE; an unknown one is an error naming them.
+pub fn family(os: &BTreeMap<String, String>) -> Result<Family> {
+    let id = os.get("ID").cloned().unwrap_or_default();
+    let like = os.get("ID_LIKE").cloned().unwrap_or_default();
+    let ids: Vec<&str> = std::iter::once(id.as_str())
+        .chain(like.split_whitespace())
+        .collect();
+    let major = os
+        .get("VERSION_ID")
+        .and_then(|v| v.split('.').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if ids.iter().any(|i| ["debian", "ubuntu"].contains(i)) {
+        Ok(Family::Debian)
+    } else if ids
+        .iter()
+        .any(|i| ["rhel", "centos", "fedora", "rocky", "almalinux"].contains(i))
+    {
+        // Fedora's version numbers are far above EL's; both have the nft iptables there.
+        Ok(Family::RedHat { major })
+    } else {
+        bail!("unsupported system: os-release says ID={id:?} ID_LIKE={like:?}; brickup supports Debian/Ubuntu (apt-get) and the RHEL family (dnf/yum)")
+    }
+}
+
+/// What csf needs on each family (FACTS.md).
+pub fn csf_prerequisites(family: Family) -> Vec<&'static str> {
+    match family {
+        Family::Debian => vec![
+            "perl",
+            "libwww-perl",
+            "liblwp-protocol-https-perl",
+            "libio-socket-ssl-perl",
+            "libio-socket-inet6-perl",
+            "libsocket6-perl",
+            "libnet-libidn-perl",
+            "e2fsprogs",
+            "iptables",
+            "bind9-host",
+            "unzip",
+            "cron",
+        ],
+        Family::RedHat { major } => vec![
+            "perl",
+            "perl-libwww-perl",
+            "perl-LWP-Protocol-https",
+            "perl-IO-Socket-SSL",
+            "bind-utils",
+            "e2fsprogs",
+            if major >= 9 {
+                "iptables-nft"
+            } else {
+                "iptables"
+            },
+            "unzip",
+            "cronie",
+        ],
+    }
+}
+
+/// A package manager.
+pub trait PackageManager {
+    fn name(&self) -> &'static str;
+    /// Those of `pkgs` not installed.
+    fn missing(&self, pkgs: &[String]) -> Result<Vec<String>>;
+    /// The install command for `pkgs`.
+    fn install_cmd(&self, pkgs: &[String]) -> Cmd;
+    /// Install `pkgs` (non-interactively, with bounded retries).
+    fn install(&self, pkgs: &[String]) -> Result<()>;
+}
+
+pub struct Apt<'a> {
+    pub root: Root,
+    pub runner: &'a dyn Runner,
+}
+
+pub struct Rpm<'a> {
+    pub root: Root,
+    pub runner: &'a dyn Runner,
+    /// `dnf` or `yum`.
+    pub tool: &'static str,
+}
+
+fn transient(text: &str) -> bool {
+    [
+        "Could not get lock",
+        "Temporary failure",
+        "Failed to fetch",
+        "Could not resolve",
+        "Connection timed out",
+        "Cannot download",
+        "Curl error",
+    ]
+    .iter()
+    .any(|m| text.contains(m))
+}
+
+fn install_with_retries(
+    runner: &dyn Runner,
+    cmd: &Cmd,
+    before_retry: &dyn Fn(&str) -> Result<()>,
+) -> Result<()> {
+    let mut last = String::new();
+    for attempt in 1..=ATTEMPTS {
+        let out = runner.run(cmd)?;
+        if out.success() {
+            return Ok(());
+        }
+        last = crate::runner::tail(&out.stderr, &out.stdout);
+        let all = format!("{}\n{}", out.stdout, out.stderr);
+        tracing::warn!(attempt, "`{}` failed: {last}", cmd.display());
+        if attempt < ATTEMPTS {
+            before_retry(&all)?;
+            if transient(&all) {
+                std::thread::sleep(Duration::from_secs(5 * attempt as u64));
+            }
+        }
+    }
+    bail!("installing packages failed: `{}`: {last}", cmd.display())
+}
+
+impl Apt<'_> {
+    fn cmd(&self, program: &str) -> Cmd {
+        Cmd::new(program)
+            .chroot(self.root.dir())
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .timeout(INSTALL_TIMEOUT)
+    }
+
+    fn update(&self) -> Result<()> {
+        self.runner
+            .check(
+                &self
+                    .cmd("apt-get")
+                    .args(["-o", "DPkg::Lock::Timeout=600", "-q", "update"]),
+            )
+            .map(|_| ())
+    }
+
+    fn lists_empty(&self) -> bool {
+        std::fs::read_dir(self.root.path("/var/lib/apt/lists"))
+            .map(|d| {
+                !d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().ends_with("_Packages"))
+            })
+            .unwrap_or(true)
+    }
+}
+
+impl PackageManager for Apt<'_> {
+    fn name(&self) -> &'static str {
+        "apt-get"
+    }
+
+    fn missing(&self, pkgs: &[String]) -> Result<Vec<String>> {
+        let mut missing = Vec::new();
+        for p in pkgs {
+            let out = self.runner.run(&self.cmd("dpkg-query").args([
+                "-W",
+                "-f=${Status}",
+                p.as_str(),
+            ]))?;
+            if !(out.success() && out.stdout.trim().ends_with("install ok installed")) {
+                missing.push(p.clone());
+            }
+        }
+        Ok(missing)
+    }
+
+    fn install_cmd(&self, pkgs: &[String]) -> Cmd {
+        self.cmd("apt-get")
+            .args([
+                "-o",
+                "DPkg::Lock::Timeout=600",
+                "-q",
+                "-y",
+                "--no-install-recommends",
+                "install",
+            ])
+            .args(pkgs.iter().cloned())
+    }
+
+    fn install(&self, pkgs: &[String]) -> Result<()> {
+        if self.lists_empty() {
+            self.update()?;
+        }
+        install_with_retries(self.runner, &self.install_cmd(pkgs), &|out| {
+            // Stale or missing lists: refresh once the install says so.
+            if out.contains("Unable to locate package")
+                || out.contains("has no installation candidate")
+                || out.contains("404")
+            {
+                self.update()?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl PackageManager for Rpm<'_> {
+    fn name(&self) -> &'static str {
+        self.tool
+    }
+
+    fn missing(&self, pkgs: &[String]) -> Result<Vec<String>> {
+        let mut missing = Vec::new();
+        for p in pkgs {
+            // `rpm -q --whatprovides` also finds a package installed under another name.
+            let out = self
+                .runner
+                .run(&Cmd::new("rpm").chroot(self.root.dir()).args([
+                    "-q",
+                    "--whatprovides",
+                    p.as_str(),
+                ]))?;
+            if !out.success() {
+                missing.push(p.clone());
+            }
+        }
+        Ok(missing)
+    }
+
+    fn install_cmd(&self, pkgs: &[String]) -> Cmd {
+        Cmd::new(self.tool)
+            .chroot(self.root.dir())
+            .timeout(INSTALL_TIMEOUT)
+            .args(["-y", "install"])
+            .args(pkgs.iter().cloned())
+    }
+
+    fn install(&self, pkgs: &[String]) -> Result<()> {
+        install_with_retries(self.runner, &self.install_cmd(pkgs), &|_| Ok(()))
+    }
+}
+
+/// The package manager for the root's OS.
+pub fn manager<'a>(
+    root: &Root,
+    runner: &'a dyn Runner,
+) -> Result<(Family, Box<dyn PackageManager + 'a>)> {
+    let path = root.path("/etc/os-release");
+    let path = if path.exists() {
+        path
+    } else {
+        root.path("/usr/lib/os-release")
+    };
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let fam = family(&parse_os_release(&text))?;
+    let pm: Box<dyn PackageManager> = match fam {
+        Family::Debian => Box::new(Apt {
+            root: root.clone(),
+            runner,
+        }),
+        Family::RedHat { .. } => {
+            let tool = if ["/usr/bin/dnf", "/usr/bin/dnf5", "/bin/dnf"]
+                .iter()
+                .any(|p| root.path(Path::new(p)).exists())
+            {
+                "dnf"
+            } else {
+                "yum"
+            };
+            Box::new(Rpm {
+                root: root.clone(),
+                runner,
+                tool,
+            })
+        }
+    };
+    Ok((fam, pm))
+}
+
+/// All packages wanted: csf's prerequisites (when csf is configured) plus `packages.extra`.
+pub fn wanted(cx: &Context, fam: Family) -> Vec<String> {
+    let mut pkgs: Vec<String> = Vec::new();
+    if cx.config.csf.is_some() {
+        pkgs.extend(csf_prerequisites(fam).into_iter().map(String::from));
+    }
+    for p in &cx.config.packages.extra {
+        if !pkgs.contains(p) {
+            pkgs.push(p.clone());
+        }
+    }
+    pkgs
+}
+
+/// Installs the missing packages.
+pub struct PackagesStep;
+
+impl Step for PackagesStep {
+    fn name(&self) -> &'static str {
+        "packages"
+    }
+
+    fn skip_reason(&self, cx: &Context) -> Option<String> {
+        (cx.config.csf.is_none() && cx.config.packages.extra.is_empty())
+            .then(|| "no csf section and no packages.extra".to_string())
+    }
+
+    fn preflight(&self, cx: &Context) -> Result<()> {
+        manager(&cx.root, cx.runner).map(|_| ())
+    }
+
+    fn plan(&self, cx: &Context) -> Result<Vec<Action>> {
+        let (fam, pm) = manager(&cx.root, cx.runner)?;
+        let missing = pm.missing(&wanted(cx, fam))?;
+        Ok(if missing.is_empty() {
+            vec![]
+        } else {
+            vec![Action::Command(pm.install_cmd(&missing).display())]
+        })
+    }
+
+    fn apply(&self, cx: &Context, _tx: &mut Transaction) -> Result<Applied> {
+        let (fam, pm) = manager(&cx.root, cx.runner)?;
+        let missing = pm.missing(&wanted(cx, fam))?;
+        if missing.is_empty() {
+            return Ok(Applied::unchanged("all packages already installed"));
+        }
+        pm.install(&missing)?;
+        let still = pm.missing(&missing)?;
+        if !still.is_empty() {
+            bail!(
+                "{} reported success but these are still not installed: {}",
+                pm.name(),
+                still.join(" ")
+            );
+        }
+        Ok(Applied::changed(format!(
+            "installed with {}: {}",
+            pm.name(),
+            missing.join(" ")
+        )))
+    }
+
+    fn check(&self, cx: &Context) -> Result<Vec<String>> {
+        let (fam, pm) = manager(&cx.root, cx.runner)?;
+        Ok(pm
+            .missing(&wanted(cx, fam))?
+            .into_iter()
+            .map(|p| format!("package {p} is not installed"))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families() {
+        let os = |t: &str| parse_os_release(t);
+        assert_eq!(
+            family(&os("ID=debian\nVERSION_ID=\"12\"\n")).unwrap(),
+            Family::Debian
+        );
+        assert_eq!(
+            family(&os("ID=ubuntu\nID_LIKE=debian\n")).unwrap(),
+            Family::Debian
+        );
+        assert_eq!(
+            family(&os(
+                "ID=\"rocky\"\nID_LIKE=\"rhel centos fedora\"\nVERSION_ID=\"9.4\"\n"
+            ))
+            .unwrap(),
+            Family::RedHat { major: 9 }
+        );
+        assert_eq!(
+            family(&os("ID=almalinux\nID_LIKE='rhel'\nVERSION_ID=8.10\n")).unwrap(),
+            Family::RedHat { major: 8 }
+        );
+        let err = family(&os("ID=alpine\nVERSION_ID=3.20\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ID=\"alpine\""), "{err}");
+    }
+
+    #[test]
+    fn el9_uses_nft_iptables() {
+        assert!(csf_prerequisites(Family::RedHat { major: 9 }).contains(&"iptables-nft"));
+        assert!(csf_prerequisites(Family::RedHat { major: 8 }).contains(&"iptables"));
+        assert!(csf_prerequisites(Family::Debian).contains(&"libwww-perl"));
+    }
+}

@@ -1,0 +1,223 @@
+//! Pure sshd_config editors (sshd_config(5)): text in, text out, no I/O. Lines brickup does not
+//! own are kept byte for byte; brickup's own lines are marked so a rerun recognises them.
+
+/// Marks a line brickup commented out, so the original can still be read.
+pub const DISABLED: &str = "#brickup-disabled# ";
+pub const BEGIN: &str = "# BEGIN brickup: managed block, edit /etc/brickup/brickup.yaml instead";
+pub const END: &str = "# END brickup";
+/// The drop-in brickup writes; it sorts before cloud-init's `50-cloud-init.conf`.
+pub const DROPIN: &str = "/etc/ssh/sshd_config.d/00-brickup.conf";
+
+/// The settings brickup wants, keyword (as written) -> value, in order.
+pub type Settings = Vec<(String, String)>;
+
+/// One directive line: lower-case keyword and the rest.
+pub fn directive(line: &str) -> Option<(String, String)> {
+    let t = line.trim();
+    if t.is_empty() || t.starts_with('#') {
+        return None;
+    }
+    let (k, v) = t
+        .split_once(|c: char| c.is_whitespace() || c == '=')
+        .unwrap_or((t, ""));
+    let v = v.trim_start_matches(|c: char| c.is_whitespace() || c == '=');
+    Some((k.to_ascii_lowercase(), v.trim().to_string()))
+}
+
+/// Split text into lines keeping their terminators, so joining gives the text back exactly.
+fn lines(text: &str) -> Vec<&str> {
+    text.split_inclusive('\n').collect()
+}
+
+/// Does the global section include the drop-in directory (`Include /etc/ssh/sshd_config.d/*.conf`)?
+pub fn includes_dropins(text: &str) -> bool {
+    for line in text.lines() {
+        match directive(line) {
+            Some((k, _)) if k == "match" => return false,
+            Some((k, v)) if k == "include" => {
+                if v.split_whitespace().any(|p| {
+                    let p = p.trim_matches('"');
+                    p == "/etc/ssh/sshd_config.d/*.conf" || p == "sshd_config.d/*.conf"
+                }) {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Comment out the global-section lines setting any of `keywords` (lower-case).
+/// Lines inside `Match` blocks are left alone: they are reported, not rewritten.
+pub fn disable_keywords(text: &str, keywords: &[String]) -> String {
+    let mut in_match = false;
+    let mut out = String::with_capacity(text.len());
+    for line in lines(text) {
+        match directive(line) {
+            Some((k, _)) if k == "match" => {
+                in_match = true;
+                out.push_str(line);
+            }
+            Some((k, _)) if !in_match && keywords.contains(&k) => {
+                out.push_str(DISABLED);
+                out.push_str(line);
+            }
+            _ => out.push_str(line),
+        }
+    }
+    out
+}
+
+/// The settings as sshd_config lines.
+pub fn render(settings: &Settings) -> String {
+    settings.iter().map(|(k, v)| format!("{k} {v}\n")).collect()
+}
+
+/// The whole brickup drop-in.
+pub fn render_dropin(settings: &Settings) -> String {
+    format!("# Written by brickup; edit /etc/brickup/brickup.yaml and run `brickup apply` instead.\n# It sorts first so its values win (sshd keeps the first value it reads).\n{}", render(settings))
+}
+
+/// Edit a config without the drop-in Include in place: owned keywords in the global section are
+/// commented out, and the managed block sits before the first `Match` (or at the end).
+pub fn edit_in_place(text: &str, settings: &Settings) -> String {
+    let keywords: Vec<String> = settings
+        .iter()
+        .map(|(k, _)| k.to_ascii_lowercase())
+        .collect();
+    let without = remove_block(text);
+    let disabled = disable_keywords(&without, &keywords);
+    let block = format!("{BEGIN}\n{}{END}\n", render(settings));
+    let mut out = String::with_capacity(disabled.len() + block.len());
+    let mut placed = false;
+    for line in lines(&disabled) {
+        if !placed && matches!(directive(line), Some((k, _)) if k == "match") {
+            out.push_str(&block);
+            placed = true;
+        }
+        out.push_str(line);
+    }
+    if !placed {
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(&block);
+    }
+    out
+}
+
+/// The text without brickup's managed block.
+fn remove_block(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut inside = false;
+    for line in lines(text) {
+        let t = line.trim_end();
+        if t == BEGIN {
+            inside = true;
+        } else if inside && t == END {
+            inside = false;
+        } else if !inside {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+/// Files (by content) that set `keyword` inside a Match block: (line number, line).
+pub fn match_overrides(text: &str, keyword: &str) -> Vec<(usize, String)> {
+    let mut in_match = false;
+    let mut found = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        match directive(line) {
+            Some((k, _)) if k == "match" => in_match = true,
+            Some((k, _)) if k == keyword && in_match => {
+                found.push((i + 1, line.trim().to_string()))
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> Settings {
+        vec![
+            ("Port".into(), "2222".into()),
+            ("PasswordAuthentication".into(), "no".into()),
+        ]
+    }
+
+    #[test]
+    fn directive_parses_forms() {
+        assert_eq!(directive("  Port 22"), Some(("port".into(), "22".into())));
+        assert_eq!(directive("Port=22"), Some(("port".into(), "22".into())));
+        assert_eq!(directive("#Port 22"), None);
+        assert_eq!(directive(""), None);
+    }
+
+    #[test]
+    fn include_detection() {
+        assert!(includes_dropins("Include /etc/ssh/sshd_config.d/*.conf\n"));
+        assert!(!includes_dropins(
+            "# Include /etc/ssh/sshd_config.d/*.conf\n"
+        ));
+        assert!(!includes_dropins(
+            "Match User x\nInclude /etc/ssh/sshd_config.d/*.conf\n"
+        ));
+        assert!(!includes_dropins("Port 22\n"));
+    }
+
+    #[test]
+    fn in_place_table() {
+        let cases: &[(&str, &str)] = &[
+            // No settings yet: block appended; comments kept.
+            ("# c\nUsePAM yes\n", "# c\nUsePAM yes\n{B}"),
+            // Several Port lines neutralised, block before Match, Match body untouched.
+            (
+                "Port 22\nPort 2200\nX11Forwarding yes\nMatch User bob\n  PasswordAuthentication yes\n",
+                "#brickup-disabled# Port 22\n#brickup-disabled# Port 2200\nX11Forwarding yes\n{B}Match User bob\n  PasswordAuthentication yes\n",
+            ),
+            // No trailing newline.
+            ("UsePAM yes", "UsePAM yes\n{B}"),
+            // Case-insensitive keywords, '=' form.
+            ("passwordauthentication=yes\n", "#brickup-disabled# passwordauthentication=yes\n{B}"),
+        ];
+        let block = format!("{BEGIN}\nPort 2222\nPasswordAuthentication no\n{END}\n");
+        for (input, want) in cases {
+            let want = want.replace("{B}", &block);
+            let got = edit_in_place(input, &spec());
+            assert_eq!(got, want, "input {input:?}");
+            assert_eq!(edit_in_place(&got, &spec()), got, "rerun changes {input:?}");
+        }
+    }
+
+    #[test]
+    fn in_place_replaces_changed_block() {
+        let first = edit_in_place("UsePAM yes\n", &spec());
+        let other = vec![("Port".into(), "3333".into())];
+        let second = edit_in_place(&first, &other);
+        assert_eq!(second, format!("UsePAM yes\n{BEGIN}\nPort 3333\n{END}\n"));
+    }
+
+    #[test]
+    fn disable_keeps_other_bytes() {
+        let text = "Include /etc/ssh/sshd_config.d/*.conf\n\t# Port 22 comment\r\nPort 22\nAcceptEnv LANG\n";
+        let got = disable_keywords(text, &["port".into()]);
+        assert_eq!(got, "Include /etc/ssh/sshd_config.d/*.conf\n\t# Port 22 comment\r\n#brickup-disabled# Port 22\nAcceptEnv LANG\n");
+        assert_eq!(disable_keywords(&got, &["port".into()]), got);
+    }
+
+    #[test]
+    fn finds_match_overrides() {
+        let t =
+            "PasswordAuthentication no\nMatch Address 10.0.0.0/8\n  PasswordAuthentication yes\n";
+        assert_eq!(
+            match_overrides(t, "passwordauthentication"),
+            vec![(3, "PasswordAuthentication yes".into())]
+        );
+    }
+}

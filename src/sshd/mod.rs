@@ -1,0 +1,327 @@
+//! sshd hardening (sshd_config(5)): a brickup drop-in that sorts first where `sshd_config`
+//! includes `sshd_config.d/*.conf`, an in-place managed block otherwise; validated with `sshd -t`
+//! and `sshd -T` before sshd is restarted, and rolled back when anything is off.
+
+pub mod edit;
+mod service;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::engine::{Action, Applied, Context, Step};
+use crate::fsops::{NewFile, Transaction};
+use crate::root::Root;
+use crate::runner::Cmd;
+
+pub const SSHD_CONFIG: &str = "/etc/ssh/sshd_config";
+const DROPIN_DIR: &str = "/etc/ssh/sshd_config.d";
+
+/// Refusals that keep the owner from being locked out.
+#[derive(Debug, thiserror::Error)]
+pub enum LockoutGuard {
+    #[error("refusing to disable password logins: no configured key is installed in {path}, the file sshd reads for {user}")]
+    NoKeyInstalled { path: String, user: String },
+    #[error("sshd would not use brickup's {keyword} (wants {wanted:?}, effective {effective:?}): it is overridden by {by}; rolled back")]
+    Overridden {
+        keyword: String,
+        wanted: String,
+        effective: String,
+        by: String,
+    },
+    #[error(
+        "sshd is not listening on port {port} after the restart; the previous config was restored"
+    )]
+    NotListening { port: u16 },
+}
+
+/// One directive in the order sshd reads it.
+#[derive(Debug, Clone)]
+pub struct Directive {
+    pub file: PathBuf,
+    pub line: usize,
+    pub keyword: String,
+    pub value: String,
+    pub in_match: bool,
+}
+
+/// The directives of `sshd_config` and what it includes, in sshd's reading order.
+pub fn read_order(root: &Root) -> Result<Vec<Directive>> {
+    let mut out = Vec::new();
+    read_file(root, Path::new(SSHD_CONFIG), &mut out, 0)?;
+    Ok(out)
+}
+
+fn read_file(root: &Root, host: &Path, out: &mut Vec<Directive>, depth: usize) -> Result<()> {
+    if depth > 8 {
+        bail!("Include nesting too deep at {}", host.display());
+    }
+    let real = root.path(host);
+    let text = fs::read_to_string(&real).with_context(|| format!("reading {}", real.display()))?;
+    let mut in_match = false;
+    for (i, line) in text.lines().enumerate() {
+        let Some((keyword, value)) = edit::directive(line) else {
+            continue;
+        };
+        if keyword == "match" {
+            in_match = true;
+        }
+        if keyword == "include" {
+            for pattern in value.split_whitespace() {
+                for f in glob(root, pattern)? {
+                    read_file(root, &f, out, depth + 1)?;
+                }
+            }
+            continue;
+        }
+        out.push(Directive {
+            file: host.to_path_buf(),
+            line: i + 1,
+            keyword,
+            value,
+            in_match,
+        });
+    }
+    Ok(())
+}
+
+/// Expand an Include pattern (only `*` in the last component, as sshd's configs use).
+fn glob(root: &Root, pattern: &str) -> Result<Vec<PathBuf>> {
+    let pattern = pattern.trim_matches('"');
+    let host = if pattern.starts_with('/') {
+        PathBuf::from(pattern)
+    } else {
+        Path::new("/etc/ssh").join(pattern)
+    };
+    let name = host
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = host.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let Some((pre, post)) = name.split_once('*') else {
+        return Ok(if root.path(&host).exists() {
+            vec![host]
+        } else {
+            vec![]
+        });
+    };
+    let real = root.path(&dir);
+    let mut found = Vec::new();
+    match fs::read_dir(&real) {
+        Ok(entries) => {
+            for e in entries {
+                let n = e
+                    .with_context(|| format!("listing {}", real.display()))?
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned();
+                if n.starts_with(pre) && n.ends_with(post) && n.len() >= pre.len() + post.len() {
+                    found.push(dir.join(n));
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("listing {}", real.display())),
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The first global `AuthorizedKeysFile` entry (sshd's default: `.ssh/authorized_keys`).
+pub fn authorized_keys_file(root: &Root) -> Result<String> {
+    let found = read_order(root)?
+        .into_iter()
+        .find(|d| !d.in_match && d.keyword == "authorizedkeysfile")
+        .and_then(|d| d.value.split_whitespace().next().map(str::to_string));
+    Ok(found.unwrap_or_else(|| ".ssh/authorized_keys".to_string()))
+}
+
+/// The settings brickup writes, in order: its own, then `ssh.settings`.
+pub fn settings(cx: &Context) -> edit::Settings {
+    let ssh = &cx.config.ssh;
+    let yn = |b: bool| if b { "yes" } else { "no" }.to_string();
+    let mut s: edit::Settings = vec![
+        ("Port".into(), ssh.port.to_string()),
+        (
+            "PasswordAuthentication".into(),
+            yn(ssh.password_authentication),
+        ),
+        (
+            "KbdInteractiveAuthentication".into(),
+            yn(ssh.password_authentication),
+        ),
+        // The pre-8.7 name of the same switch; an alias since, so harmless to repeat.
+        (
+            "ChallengeResponseAuthentication".into(),
+            yn(ssh.password_authentication),
+        ),
+        (
+            "PermitRootLogin".into(),
+            if ssh.user == "root" {
+                "prohibit-password"
+            } else {
+                "no"
+            }
+            .into(),
+        ),
+        ("PubkeyAuthentication".into(), "yes".into()),
+        ("PermitEmptyPasswords".into(), "no".into()),
+    ];
+    s.extend(ssh.settings.iter().map(|(k, v)| (k.clone(), v.clone())));
+    s
+}
+
+/// Every file write the step wants: (host path, current, wanted), only those that differ.
+fn desired(cx: &Context) -> Result<Vec<(PathBuf, String, String)>> {
+    let settings = settings(cx);
+    let main = read_text(&cx.root, Path::new(SSHD_CONFIG))?;
+    let mut files: Vec<(PathBuf, String, String)> = Vec::new();
+    let port = vec!["port".to_string()];
+    if edit::includes_dropins(&main) {
+        let dropin = Path::new(edit::DROPIN);
+        let current = read_text(&cx.root, dropin).unwrap_or_default();
+        files.push((
+            dropin.to_path_buf(),
+            current,
+            edit::render_dropin(&settings),
+        ));
+        // Port accumulates: every other Port line would add a listener.
+        files.push((
+            PathBuf::from(SSHD_CONFIG),
+            main.clone(),
+            edit::disable_keywords(&main, &port),
+        ));
+        for f in glob(&cx.root, &format!("{DROPIN_DIR}/*.conf"))? {
+            if f != dropin {
+                let text = read_text(&cx.root, &f)?;
+                files.push((f, text.clone(), edit::disable_keywords(&text, &port)));
+            }
+        }
+    } else {
+        files.push((
+            PathBuf::from(SSHD_CONFIG),
+            main.clone(),
+            edit::edit_in_place(&main, &settings),
+        ));
+    }
+    files.retain(|(_, old, new)| old != new);
+    Ok(files)
+}
+
+fn read_text(root: &Root, host: &Path) -> Result<String> {
+    let real = root.path(host);
+    fs::read_to_string(&real).with_context(|| format!("reading {}", real.display()))
+}
+
+/// Password logins go off only once a configured key is where sshd reads it.
+fn guard_key_installed(cx: &Context) -> Result<()> {
+    if cx.config.ssh.password_authentication {
+        return Ok(());
+    }
+    let (path, user) = crate::keys::target(cx)?;
+    let text = fs::read_to_string(cx.root.path(&path)).unwrap_or_default();
+    let installed: Vec<crate::keys::PublicKey> = text
+        .lines()
+        .filter_map(|l| crate::keys::PublicKey::parse(l).ok())
+        .collect();
+    let ok = cx
+        .config
+        .ssh
+        .authorized_keys
+        .iter()
+        .filter_map(|k| crate::keys::PublicKey::parse(k).ok())
+        .any(|k| installed.iter().any(|i| i.same_key(&k)));
+    if ok {
+        Ok(())
+    } else {
+        Err(LockoutGuard::NoKeyInstalled {
+            path: path.display().to_string(),
+            user: user.name,
+        }
+        .into())
+    }
+}
+
+/// Hardens sshd.
+pub struct SshdStep;
+
+impl Step for SshdStep {
+    fn name(&self) -> &'static str {
+        "sshd"
+    }
+
+    fn plan(&self, cx: &Context) -> Result<Vec<Action>> {
+        let mut actions: Vec<Action> = desired(cx)?
+            .into_iter()
+            .map(|(p, old, new)| Action::File {
+                path: p.display().to_string(),
+                old,
+                new,
+            })
+            .collect();
+        if !actions.is_empty() {
+            actions.push(Action::Command(service::validate_cmd(cx).display()));
+            if cx.live() {
+                actions.push(Action::Note(format!(
+                    "restart sshd, then verify it answers on port {}",
+                    cx.config.ssh.port
+                )));
+            }
+        }
+        Ok(actions)
+    }
+
+    fn apply(&self, cx: &Context, tx: &mut Transaction) -> Result<Applied> {
+        guard_key_installed(cx)?;
+        let files = desired(cx)?;
+        if files.is_empty() && !cx.live() {
+            return Ok(Applied::unchanged("sshd config already hardened"));
+        }
+        for (path, _, new) in &files {
+            tx.write(path, new.as_bytes(), NewFile::mode(0o644))?;
+        }
+        let mut applied = if files.is_empty() {
+            Applied::unchanged("sshd config already hardened")
+        } else {
+            Applied::changed(format!(
+                "wrote {}",
+                files
+                    .iter()
+                    .map(|f| f.0.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        };
+        match service::verify_effective(cx)? {
+            service::Verified::Yes => {}
+            service::Verified::Deferred(why) => applied = applied.deferring(why),
+        }
+        if cx.live() {
+            service::restart_if_needed(cx, tx, !files.is_empty())?;
+        } else if applied.changed {
+            applied = applied.deferring("sshd restart left to first boot");
+        }
+        Ok(applied)
+    }
+
+    fn check(&self, cx: &Context) -> Result<Vec<String>> {
+        let mut drift: Vec<String> = desired(cx)?
+            .into_iter()
+            .map(|(p, _, _)| format!("{} differs from brickup's settings", p.display()))
+            .collect();
+        drift.extend(service::effective_drift(cx)?);
+        if cx.live() {
+            drift.extend(service::listening_drift(cx.config.ssh.port.get())?);
+        }
+        Ok(drift)
+    }
+}
+
+/// Run `sshd` from the target: the root's own binary in a chroot, or the machine's when live.
+pub(crate) fn sshd_cmd(root: &Root) -> Option<Cmd> {
+    let bin = ["/usr/sbin/sshd", "/usr/bin/sshd"]
+        .into_iter()
+        .find(|b| root.path(b).exists())?;
+    Some(Cmd::new(bin).chroot(root.dir()))
+}

@@ -1,0 +1,334 @@
+//! Validating and restarting sshd the right way: `sshd -t`, `sshd -T` against the intended
+//! values, the `ssh`/`sshd` service name, `ssh.socket` activation (with or without Ubuntu's
+//! `sshd-socket-generator`), SELinux port labels; then proof that the new port answers.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+
+use super::{read_order, sshd_cmd, LockoutGuard, SSHD_CONFIG};
+use crate::engine::Context;
+use crate::fsops::{NewFile, Transaction};
+use crate::runner::Cmd;
+
+const SOCKET_OVERRIDE: &str = "/etc/systemd/system/ssh.socket.d/00-brickup-port.conf";
+const GENERATORS: &[&str] = &[
+    "/usr/lib/systemd/system-generators/sshd-socket-generator",
+    "/lib/systemd/system-generators/sshd-socket-generator",
+];
+
+pub enum Verified {
+    Yes,
+    Deferred(String),
+}
+
+/// The `sshd -t` command plan shows.
+pub fn validate_cmd(cx: &Context) -> Cmd {
+    sshd_cmd(&cx.root)
+        .unwrap_or_else(|| Cmd::new("/usr/sbin/sshd"))
+        .args(["-t", "-f", SSHD_CONFIG])
+}
+
+fn test_spec(cx: &Context) -> String {
+    format!("user={},host=localhost,addr=127.0.0.1", cx.config.ssh.user)
+}
+
+/// `sshd -T` for the configured user: keyword -> values (Port repeats).
+fn effective(cx: &Context) -> Result<Option<BTreeMap<String, Vec<String>>>> {
+    let Some(cmd) = sshd_cmd(&cx.root) else {
+        return Ok(None);
+    };
+    // sshd refuses to run without its privilege separation directory.
+    let run_sshd = cx.root.path("/run/sshd");
+    if !run_sshd.exists() {
+        std::fs::create_dir_all(&run_sshd)
+            .with_context(|| format!("creating {}", run_sshd.display()))?;
+    }
+    let t = cx
+        .runner
+        .run(&cmd.clone().args(["-t", "-f", SSHD_CONFIG]))?;
+    if !t.success() {
+        if t.stderr.contains("no hostkeys available") {
+            return Ok(None);
+        }
+        bail!(
+            "`sshd -t` rejected the config: {}",
+            crate::runner::tail(&t.stderr, &t.stdout)
+        );
+    }
+    let out = cx
+        .runner
+        .check(&cmd.args(["-T", "-C", &test_spec(cx), "-f", SSHD_CONFIG]))?;
+    let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in out.stdout.lines() {
+        if let Some((k, v)) = line.split_once(' ') {
+            map.entry(k.to_string())
+                .or_default()
+                .push(v.trim().to_string());
+        }
+    }
+    Ok(Some(map))
+}
+
+fn normalise(keyword: &str, value: &str) -> String {
+    let v = value.to_ascii_lowercase();
+    if keyword == "permitrootlogin" && v == "without-password" {
+        return "prohibit-password".into();
+    }
+    v
+}
+
+/// (keyword, wanted, effective) for each owned setting sshd would not use as brickup wants.
+fn mismatches(cx: &Context, eff: &BTreeMap<String, Vec<String>>) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for (k, v) in super::settings(cx).into_iter().take(7) {
+        let k = k.to_ascii_lowercase();
+        if k == "challengeresponseauthentication" {
+            continue; // An alias: sshd -T prints it as kbdinteractiveauthentication.
+        }
+        let got: Vec<String> = eff.get(&k).cloned().unwrap_or_default();
+        let ok = match k.as_str() {
+            "port" => got == vec![v.clone()],
+            _ => got.first().map(|g| normalise(&k, g)) == Some(normalise(&k, &v)),
+        };
+        if !ok {
+            out.push((k, v, got.join(",")));
+        }
+    }
+    out
+}
+
+/// The files (file:line) that set `keyword` to something other than `wanted`.
+fn culprits(cx: &Context, keyword: &str, wanted: &str) -> String {
+    let found: Vec<String> = read_order(&cx.root)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|d| {
+            d.keyword == keyword && normalise(keyword, &d.value) != normalise(keyword, wanted)
+        })
+        .map(|d| {
+            format!(
+                "{}:{}{}",
+                d.file.display(),
+                d.line,
+                if d.in_match {
+                    " (in a Match block)"
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect();
+    if found.is_empty() {
+        "an unknown source".into()
+    } else {
+        found.join(", ")
+    }
+}
+
+/// Check the candidate config with the target's own sshd; an override is a [`LockoutGuard`].
+pub fn verify_effective(cx: &Context) -> Result<Verified> {
+    let Some(eff) = effective(cx)? else {
+        return Ok(Verified::Deferred(
+            "sshd -t/-T checks deferred: no usable sshd under the root".into(),
+        ));
+    };
+    if let Some((keyword, wanted, effective)) = mismatches(cx, &eff).into_iter().next() {
+        let by = culprits(cx, &keyword, &wanted);
+        return Err(LockoutGuard::Overridden {
+            keyword,
+            wanted,
+            effective,
+            by,
+        }
+        .into());
+    }
+    let akf = eff
+        .get("authorizedkeysfile")
+        .and_then(|v| v.first())
+        .and_then(|v| v.split_whitespace().next().map(str::to_string));
+    let ours = super::authorized_keys_file(&cx.root)?;
+    if let Some(akf) = akf {
+        if akf != ours {
+            bail!(
+                "sshd reads keys from {akf:?} but brickup resolved {ours:?} from the config files"
+            );
+        }
+    }
+    Ok(Verified::Yes)
+}
+
+/// Drift between the effective config and brickup's settings.
+pub fn effective_drift(cx: &Context) -> Result<Vec<String>> {
+    let Some(eff) = effective(cx)? else {
+        return Ok(vec![]);
+    };
+    Ok(mismatches(cx, &eff)
+        .into_iter()
+        .map(|(k, want, got)| {
+            format!(
+                "sshd effective {k} is {got:?}, want {want:?} (set by {})",
+                culprits(cx, &k, &want)
+            )
+        })
+        .collect())
+}
+
+/// TCP ports in LISTEN state, from /proc/net/tcp and tcp6.
+pub fn listening_ports() -> Result<Vec<u16>> {
+    let mut ports = Vec::new();
+    for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = match std::fs::read_to_string(f) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {f}")),
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() > 3 && cols[3] == "0A" {
+                if let Some(p) = cols[1]
+                    .rsplit(':')
+                    .next()
+                    .and_then(|h| u16::from_str_radix(h, 16).ok())
+                {
+                    ports.push(p);
+                }
+            }
+        }
+    }
+    Ok(ports)
+}
+
+pub fn listening_drift(port: u16) -> Result<Vec<String>> {
+    let ports = listening_ports()?;
+    let mut drift = Vec::new();
+    if !ports.contains(&port) {
+        drift.push(format!("nothing is listening on the SSH port {port}"));
+    }
+    if port != 22 && ports.contains(&22) {
+        drift.push("port 22 is still listening".into());
+    }
+    Ok(drift)
+}
+
+/// Wait for an SSH banner on 127.0.0.1:port.
+pub fn answers(port: u16, within: Duration) -> bool {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+            let mut buf = [0u8; 4];
+            if s.read_exact(&mut buf).is_ok() && &buf == b"SSH-" {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    false
+}
+
+fn systemctl(cx: &Context, args: &[&str]) -> Result<crate::runner::Output> {
+    cx.runner
+        .check(&Cmd::new("systemctl").args(args.iter().copied()))
+}
+
+fn unit_exists(cx: &Context, unit: &str) -> bool {
+    [
+        "/etc/systemd/system",
+        "/usr/lib/systemd/system",
+        "/lib/systemd/system",
+    ]
+    .iter()
+    .any(|d| cx.root.path(Path::new(d).join(unit)).exists())
+}
+
+fn socket_active(cx: &Context) -> Result<bool> {
+    if !unit_exists(cx, "ssh.socket") {
+        return Ok(false);
+    }
+    let out = cx
+        .runner
+        .run(&Cmd::new("systemctl").args(["is-active", "ssh.socket"]))?;
+    Ok(out.stdout.trim() == "active")
+}
+
+fn label_port_for_selinux(cx: &Context, port: u16) -> Result<()> {
+    if port == 22 || !cx.root.path("/sys/fs/selinux/enforce").exists() {
+        return Ok(());
+    }
+    let p = port.to_string();
+    let add = cx.runner.run(&Cmd::new("semanage").args([
+        "port",
+        "-a",
+        "-t",
+        "ssh_port_t",
+        "-p",
+        "tcp",
+        &p,
+    ]))?;
+    if add.success() {
+        return Ok(());
+    }
+    if add.stderr.contains("already defined") {
+        cx.runner.check(&Cmd::new("semanage").args([
+            "port",
+            "-m",
+            "-t",
+            "ssh_port_t",
+            "-p",
+            "tcp",
+            &p,
+        ]))?;
+        return Ok(());
+    }
+    bail!("SELinux: labelling port {port} ssh_port_t failed (install policycoreutils-python-utils): {}", crate::runner::tail(&add.stderr, &add.stdout))
+}
+
+/// Restart sshd when its config changed or it is not on the wanted port; prove it answers.
+pub fn restart_if_needed(cx: &Context, tx: &mut Transaction, changed: bool) -> Result<()> {
+    let port = cx.config.ssh.port.get();
+    if !changed && listening_drift(port)?.is_empty() {
+        return Ok(());
+    }
+    label_port_for_selinux(cx, port)?;
+    let socket = socket_active(cx)?;
+    restart(cx, tx, socket, port)?;
+    if answers(port, Duration::from_secs(20)) {
+        tracing::info!(port, "sshd answers on its new port");
+        return Ok(());
+    }
+    tracing::error!(port, "sshd does not answer; restoring the previous config");
+    tx.rollback()?;
+    restart(cx, &mut Transaction::new(&cx.root), socket, 0)?;
+    Err(LockoutGuard::NotListening { port }.into())
+}
+
+fn restart(cx: &Context, tx: &mut Transaction, socket: bool, port: u16) -> Result<()> {
+    if socket {
+        let generator = GENERATORS.iter().any(|g| cx.root.path(g).exists());
+        if !generator && port != 0 {
+            // Without the generator the socket unit owns the port: override its ListenStream.
+            let text = format!("# Written by brickup: sshd's port lives in the socket unit here.\n[Socket]\nListenStream=\nListenStream={port}\n");
+            tx.write(
+                Path::new(SOCKET_OVERRIDE),
+                text.as_bytes(),
+                NewFile::mode(0o644),
+            )?;
+        }
+        systemctl(cx, &["daemon-reload"])?;
+        systemctl(cx, &["restart", "ssh.socket"])?;
+    } else {
+        let unit = if unit_exists(cx, "ssh.service") {
+            "ssh"
+        } else {
+            "sshd"
+        };
+        systemctl(cx, &["restart", unit])?;
+    }
+    Ok(())
+}
