@@ -277,7 +277,7 @@ impl Runner for RecordingRunner {
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if self.passthrough.iter().any(|p| *p == base) {
+        if self.passthrough.contains(&base) {
             return SystemRunner.run(cmd);
         }
         self.calls.lock().unwrap().push(line.clone());

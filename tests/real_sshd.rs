@@ -1,0 +1,267 @@
+//! brickup against a real Debian rootfs (mmdebstrap): the target's own sshd validates the config
+//! (`sshd -t`, `sshd -T`), then the real sshd serves the result on a loopback port and the real
+//! ssh client proves the key logs in and a password is refused.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const PASSWORD: &str = "correct-horse-battery";
+
+fn start_sshd(root: &Path, extra: &[&str]) -> Killer {
+    std::fs::create_dir_all(root.join("run/sshd")).unwrap();
+    let child = Command::new("chroot")
+        .arg(root)
+        .args(["/usr/sbin/sshd", "-D", "-e"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Killer(child)
+}
+
+fn wait_port(port: u16) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "sshd did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn ssh_key(key: &Path, port: u16) -> std::process::Output {
+    Command::new("ssh")
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "ConnectTimeout=5",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-i",
+        ])
+        .arg(key)
+        .args([
+            "-p",
+            &port.to_string(),
+            "root@127.0.0.1",
+            "echo",
+            "key-login-ok",
+        ])
+        .output()
+        .unwrap()
+}
+
+fn ssh_password(port: u16) -> std::process::Output {
+    Command::new("sshpass")
+        .args([
+            "-p",
+            PASSWORD,
+            "ssh",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "ConnectTimeout=5",
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "PreferredAuthentications=password,keyboard-interactive",
+        ])
+        .args([
+            "-p",
+            &port.to_string(),
+            "root@127.0.0.1",
+            "echo",
+            "password-login-ok",
+        ])
+        .output()
+        .unwrap()
+}
+
+fn setup() -> (
+    tempfile::TempDir,
+    tempfile::TempDir,
+    std::path::PathBuf,
+    String,
+) {
+    let root = copy_rootfs();
+    let st = Command::new("chroot")
+        .arg(root.path())
+        .args(["sh", "-c", &format!("echo root:{PASSWORD} | chpasswd")])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = keypair(keys.path());
+    (root, keys, key, public)
+}
+
+fn write_config(dir: &Path, port: u16, public: &str) -> std::path::PathBuf {
+    let cfg = dir.join("brickup.yaml");
+    let text = format!("version: 1\nssh:\n  port: {port}\n  authorized_keys:\n    - {public}\n  settings:\n    ListenAddress: 127.0.0.1\n");
+    std::fs::write(&cfg, text).unwrap();
+    cfg
+}
+
+#[test]
+fn key_logs_in_and_password_is_refused_on_the_new_port() {
+    let (root, keys, key, public) = setup();
+    let r = root.path().to_str().unwrap();
+
+    // Before brickup: the stock config accepts the password (so the refusal below means something).
+    let before = free_port();
+    let _stock = start_sshd(
+        root.path(),
+        &[
+            "-o",
+            &format!("Port={before}"),
+            "-o",
+            "ListenAddress=127.0.0.1",
+            "-o",
+            "PermitRootLogin=yes",
+        ],
+    );
+    wait_port(before);
+    let o = ssh_password(before);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("password-login-ok"),
+        "stock sshd should take the password: {}",
+        text(&o)
+    );
+    drop(_stock);
+
+    let port = free_port();
+    let cfg = write_config(keys.path(), port, &public);
+    let c = cfg.to_str().unwrap();
+    let o = brickup(&["apply", "--root", r, "--config", c, "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["status"], "succeeded");
+
+    // The drop-in went in first, the stock Include stays.
+    let dropin =
+        std::fs::read_to_string(root.path().join("etc/ssh/sshd_config.d/00-brickup.conf")).unwrap();
+    assert!(
+        dropin.contains(&format!("Port {port}")) && dropin.contains("PasswordAuthentication no"),
+        "{dropin}"
+    );
+    let ak = std::fs::read_to_string(root.path().join("root/.ssh/authorized_keys")).unwrap();
+    assert!(ak.contains(&public));
+
+    let _sshd = start_sshd(root.path(), &[]);
+    wait_port(port);
+    let o = ssh_key(&key, port);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("key-login-ok"),
+        "key login failed: {}",
+        text(&o)
+    );
+    let o = ssh_password(port);
+    assert!(
+        !o.status.success() && !String::from_utf8_lossy(&o.stdout).contains("password-login-ok"),
+        "password login must be refused: {}",
+        text(&o)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Permission denied"),
+        "{}",
+        text(&o)
+    );
+
+    // Rerun changes nothing; check is converged.
+    let o = brickup(&["apply", "--root", r, "--config", c, "--json"]);
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["changed"], false, "{}", text(&o));
+    let o = brickup(&["check", "--root", r, "--config", c]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    // Drift that wins over the drop-in (before the Include) is found from sshd -T's view.
+    let main = root.path().join("etc/ssh/sshd_config");
+    let stock = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(&main, format!("PasswordAuthentication yes\n{stock}")).unwrap();
+    let o = brickup(&["check", "--root", r, "--config", c]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("passwordauthentication"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn match_block_override_is_refused_and_rolled_back() {
+    let (root, keys, _key, public) = setup();
+    let r = root.path().to_str().unwrap();
+    let main = root.path().join("etc/ssh/sshd_config");
+    let stock = std::fs::read_to_string(&main).unwrap();
+    let edited = format!("{stock}\nMatch User root\n    PasswordAuthentication yes\n");
+    std::fs::write(&main, &edited).unwrap();
+    let cfg = write_config(keys.path(), free_port(), &public);
+    let o = brickup(&["apply", "--root", r, "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("/etc/ssh/sshd_config:") && err.contains("Match block"),
+        "{}",
+        text(&o)
+    );
+    // Rolled back: no drop-in, sshd_config as it was.
+    assert!(!root
+        .path()
+        .join("etc/ssh/sshd_config.d/00-brickup.conf")
+        .exists());
+    assert_eq!(std::fs::read_to_string(&main).unwrap(), edited);
+}
+
+#[test]
+fn no_key_where_sshd_reads_means_passwords_stay_on() {
+    let (root, keys, _key, public) = setup();
+    let r = root.path().to_str().unwrap();
+    // sshd reads keys from a file the key step does not write: the guard must refuse.
+    let main = root.path().join("etc/ssh/sshd_config");
+    let stock = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(
+        &main,
+        format!("AuthorizedKeysFile /etc/ssh/keys/%u\n{stock}"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(root.path().join("etc/ssh/keys")).unwrap();
+    let cfg = write_config(keys.path(), free_port(), &public);
+    // The key step follows AuthorizedKeysFile, so the key lands there...
+    let o = brickup(&["apply", "--root", r, "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        std::fs::read_to_string(root.path().join("etc/ssh/keys/root"))
+            .unwrap()
+            .contains(&public)
+    );
+    // ...and when that file loses the key, the sshd step refuses to turn passwords off.
+    std::fs::write(root.path().join("etc/ssh/keys/root"), "").unwrap();
+    std::fs::remove_file(root.path().join("etc/ssh/sshd_config.d/00-brickup.conf")).unwrap();
+    let loaded = brickup::config::load(&cfg).unwrap();
+    let cx = brickup::engine::Context {
+        root: brickup::root::Root::new(root.path()),
+        config: &loaded.config,
+        runner: &brickup::runner::SystemRunner,
+    };
+    let result = brickup::engine::apply(&cx, &[Box::new(brickup::sshd::SshdStep)]);
+    let err = result.error.expect("the guard must refuse").join(": ");
+    assert!(err.contains("refusing to disable password logins"), "{err}");
+    assert!(!root
+        .path()
+        .join("etc/ssh/sshd_config.d/00-brickup.conf")
+        .exists());
+}
