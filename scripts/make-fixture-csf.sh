@@ -5,7 +5,10 @@
 # The archive is reproducible: same inputs, same bytes (and so the same sha256).
 set -eu
 
-[ $# -ge 1 ] && [ $# -le 2 ] || { echo "usage: $0 OUTDIR [VERSION]" >&2; exit 2; }
+if [ $# -lt 1 ] || [ $# -gt 2 ]; then
+	echo "usage: $0 OUTDIR [VERSION]" >&2
+	exit 2
+fi
 out=$1
 version=${2:-15.10}
 case "$version" in '' | *[!0-9A-Za-z.-]*) echo "$0: bad version '$version'" >&2; exit 2 ;; esac
