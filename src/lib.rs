@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod csf;
+pub mod csfconf;
 pub mod engine;
 pub mod fsops;
 pub mod keys;
