@@ -38,11 +38,19 @@ pub struct Context<'a> {
     pub root: Root,
     pub config: &'a Config,
     pub runner: &'a dyn Runner,
+    /// Working on the running machine: services may be restarted and live checks run. True
+    /// exactly when the root is `/`, except in tests that pair a temp root with a recording runner.
+    pub live: bool,
 }
 
-impl Context<'_> {
+impl<'a> Context<'a> {
+    pub fn new(root: Root, config: &'a Config, runner: &'a dyn Runner) -> Self {
+        let live = root.is_live();
+        Context { root, config, runner, live }
+    }
+
     pub fn live(&self) -> bool {
-        self.root.is_live()
+        self.live
     }
 }
 

@@ -34,11 +34,7 @@ pub struct Plan {
 impl Plan {
     pub fn run(self) -> Result<Exit> {
         let (root, loaded) = load(&self.target)?;
-        let cx = Context {
-            root,
-            config: &loaded.config,
-            runner: &SystemRunner,
-        };
+        let cx = Context::new(root, &loaded.config, &SystemRunner);
         let mut failed = false;
         for (name, r) in engine::plan(&cx, &engine::steps()) {
             match r {
@@ -94,11 +90,7 @@ pub fn status_word(steps: &[StepResult], failed: bool) -> &'static str {
 pub fn converge(target: &Target, json: bool) -> Result<(Loaded, engine::RunResult)> {
     let (root, loaded) = load(target)?;
     let _lock = crate::lock::acquire(&root, Duration::from_secs(target.lock_wait))?;
-    let cx = Context {
-        root,
-        config: &loaded.config,
-        runner: &SystemRunner,
-    };
+    let cx = Context::new(root, &loaded.config, &SystemRunner);
     let result = engine::apply(&cx, &engine::steps());
     print_result(&result, json)?;
     Ok((loaded, result))
@@ -160,11 +152,7 @@ pub struct Check {
 impl Check {
     pub fn run(self) -> Result<Exit> {
         let (root, loaded) = load(&self.target)?;
-        let cx = Context {
-            root,
-            config: &loaded.config,
-            runner: &SystemRunner,
-        };
+        let cx = Context::new(root, &loaded.config, &SystemRunner);
         let results = engine::check(&cx, &engine::steps());
         let drift: usize = results.iter().map(|(_, d)| d.len()).sum();
         if self.json {

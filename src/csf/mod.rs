@@ -1,0 +1,290 @@
+//! csf (ConfigServer Security & Firewall, now the Aetherinox/csf-firewall continuation): the
+//! pinned, sha256-verified tarball; its install (`sh install.sh`, `csftest.pl`'s RESULT line);
+//! and the firewall policy in `/etc/csf/csf.conf`, enabled only once SSH is proven reachable.
+
+mod enable;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::config::{CsfConfig, Ipv6Mode};
+use crate::csfconf;
+use crate::download::{self, Sha256Digest};
+use crate::engine::{Action, Applied, Context, Step};
+use crate::fsops::Transaction;
+use crate::runner::Cmd;
+
+pub use enable::FirewallStep;
+
+pub const CSF_CONF: &str = "/etc/csf/csf.conf";
+/// Verified tarballs, kept so a rerun or repair needs no network.
+pub const CACHE_DIR: &str = "/var/lib/brickup/cache";
+const UNPACK_PARENT: &str = "/var/lib/brickup";
+
+/// csf.conf keys brickup owns; `firewall.settings` may not set them.
+pub const OWNED_KEYS: &[&str] = &[
+    "TESTING", "TCP_IN", "TCP_OUT", "UDP_IN", "UDP_OUT", "IPV6", "TCP6_IN", "TCP6_OUT", "UDP6_IN", "UDP6_OUT", "AUTO_UPDATES", "RESTRICT_SYSLOG",
+];
+
+/// The guide's outbound TCP ports.
+pub const DEFAULT_TCP_OUT: &[u16] = &[25, 53, 587, 80, 443];
+
+fn csf_config<'a>(cx: &'a Context) -> Result<&'a CsfConfig> {
+    cx.config.csf.as_ref().context("no csf section in the config")
+}
+
+fn digest(cfg: &CsfConfig) -> Result<Sha256Digest> {
+    cfg.sha256.parse().with_context(|| format!("csf.sha256 {:?}", cfg.sha256))
+}
+
+/// Where the verified tarball lives once downloaded (host path).
+pub fn cached_tarball(cfg: &CsfConfig) -> PathBuf {
+    Path::new(CACHE_DIR).join(format!("{}.tgz", cfg.sha256.to_ascii_lowercase()))
+}
+
+fn fetch(cx: &Context) -> Result<PathBuf> {
+    let cfg = csf_config(cx)?;
+    let mut opts = download::FetchOptions { allow_http: cfg.allow_http, ..Default::default() };
+    opts.http.ca_file = cfg.ca_file.clone();
+    download::fetch_verified(&cfg.url, &digest(cfg)?, &cx.root.path(CACHE_DIR), &opts)
+}
+
+/// Downloads the pinned tarball and verifies its sha256 before anything is installed.
+pub struct DownloadStep;
+
+impl Step for DownloadStep {
+    fn name(&self) -> &'static str {
+        "csf-download"
+    }
+
+    fn skip_reason(&self, cx: &Context) -> Option<String> {
+        cx.config.csf.is_none().then(|| "no csf section in the config".to_string())
+    }
+
+    fn plan(&self, cx: &Context) -> Result<Vec<Action>> {
+        let cfg = csf_config(cx)?;
+        Ok(if cx.root.path(cached_tarball(cfg)).exists() {
+            vec![]
+        } else {
+            vec![Action::Note(format!("download {} and verify sha256 {}", cfg.url, cfg.sha256))]
+        })
+    }
+
+    fn apply(&self, cx: &Context, _tx: &mut Transaction) -> Result<Applied> {
+        let cfg = csf_config(cx)?;
+        let had = cx.root.path(cached_tarball(cfg)).exists();
+        let path = fetch(cx)?;
+        let msg = format!("{} verified (sha256 {})", cx.root.host_path(&path).display(), cfg.sha256);
+        Ok(if had { Applied::unchanged(msg) } else { Applied::changed(msg) })
+    }
+
+    fn check(&self, _cx: &Context) -> Result<Vec<String>> {
+        Ok(vec![])
+    }
+}
+
+/// The version a tarball or an installed csf says it is.
+fn version_in(dir: &Path) -> Option<String> {
+    fs::read_to_string(dir.join("version.txt")).ok().map(|v| v.trim().to_string())
+}
+
+/// An unpack directory inside the root (so a chroot can see it), removed when dropped.
+fn unpack(cx: &Context, tarball: &Path) -> Result<(tempfile::TempDir, PathBuf)> {
+    let parent = cx.root.path(UNPACK_PARENT);
+    fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    let dir = tempfile::Builder::new().prefix("csf-unpack-").tempdir_in(&parent).with_context(|| format!("creating a directory in {}", parent.display()))?;
+    let install_dir = crate::archive::unpack_safely(tarball, dir.path())?;
+    Ok((dir, install_dir))
+}
+
+/// csftest.pl always exits 0: its last RESULT line is the verdict.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CsfTest {
+    Ok,
+    Warn(String),
+    Fatal(String),
+}
+
+pub fn parse_csftest(output: &str) -> Result<CsfTest> {
+    let line = output.lines().rev().find_map(|l| l.trim().strip_prefix("RESULT:")).map(str::trim).context("csftest.pl printed no RESULT line")?;
+    Ok(if line.contains("will not function") {
+        CsfTest::Fatal(line.to_string())
+    } else if line.contains("some features will not work") {
+        CsfTest::Warn(line.to_string())
+    } else if line.contains("should function") {
+        CsfTest::Ok
+    } else {
+        CsfTest::Fatal(format!("unrecognised csftest RESULT: {line}"))
+    })
+}
+
+/// Installs csf from the verified tarball unless that version is already installed.
+pub struct InstallStep;
+
+impl InstallStep {
+    fn installed(cx: &Context) -> Option<String> {
+        if !cx.root.path("/usr/sbin/csf").exists() {
+            return None;
+        }
+        version_in(&cx.root.path("/etc/csf"))
+    }
+
+    fn stop_rivals(cx: &Context) -> Result<Vec<String>> {
+        let mut done = Vec::new();
+        for unit in ["firewalld", "ufw"] {
+            let exists = ["/usr/lib/systemd/system", "/lib/systemd/system", "/etc/systemd/system"].iter().any(|d| cx.root.path(Path::new(d).join(format!("{unit}.service"))).exists());
+            if !exists {
+                continue;
+            }
+            if unit == "ufw" && cx.root.path("/usr/sbin/ufw").exists() {
+                cx.runner.check(&Cmd::new("ufw").arg("disable"))?;
+            }
+            cx.runner.check(&Cmd::new("systemctl").args(["disable", "--now", &format!("{unit}.service")]))?;
+            done.push(unit.to_string());
+        }
+        Ok(done)
+    }
+
+    fn csftest(cx: &Context) -> Result<Option<String>> {
+        let out = cx.runner.check(&Cmd::new("perl").arg("/usr/local/csf/bin/csftest.pl"))?;
+        match parse_csftest(&out.stdout)? {
+            CsfTest::Ok => Ok(None),
+            CsfTest::Warn(w) => Ok(Some(w)),
+            CsfTest::Fatal(f) => bail!("csftest.pl: {f}; no firewall change was made"),
+        }
+    }
+}
+
+impl Step for InstallStep {
+    fn name(&self) -> &'static str {
+        "csf-install"
+    }
+
+    fn skip_reason(&self, cx: &Context) -> Option<String> {
+        DownloadStep.skip_reason(cx)
+    }
+
+    fn plan(&self, cx: &Context) -> Result<Vec<Action>> {
+        Ok(match Self::installed(cx) {
+            Some(v) => vec![Action::Note(format!("csf {v} installed; reinstalled only if the pinned tarball is another version"))],
+            None => vec![Action::Command("sh install.sh (from the verified tarball)".into()), Action::Command("perl /usr/local/csf/bin/csftest.pl".into())],
+        })
+    }
+
+    fn apply(&self, cx: &Context, _tx: &mut Transaction) -> Result<Applied> {
+        let cfg = csf_config(cx)?;
+        let tarball = cx.root.path(cached_tarball(cfg));
+        let (_guard, dir) = unpack(cx, &tarball)?;
+        let version = version_in(&dir).context("the tarball has no version.txt")?;
+        let mut applied = if Self::installed(cx).as_deref() == Some(version.as_str()) {
+            Applied::unchanged(format!("csf {version} already installed"))
+        } else {
+            let inner = cx.root.host_path(&dir);
+            let cmd = if cx.live() {
+                Cmd::new("sh").arg("install.sh").cwd(&dir)
+            } else if cx.root.path("/bin/sh").exists() {
+                Cmd::new("/bin/sh").args(["-c", &format!("cd {} && sh install.sh", crate::runner::shell_quote(&inner.to_string_lossy()))]).chroot(cx.root.dir())
+            } else {
+                return Ok(Applied::unchanged("").deferring("csf install deferred: no /bin/sh under the root"));
+            };
+            cx.runner.check(&cmd.timeout(std::time::Duration::from_secs(600))).context("csf's install.sh failed")?;
+            Applied::changed(format!("installed csf {version}"))
+        };
+        if !cx.live() {
+            return Ok(applied.deferring("csftest and stopping firewalld/ufw deferred to a live run"));
+        }
+        let stopped = Self::stop_rivals(cx)?;
+        if !stopped.is_empty() {
+            applied.changed = true;
+            applied.message.push_str(&format!("; disabled {}", stopped.join(", ")));
+        }
+        if let Some(w) = Self::csftest(cx)? {
+            tracing::warn!("csftest.pl: {w}");
+            applied.message.push_str(&format!("; warning from csftest: {w}"));
+        }
+        Ok(applied)
+    }
+
+    fn check(&self, cx: &Context) -> Result<Vec<String>> {
+        Ok(match Self::installed(cx) {
+            Some(_) => vec![],
+            None => vec!["csf is not installed".to_string()],
+        })
+    }
+}
+
+/// Does the host have a global IPv6 address (`/proc/net/if_inet6`, scope 00, not loopback)?
+pub fn has_global_ipv6(if_inet6: &str) -> bool {
+    if_inet6.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() >= 6 && f[3] == "00" && f[5] != "lo" && !f[0].starts_with("fe80")
+    })
+}
+
+/// The csf.conf values brickup owns, TESTING excepted (the enable sequence sets it).
+pub fn policy(cx: &Context) -> BTreeMap<String, String> {
+    let fw = &cx.config.firewall;
+    let ports = |v: &[crate::config::Port]| v.iter().map(|p| p.get()).collect::<Vec<u16>>();
+    let mn = ports(&fw.masternode());
+    let mut tcp_in = vec![cx.config.ssh.port.get()];
+    tcp_in.extend(&mn);
+    tcp_in.extend(ports(&fw.extra_tcp_in));
+    let mut tcp_out = fw.tcp_out.as_deref().map(ports).unwrap_or_else(|| DEFAULT_TCP_OUT.to_vec());
+    tcp_out.extend(&mn);
+    let udp_in = ports(&fw.extra_udp_in);
+    let ipv6 = match fw.ipv6 {
+        Ipv6Mode::On => true,
+        Ipv6Mode::Off => false,
+        Ipv6Mode::Auto => cx.live() && fs::read_to_string("/proc/net/if_inet6").map(|t| has_global_ipv6(&t)).unwrap_or(false),
+    };
+    let mut m = BTreeMap::new();
+    let mut put = |k: &str, v: String| {
+        m.insert(k.to_string(), v);
+    };
+    put("TCP_IN", csfconf::port_list(&tcp_in));
+    put("TCP_OUT", csfconf::port_list(&tcp_out));
+    put("UDP_IN", csfconf::port_list(&udp_in));
+    if let Some(u) = &fw.udp_out {
+        put("UDP_OUT", csfconf::port_list(&ports(u)));
+    }
+    put("IPV6", if ipv6 { "1" } else { "0" }.into());
+    if ipv6 {
+        put("TCP6_IN", csfconf::port_list(&tcp_in));
+        put("TCP6_OUT", csfconf::port_list(&tcp_out));
+        put("UDP6_IN", csfconf::port_list(&udp_in));
+        if let Some(u) = &fw.udp_out {
+            put("UDP6_OUT", csfconf::port_list(&ports(u)));
+        }
+    }
+    put("AUTO_UPDATES", if fw.auto_updates { "1" } else { "0" }.into());
+    put("RESTRICT_SYSLOG", fw.restrict_syslog.to_string());
+    for (k, v) in &fw.settings {
+        m.insert(k.clone(), v.clone());
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csftest_verdicts() {
+        assert_eq!(parse_csftest("x\nRESULT: csf should function on this server\n").unwrap(), CsfTest::Ok);
+        assert!(matches!(parse_csftest("RESULT: csf will function on this server but some features will not work due to some missing iptables modules [x]").unwrap(), CsfTest::Warn(_)));
+        assert!(matches!(parse_csftest("RESULT: csf will not function on this server due to FATAL errors from missing modules [y]").unwrap(), CsfTest::Fatal(_)));
+        assert!(parse_csftest("no verdict").is_err());
+    }
+
+    #[test]
+    fn global_ipv6_detection() {
+        let lo = "00000000000000000000000000000001 01 80 10 80       lo\n";
+        let ll = "fe800000000000005054fffe123456 02 40 20 80     eth0\n";
+        let global = "20010db8000000000000000000000001 02 40 00 80     eth0\n";
+        assert!(!has_global_ipv6(&format!("{lo}{ll}")));
+        assert!(has_global_ipv6(&format!("{lo}{global}")));
+    }
+}
