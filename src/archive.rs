@@ -43,7 +43,7 @@ fn unpack_entry<R: Read>(entry: &mut tar::Entry<'_, R>, into: &Path) -> Result<(
     let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
     let refuse = |why: &str| anyhow::anyhow!("refusing tar entry {name:?}: {why}");
     let path = entry.path().map_err(|e| refuse(&e.to_string()))?;
-    let rel = relative_path(&path).map_err(|why| refuse(why))?;
+    let rel = relative_path(&path).map_err(&refuse)?;
     let kind = entry.header().entry_type();
     debug!(entry = %name, ?kind, "unpacking");
     if rel.as_os_str().is_empty() {

@@ -138,7 +138,7 @@ pub fn fetch_verified(
     }
     let partial = cache_dir.join(format!("{expected}.partial"));
     let fetched = match &source {
-        Source::File(path) => copy_file(path, url, &partial, opts.max_size).map_err(Into::into),
+        Source::File(path) => copy_file(path, url, &partial, opts.max_size),
         Source::Http(u) => download_with_retries(u, url, &partial, opts),
     };
     let (actual, bytes) = match fetched {
