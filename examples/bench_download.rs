@@ -12,7 +12,7 @@ use brickup::download::{fetch_verified, FetchOptions, Sha256Digest};
 use sha2::{Digest as _, Sha256};
 
 const CHUNK: usize = 64 * 1024;
-const SEED: u64 = 0x6272_6963_6b75_70;
+const SEED: u64 = 0x0062_7269_636b_7570;
 
 /// Feeds `bytes` of seeded pseudo-random data to `sink` chunk by chunk, never all at once.
 fn generate(bytes: u64, mut sink: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
@@ -40,7 +40,9 @@ fn skip_request_head(stream: &mut TcpStream) -> Result<()> {
     let mut tail = [0u8; 4];
     let mut byte = [0u8; 1];
     while &tail != b"\r\n\r\n" {
-        stream.read_exact(&mut byte).context("reading the request")?;
+        stream
+            .read_exact(&mut byte)
+            .context("reading the request")?;
         tail.rotate_left(1);
         tail[3] = byte[0];
     }
@@ -48,12 +50,16 @@ fn skip_request_head(stream: &mut TcpStream) -> Result<()> {
 }
 
 fn peak_rss_kb() -> Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     let line = status
         .lines()
         .find(|l| l.starts_with("VmHWM:"))
         .context("no VmHWM in /proc/self/status")?;
-    let kb = line.split_whitespace().nth(1).context("malformed VmHWM line")?;
+    let kb = line
+        .split_whitespace()
+        .nth(1)
+        .context("malformed VmHWM line")?;
     kb.parse().with_context(|| format!("parsing {line:?}"))
 }
 
@@ -91,6 +97,9 @@ fn main() -> Result<()> {
 
     let size = std::fs::metadata(&path)?.len();
     anyhow::ensure!(size == bytes, "stored {size} bytes, expected {bytes}");
-    println!("size_mb={mb} wall_s={wall:.3} peak_rss_kb={}", peak_rss_kb()?);
+    println!(
+        "size_mb={mb} wall_s={wall:.3} peak_rss_kb={}",
+        peak_rss_kb()?
+    );
     Ok(())
 }

@@ -439,3 +439,157 @@ fn ca_file_without_certificates_is_an_error() {
     );
     brickup::http::client(&HttpOptions::default()).unwrap();
 }
+
+/// A CA and a server certificate for IP 127.0.0.1, made with the openssl CLI into `dir`.
+fn make_test_pki(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the openssl CLI is needed for the TLS test");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"],
+        &[
+            "-subj",
+            "/CN=brickup test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+}
+
+/// An HTTPS server on 127.0.0.1 (rustls, ring) answering every request with `body`.
+fn start_tls_server(dir: &Path, body: Vec<u8>) -> (SocketAddr, Arc<AtomicUsize>) {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(dir.join("srv.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("srv.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let config = Arc::new(config);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, tcp.unwrap());
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            // A client that rejects the certificate ends the handshake: nothing to answer.
+            while !head.ends_with(b"\r\n\r\n") {
+                match tls.read(&mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            if !head.ends_with(b"\r\n\r\n") {
+                continue;
+            }
+            counter.fetch_add(1, Ordering::SeqCst);
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = tls.write_all(resp.as_bytes());
+            let _ = tls.write_all(&body);
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    });
+    (addr, hits)
+}
+
+#[test]
+fn https_with_extra_ca_file_works_and_fails_without_it() {
+    let pki = tempfile::tempdir().unwrap();
+    make_test_pki(pki.path());
+    let data = tarball();
+    let (addr, hits) = start_tls_server(pki.path(), data.clone());
+    let url = format!("https://127.0.0.1:{}/csf.tgz", addr.port());
+    let want = digest(&data);
+
+    let untrusted = FetchOptions {
+        allow_http: false,
+        attempts: 1,
+        ..opts()
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let err = fetch_verified(&url, &want, cache.path(), &untrusted).unwrap_err();
+    assert!(format!("{err:#}").contains(&url), "{err:#}");
+    assert!(dir_names(cache.path()).is_empty());
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "no request without a trusted certificate"
+    );
+
+    let mut trusted = untrusted.clone();
+    trusted.http.ca_file = Some(pki.path().join("ca.pem"));
+    let path = fetch_verified(&url, &want, cache.path(), &trusted).unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), data);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
