@@ -153,8 +153,14 @@ pub fn fetch_verified(
         };
         return Err(discard(&partial, e.into()));
     }
-    fs::rename(&partial, &dest)
-        .with_context(|| format!("renaming {} to {}", partial.display(), dest.display()))?;
+    if let Err(e) = fs::rename(&partial, &dest) {
+        let e = anyhow::Error::new(e).context(format!(
+            "renaming {} to {}",
+            partial.display(),
+            dest.display()
+        ));
+        return Err(discard(&partial, e));
+    }
     sync_dir(cache_dir)?;
     info!(url, bytes, path = %dest.display(), "download verified");
     Ok(dest)

@@ -2,7 +2,7 @@
 //! provider and the built-in webpki roots, so it works on images without a CA bundle, plus an
 //! optional extra CA file for private mirrors (reqwest 0.13 `ClientBuilder::tls_backend_preconfigured`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,7 +67,7 @@ fn tls_config(opts: &HttpOptions) -> Result<rustls::ClientConfig> {
 }
 
 /// Reads every certificate from a PEM file; a file with none is an error, not a silent no-op.
-fn read_pem_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>> {
+fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     let pem = std::fs::read(path).with_context(|| format!("reading CA file {}", path.display()))?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
