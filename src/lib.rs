@@ -1,12 +1,15 @@
 //! brickup: first-boot hardening for masternode VPSes - SSH key, sshd, csf firewall, and a signed
 //! status report - converged safely, once at first boot and again by hand for repair.
 
+pub mod archive;
 pub mod cli;
 pub mod config;
 pub mod csf;
 pub mod csfconf;
+pub mod download;
 pub mod engine;
 pub mod fsops;
+pub mod http;
 pub mod keys;
 pub mod lock;
 pub mod packages;

@@ -1,0 +1,410 @@
+//! Verified download of pinned artifacts (the csf tarball) into a content-addressed cache: stream
+//! to `<sha256>.partial` while hashing, rename to `<sha256>.tgz` only on a match (the shape of
+//! rustup's `src/dist/download.rs`; digest parsing after coreos-installer's `src/io/hash.rs`).
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use sha2::{Digest as _, Sha256};
+use tracing::{debug, info, warn};
+
+use crate::http::HttpOptions;
+
+/// Read buffer size: memory use stays at this whatever the download size.
+const BUF_SIZE: usize = 64 * 1024;
+
+/// A SHA-256 digest, written as 64 lower-case hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Sha256Digest(pub [u8; 32]);
+
+impl FromStr for Sha256Digest {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        if s.len() != 64 {
+            bail!(
+                "invalid sha256 {s:?}: expected exactly 64 hex digits, got {} characters",
+                s.chars().count()
+            );
+        }
+        if let Some((i, c)) = s.char_indices().find(|(_, c)| !c.is_ascii_hexdigit()) {
+            bail!("invalid sha256 {s:?}: {c:?} at position {i} is not a hex digit");
+        }
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).with_context(|| format!("invalid sha256 {s:?}"))?;
+        Ok(Sha256Digest(out))
+    }
+}
+
+impl fmt::Display for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sha256Digest({self})")
+    }
+}
+
+impl serde::Serialize for Sha256Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Sha256Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse()
+            .map_err(|e| serde::de::Error::custom(format!("{e:#}")))
+    }
+}
+
+/// Download failures a caller may want to tell apart; transport errors stay `anyhow`.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("sha256 mismatch for {url}: expected {expected}, got {actual}")]
+    HashMismatch {
+        url: String,
+        expected: Sha256Digest,
+        actual: Sha256Digest,
+    },
+    #[error("{url} is larger than the download limit of {limit} bytes")]
+    TooLarge { url: String, limit: u64 },
+    #[error(
+        "refusing plain-http download of {url}: use https:// or file://, \
+         or allow http explicitly (FetchOptions::allow_http)"
+    )]
+    HttpNotAllowed { url: String },
+    #[error("unsupported URL scheme {scheme:?} in {url}: expected https://, file:// or http://")]
+    UnsupportedScheme { url: String, scheme: String },
+    #[error("{url} answered HTTP {status}")]
+    HttpStatus { url: String, status: u16 },
+}
+
+/// How to fetch: scheme policy, size cap, retries and the HTTP client settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchOptions {
+    pub allow_http: bool,
+    /// Largest accepted body in bytes, checked against Content-Length and while streaming.
+    pub max_size: u64,
+    /// Total tries per download (at least one is always made).
+    pub attempts: u32,
+    /// Wait before the second try; doubles for each further one.
+    pub backoff: Duration,
+    pub http: HttpOptions,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        FetchOptions {
+            allow_http: false,
+            max_size: 64 * 1024 * 1024,
+            attempts: 4,
+            backoff: Duration::from_secs(1),
+            http: HttpOptions::default(),
+        }
+    }
+}
+
+/// Where the bytes come from, after the scheme policy was applied.
+enum Source {
+    File(PathBuf),
+    Http(reqwest::Url),
+}
+
+/// Returns `cache_dir/<expected>.tgz`, downloading `url` into it unless a copy that hashes to
+/// `expected` is already there (then no network is touched).
+pub fn fetch_verified(
+    url: &str,
+    expected: &Sha256Digest,
+    cache_dir: &Path,
+    opts: &FetchOptions,
+) -> Result<PathBuf> {
+    let source = parse_source(url, opts.allow_http)?;
+    ensure_private_dir(cache_dir)?;
+    let dest = cache_dir.join(format!("{expected}.tgz"));
+    if cached_copy_matches(&dest, expected)? {
+        info!(url, path = %dest.display(), "using verified cached copy");
+        return Ok(dest);
+    }
+    let partial = cache_dir.join(format!("{expected}.partial"));
+    let fetched = match &source {
+        Source::File(path) => copy_file(path, url, &partial, opts.max_size),
+        Source::Http(u) => download_with_retries(u, url, &partial, opts),
+    };
+    let (actual, bytes) = match fetched {
+        Ok(v) => v,
+        Err(e) => return Err(discard(&partial, e)),
+    };
+    if actual != *expected {
+        let e = DownloadError::HashMismatch {
+            url: url.to_string(),
+            expected: *expected,
+            actual,
+        };
+        return Err(discard(&partial, e.into()));
+    }
+    if let Err(e) = fs::rename(&partial, &dest) {
+        let e = anyhow::Error::new(e).context(format!(
+            "renaming {} to {}",
+            partial.display(),
+            dest.display()
+        ));
+        return Err(discard(&partial, e));
+    }
+    sync_dir(cache_dir)?;
+    info!(url, bytes, path = %dest.display(), "download verified");
+    Ok(dest)
+}
+
+fn parse_source(url: &str, allow_http: bool) -> Result<Source> {
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("parsing URL {url:?}"))?;
+    match parsed.scheme() {
+        "https" => Ok(Source::Http(parsed)),
+        "http" if allow_http => Ok(Source::Http(parsed)),
+        "http" => Err(DownloadError::HttpNotAllowed { url: url.into() }.into()),
+        "file" => {
+            let path = parsed
+                .to_file_path()
+                .map_err(|()| anyhow!("{url} does not name a local file path"))?;
+            Ok(Source::File(path))
+        }
+        other => Err(DownloadError::UnsupportedScheme {
+            url: url.into(),
+            scheme: other.into(),
+        }
+        .into()),
+    }
+}
+
+/// Creates a private (0700) directory if missing; an existing one is used as it is.
+pub(crate) fn ensure_private_dir(dir: &Path) -> Result<()> {
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => bail!("{} exists but is not a directory", dir.display()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating directory {}", dir.display())),
+        Err(e) => Err(e).with_context(|| format!("inspecting {}", dir.display())),
+    }
+}
+
+/// True when `dest` exists and hashes to `expected`; a stale or corrupt copy is removed.
+fn cached_copy_matches(dest: &Path, expected: &Sha256Digest) -> Result<bool> {
+    let file = match File::open(dest) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e).with_context(|| format!("opening {}", dest.display())),
+    };
+    let (actual, _) = hash_reader(file, io::sink(), u64::MAX)
+        .map_err(|e| e.into_anyhow(&dest.display().to_string()))?;
+    if actual == *expected {
+        return Ok(true);
+    }
+    warn!(path = %dest.display(), %actual, "cached copy does not match its name, removing it");
+    fs::remove_file(dest).with_context(|| format!("removing corrupt {}", dest.display()))?;
+    Ok(false)
+}
+
+/// Removes the partial file after a failure and hands the original error back.
+fn discard(partial: &Path, err: anyhow::Error) -> anyhow::Error {
+    match fs::remove_file(partial) {
+        Ok(()) => err,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => err,
+        Err(e) => err.context(format!("also failed to remove {}: {e}", partial.display())),
+    }
+}
+
+/// Why streaming stopped: too many bytes, or an I/O error on either side.
+enum StreamError {
+    TooLarge(u64),
+    Read(io::Error),
+    Write(io::Error),
+}
+
+impl StreamError {
+    fn into_anyhow(self, source: &str) -> anyhow::Error {
+        match self {
+            StreamError::TooLarge(limit) => DownloadError::TooLarge {
+                url: source.to_string(),
+                limit,
+            }
+            .into(),
+            StreamError::Read(e) => anyhow::Error::new(e).context(format!("reading {source}")),
+            StreamError::Write(e) => anyhow::Error::new(e).context("writing the download"),
+        }
+    }
+}
+
+/// Copies `reader` into `out` through one fixed buffer, hashing as it goes and stopping as soon
+/// as more than `limit` bytes arrive.
+fn hash_reader(
+    mut reader: impl Read,
+    mut out: impl Write,
+    limit: u64,
+) -> Result<(Sha256Digest, u64), StreamError> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; BUF_SIZE];
+    let mut total: u64 = 0;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(StreamError::Read(e)),
+        };
+        total += n as u64;
+        if total > limit {
+            return Err(StreamError::TooLarge(limit));
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(StreamError::Write)?;
+    }
+    Ok((Sha256Digest(hasher.finalize().into()), total))
+}
+
+/// Streams `reader` into a fresh `partial` (0600), fsyncs it and returns digest and size.
+fn stream_to_partial(
+    reader: impl Read,
+    source: &str,
+    partial: &Path,
+    limit: u64,
+) -> Result<(Sha256Digest, u64), StreamError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(partial)
+        .map_err(StreamError::Write)?;
+    // An existing partial keeps its old mode through open(); make sure it is private.
+    file.set_permissions(fs::Permissions::from_mode(0o600))
+        .map_err(StreamError::Write)?;
+    let result = hash_reader(reader, &mut file, limit)?;
+    file.sync_all().map_err(StreamError::Write)?;
+    debug!(source, bytes = result.1, "stream complete");
+    Ok(result)
+}
+
+fn copy_file(path: &Path, url: &str, partial: &Path, limit: u64) -> Result<(Sha256Digest, u64)> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let len = file
+        .metadata()
+        .with_context(|| format!("inspecting {}", path.display()))?
+        .len();
+    if len > limit {
+        return Err(DownloadError::TooLarge {
+            url: url.into(),
+            limit,
+        }
+        .into());
+    }
+    info!(url, bytes = len, "copying local file");
+    stream_to_partial(file, url, partial, limit).map_err(|e| e.into_anyhow(url))
+}
+
+/// One try's outcome class: worth another try (network trouble, 5xx, 429) or final.
+enum AttemptError {
+    Retry(anyhow::Error),
+    Fatal(anyhow::Error),
+}
+
+fn download_with_retries(
+    parsed: &reqwest::Url,
+    url: &str,
+    partial: &Path,
+    opts: &FetchOptions,
+) -> Result<(Sha256Digest, u64)> {
+    let client = crate::http::client(&opts.http)?;
+    let attempts = opts.attempts.max(1);
+    let mut delay = opts.backoff;
+    for attempt in 1..=attempts {
+        info!(url, attempt, "downloading");
+        match download_once(&client, parsed, url, partial, opts) {
+            Ok(v) => return Ok(v),
+            Err(AttemptError::Fatal(e)) => return Err(e),
+            Err(AttemptError::Retry(e)) if attempt == attempts => {
+                return Err(e.context(format!("giving up on {url} after {attempts} attempts")))
+            }
+            Err(AttemptError::Retry(e)) => {
+                warn!(url, attempt, error = %format!("{e:#}"), ?delay, "download failed, retrying");
+                std::thread::sleep(delay);
+                delay = delay.saturating_mul(2);
+            }
+        }
+    }
+    unreachable!("the loop returns on its last attempt")
+}
+
+fn download_once(
+    client: &reqwest::blocking::Client,
+    parsed: &reqwest::Url,
+    url: &str,
+    partial: &Path,
+    opts: &FetchOptions,
+) -> Result<(Sha256Digest, u64), AttemptError> {
+    let resp = client
+        .get(parsed.clone())
+        .send()
+        .with_context(|| format!("requesting {url}"))
+        .map_err(AttemptError::Retry)?;
+    let status = resp.status();
+    if !status.is_success() {
+        let err = DownloadError::HttpStatus {
+            url: url.into(),
+            status: status.as_u16(),
+        };
+        let retry = status.is_server_error() || status.as_u16() == 429;
+        return Err(if retry {
+            AttemptError::Retry(err.into())
+        } else {
+            AttemptError::Fatal(err.into())
+        });
+    }
+    if resp.url().scheme() == "http" && !opts.allow_http {
+        let e = DownloadError::HttpNotAllowed {
+            url: resp.url().to_string(),
+        };
+        return Err(AttemptError::Fatal(
+            anyhow::Error::new(e).context(format!("redirected from {url}")),
+        ));
+    }
+    let announced = resp.content_length();
+    if announced.is_some_and(|len| len > opts.max_size) {
+        let e = DownloadError::TooLarge {
+            url: url.into(),
+            limit: opts.max_size,
+        };
+        return Err(AttemptError::Fatal(e.into()));
+    }
+    let (digest, bytes) =
+        stream_to_partial(resp, url, partial, opts.max_size).map_err(|e| match e {
+            StreamError::Read(_) => AttemptError::Retry(e.into_anyhow(url)),
+            _ => AttemptError::Fatal(e.into_anyhow(url)),
+        })?;
+    if let Some(len) = announced.filter(|&len| len != bytes) {
+        let e = anyhow!("{url}: received {bytes} bytes but Content-Length announced {len}");
+        return Err(AttemptError::Retry(e));
+    }
+    info!(url, bytes, "received");
+    Ok((digest, bytes))
+}
+
+/// fsyncs a directory so a rename inside it survives a crash.
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing directory {}", dir.display()))
+}
