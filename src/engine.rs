@@ -46,7 +46,12 @@ pub struct Context<'a> {
 impl<'a> Context<'a> {
     pub fn new(root: Root, config: &'a Config, runner: &'a dyn Runner) -> Self {
         let live = root.is_live();
-        Context { root, config, runner, live }
+        Context {
+            root,
+            config,
+            runner,
+            live,
+        }
     }
 
     pub fn live(&self) -> bool {

@@ -225,11 +225,11 @@ fn spawn_reader<R: Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHand
     })
 }
 
-/// A scripted answer for [`RecordingRunner`]: commands whose display starts with `prefix` get
+/// A scripted answer for [`RecordingRunner`]: commands whose display contains `pattern` get
 /// `output`.
 #[derive(Debug, Clone)]
 pub struct Script {
-    pub prefix: String,
+    pub pattern: String,
     pub output: Output,
 }
 
@@ -253,10 +253,10 @@ impl RecordingRunner {
         self
     }
 
-    /// Answer commands starting with `prefix`; later scripts win over earlier ones.
-    pub fn answer(&self, prefix: &str, status: i32, stdout: &str, stderr: &str) {
+    /// Answer commands whose line contains `pattern`; later scripts win over earlier ones.
+    pub fn answer(&self, pattern: &str, status: i32, stdout: &str, stderr: &str) {
         self.scripts.lock().unwrap().push(Script {
-            prefix: prefix.to_string(),
+            pattern: pattern.to_string(),
             output: Output {
                 status,
                 stdout: stdout.to_string(),
@@ -282,7 +282,7 @@ impl Runner for RecordingRunner {
         }
         self.calls.lock().unwrap().push(line.clone());
         let scripts = self.scripts.lock().unwrap();
-        let hit = scripts.iter().rev().find(|s| line.starts_with(&s.prefix));
+        let hit = scripts.iter().rev().find(|s| line.contains(&s.pattern));
         Ok(hit.map(|s| s.output.clone()).unwrap_or_default())
     }
 }

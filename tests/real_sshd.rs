@@ -252,7 +252,11 @@ fn no_key_where_sshd_reads_means_passwords_stay_on() {
     std::fs::write(root.path().join("etc/ssh/keys/root"), "").unwrap();
     std::fs::remove_file(root.path().join("etc/ssh/sshd_config.d/00-brickup.conf")).unwrap();
     let loaded = brickup::config::load(&cfg).unwrap();
-    let cx = brickup::engine::Context::new(brickup::root::Root::new(root.path()), &loaded.config, &brickup::runner::SystemRunner);
+    let cx = brickup::engine::Context::new(
+        brickup::root::Root::new(root.path()),
+        &loaded.config,
+        &brickup::runner::SystemRunner,
+    );
     let result = brickup::engine::apply(&cx, &[Box::new(brickup::sshd::SshdStep)]);
     let err = result.error.expect("the guard must refuse").join(": ");
     assert!(err.contains("refusing to disable password logins"), "{err}");

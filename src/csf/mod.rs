@@ -26,18 +26,34 @@ const UNPACK_PARENT: &str = "/var/lib/brickup";
 
 /// csf.conf keys brickup owns; `firewall.settings` may not set them.
 pub const OWNED_KEYS: &[&str] = &[
-    "TESTING", "TCP_IN", "TCP_OUT", "UDP_IN", "UDP_OUT", "IPV6", "TCP6_IN", "TCP6_OUT", "UDP6_IN", "UDP6_OUT", "AUTO_UPDATES", "RESTRICT_SYSLOG",
+    "TESTING",
+    "TCP_IN",
+    "TCP_OUT",
+    "UDP_IN",
+    "UDP_OUT",
+    "IPV6",
+    "TCP6_IN",
+    "TCP6_OUT",
+    "UDP6_IN",
+    "UDP6_OUT",
+    "AUTO_UPDATES",
+    "RESTRICT_SYSLOG",
 ];
 
 /// The guide's outbound TCP ports.
 pub const DEFAULT_TCP_OUT: &[u16] = &[25, 53, 587, 80, 443];
 
 fn csf_config<'a>(cx: &'a Context) -> Result<&'a CsfConfig> {
-    cx.config.csf.as_ref().context("no csf section in the config")
+    cx.config
+        .csf
+        .as_ref()
+        .context("no csf section in the config")
 }
 
 fn digest(cfg: &CsfConfig) -> Result<Sha256Digest> {
-    cfg.sha256.parse().with_context(|| format!("csf.sha256 {:?}", cfg.sha256))
+    cfg.sha256
+        .parse()
+        .with_context(|| format!("csf.sha256 {:?}", cfg.sha256))
 }
 
 /// Where the verified tarball lives once downloaded (host path).
@@ -47,7 +63,10 @@ pub fn cached_tarball(cfg: &CsfConfig) -> PathBuf {
 
 fn fetch(cx: &Context) -> Result<PathBuf> {
     let cfg = csf_config(cx)?;
-    let mut opts = download::FetchOptions { allow_http: cfg.allow_http, ..Default::default() };
+    let mut opts = download::FetchOptions {
+        allow_http: cfg.allow_http,
+        ..Default::default()
+    };
     opts.http.ca_file = cfg.ca_file.clone();
     download::fetch_verified(&cfg.url, &digest(cfg)?, &cx.root.path(CACHE_DIR), &opts)
 }
@@ -61,7 +80,10 @@ impl Step for DownloadStep {
     }
 
     fn skip_reason(&self, cx: &Context) -> Option<String> {
-        cx.config.csf.is_none().then(|| "no csf section in the config".to_string())
+        cx.config
+            .csf
+            .is_none()
+            .then(|| "no csf section in the config".to_string())
     }
 
     fn plan(&self, cx: &Context) -> Result<Vec<Action>> {
@@ -69,7 +91,10 @@ impl Step for DownloadStep {
         Ok(if cx.root.path(cached_tarball(cfg)).exists() {
             vec![]
         } else {
-            vec![Action::Note(format!("download {} and verify sha256 {}", cfg.url, cfg.sha256))]
+            vec![Action::Note(format!(
+                "download {} and verify sha256 {}",
+                cfg.url, cfg.sha256
+            ))]
         })
     }
 
@@ -77,8 +102,16 @@ impl Step for DownloadStep {
         let cfg = csf_config(cx)?;
         let had = cx.root.path(cached_tarball(cfg)).exists();
         let path = fetch(cx)?;
-        let msg = format!("{} verified (sha256 {})", cx.root.host_path(&path).display(), cfg.sha256);
-        Ok(if had { Applied::unchanged(msg) } else { Applied::changed(msg) })
+        let msg = format!(
+            "{} verified (sha256 {})",
+            cx.root.host_path(&path).display(),
+            cfg.sha256
+        );
+        Ok(if had {
+            Applied::unchanged(msg)
+        } else {
+            Applied::changed(msg)
+        })
     }
 
     fn check(&self, _cx: &Context) -> Result<Vec<String>> {
@@ -88,14 +121,19 @@ impl Step for DownloadStep {
 
 /// The version a tarball or an installed csf says it is.
 fn version_in(dir: &Path) -> Option<String> {
-    fs::read_to_string(dir.join("version.txt")).ok().map(|v| v.trim().to_string())
+    fs::read_to_string(dir.join("version.txt"))
+        .ok()
+        .map(|v| v.trim().to_string())
 }
 
 /// An unpack directory inside the root (so a chroot can see it), removed when dropped.
 fn unpack(cx: &Context, tarball: &Path) -> Result<(tempfile::TempDir, PathBuf)> {
     let parent = cx.root.path(UNPACK_PARENT);
     fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
-    let dir = tempfile::Builder::new().prefix("csf-unpack-").tempdir_in(&parent).with_context(|| format!("creating a directory in {}", parent.display()))?;
+    let dir = tempfile::Builder::new()
+        .prefix("csf-unpack-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("creating a directory in {}", parent.display()))?;
     let install_dir = crate::archive::unpack_safely(tarball, dir.path())?;
     Ok((dir, install_dir))
 }
@@ -109,7 +147,12 @@ pub enum CsfTest {
 }
 
 pub fn parse_csftest(output: &str) -> Result<CsfTest> {
-    let line = output.lines().rev().find_map(|l| l.trim().strip_prefix("RESULT:")).map(str::trim).context("csftest.pl printed no RESULT line")?;
+    let line = output
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("RESULT:"))
+        .map(str::trim)
+        .context("csftest.pl printed no RESULT line")?;
     Ok(if line.contains("will not function") {
         CsfTest::Fatal(line.to_string())
     } else if line.contains("some features will not work") {
@@ -135,21 +178,37 @@ impl InstallStep {
     fn stop_rivals(cx: &Context) -> Result<Vec<String>> {
         let mut done = Vec::new();
         for unit in ["firewalld", "ufw"] {
-            let exists = ["/usr/lib/systemd/system", "/lib/systemd/system", "/etc/systemd/system"].iter().any(|d| cx.root.path(Path::new(d).join(format!("{unit}.service"))).exists());
+            let exists = [
+                "/usr/lib/systemd/system",
+                "/lib/systemd/system",
+                "/etc/systemd/system",
+            ]
+            .iter()
+            .any(|d| {
+                cx.root
+                    .path(Path::new(d).join(format!("{unit}.service")))
+                    .exists()
+            });
             if !exists {
                 continue;
             }
             if unit == "ufw" && cx.root.path("/usr/sbin/ufw").exists() {
                 cx.runner.check(&Cmd::new("ufw").arg("disable"))?;
             }
-            cx.runner.check(&Cmd::new("systemctl").args(["disable", "--now", &format!("{unit}.service")]))?;
+            cx.runner.check(&Cmd::new("systemctl").args([
+                "disable",
+                "--now",
+                &format!("{unit}.service"),
+            ]))?;
             done.push(unit.to_string());
         }
         Ok(done)
     }
 
     fn csftest(cx: &Context) -> Result<Option<String>> {
-        let out = cx.runner.check(&Cmd::new("perl").arg("/usr/local/csf/bin/csftest.pl"))?;
+        let out = cx
+            .runner
+            .check(&Cmd::new("perl").arg("/usr/local/csf/bin/csftest.pl"))?;
         match parse_csftest(&out.stdout)? {
             CsfTest::Ok => Ok(None),
             CsfTest::Warn(w) => Ok(Some(w)),
@@ -169,8 +228,13 @@ impl Step for InstallStep {
 
     fn plan(&self, cx: &Context) -> Result<Vec<Action>> {
         Ok(match Self::installed(cx) {
-            Some(v) => vec![Action::Note(format!("csf {v} installed; reinstalled only if the pinned tarball is another version"))],
-            None => vec![Action::Command("sh install.sh (from the verified tarball)".into()), Action::Command("perl /usr/local/csf/bin/csftest.pl".into())],
+            Some(v) => vec![Action::Note(format!(
+                "csf {v} installed; reinstalled only if the pinned tarball is another version"
+            ))],
+            None => vec![
+                Action::Command("sh install.sh (from the verified tarball)".into()),
+                Action::Command("perl /usr/local/csf/bin/csftest.pl".into()),
+            ],
         })
     }
 
@@ -186,24 +250,41 @@ impl Step for InstallStep {
             let cmd = if cx.live() {
                 Cmd::new("sh").arg("install.sh").cwd(&dir)
             } else if cx.root.path("/bin/sh").exists() {
-                Cmd::new("/bin/sh").args(["-c", &format!("cd {} && sh install.sh", crate::runner::shell_quote(&inner.to_string_lossy()))]).chroot(cx.root.dir())
+                Cmd::new("/bin/sh")
+                    .args([
+                        "-c",
+                        &format!(
+                            "cd {} && sh install.sh",
+                            crate::runner::shell_quote(&inner.to_string_lossy())
+                        ),
+                    ])
+                    .chroot(cx.root.dir())
             } else {
-                return Ok(Applied::unchanged("").deferring("csf install deferred: no /bin/sh under the root"));
+                return Ok(Applied::unchanged("")
+                    .deferring("csf install deferred: no /bin/sh under the root"));
             };
-            cx.runner.check(&cmd.timeout(std::time::Duration::from_secs(600))).context("csf's install.sh failed")?;
+            cx.runner
+                .check(&cmd.timeout(std::time::Duration::from_secs(600)))
+                .context("csf's install.sh failed")?;
             Applied::changed(format!("installed csf {version}"))
         };
         if !cx.live() {
-            return Ok(applied.deferring("csftest and stopping firewalld/ufw deferred to a live run"));
+            return Ok(
+                applied.deferring("csftest and stopping firewalld/ufw deferred to a live run")
+            );
         }
         let stopped = Self::stop_rivals(cx)?;
         if !stopped.is_empty() {
             applied.changed = true;
-            applied.message.push_str(&format!("; disabled {}", stopped.join(", ")));
+            applied
+                .message
+                .push_str(&format!("; disabled {}", stopped.join(", ")));
         }
         if let Some(w) = Self::csftest(cx)? {
             tracing::warn!("csftest.pl: {w}");
-            applied.message.push_str(&format!("; warning from csftest: {w}"));
+            applied
+                .message
+                .push_str(&format!("; warning from csftest: {w}"));
         }
         Ok(applied)
     }
@@ -232,13 +313,22 @@ pub fn policy(cx: &Context) -> BTreeMap<String, String> {
     let mut tcp_in = vec![cx.config.ssh.port.get()];
     tcp_in.extend(&mn);
     tcp_in.extend(ports(&fw.extra_tcp_in));
-    let mut tcp_out = fw.tcp_out.as_deref().map(ports).unwrap_or_else(|| DEFAULT_TCP_OUT.to_vec());
+    let mut tcp_out = fw
+        .tcp_out
+        .as_deref()
+        .map(ports)
+        .unwrap_or_else(|| DEFAULT_TCP_OUT.to_vec());
     tcp_out.extend(&mn);
     let udp_in = ports(&fw.extra_udp_in);
     let ipv6 = match fw.ipv6 {
         Ipv6Mode::On => true,
         Ipv6Mode::Off => false,
-        Ipv6Mode::Auto => cx.live() && fs::read_to_string("/proc/net/if_inet6").map(|t| has_global_ipv6(&t)).unwrap_or(false),
+        Ipv6Mode::Auto => {
+            cx.live()
+                && fs::read_to_string("/proc/net/if_inet6")
+                    .map(|t| has_global_ipv6(&t))
+                    .unwrap_or(false)
+        }
     };
     let mut m = BTreeMap::new();
     let mut put = |k: &str, v: String| {
@@ -259,7 +349,10 @@ pub fn policy(cx: &Context) -> BTreeMap<String, String> {
             put("UDP6_OUT", csfconf::port_list(&ports(u)));
         }
     }
-    put("AUTO_UPDATES", if fw.auto_updates { "1" } else { "0" }.into());
+    put(
+        "AUTO_UPDATES",
+        if fw.auto_updates { "1" } else { "0" }.into(),
+    );
     put("RESTRICT_SYSLOG", fw.restrict_syslog.to_string());
     for (k, v) in &fw.settings {
         m.insert(k.clone(), v.clone());
@@ -273,7 +366,10 @@ mod tests {
 
     #[test]
     fn csftest_verdicts() {
-        assert_eq!(parse_csftest("x\nRESULT: csf should function on this server\n").unwrap(), CsfTest::Ok);
+        assert_eq!(
+            parse_csftest("x\nRESULT: csf should function on this server\n").unwrap(),
+            CsfTest::Ok
+        );
         assert!(matches!(parse_csftest("RESULT: csf will function on this server but some features will not work due to some missing iptables modules [x]").unwrap(), CsfTest::Warn(_)));
         assert!(matches!(parse_csftest("RESULT: csf will not function on this server due to FATAL errors from missing modules [y]").unwrap(), CsfTest::Fatal(_)));
         assert!(parse_csftest("no verdict").is_err());

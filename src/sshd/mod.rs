@@ -5,6 +5,8 @@
 pub mod edit;
 mod service;
 
+pub use service::listening_ports;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,251 @@
+//! The firewall policy and the guide's "check you can still log in", in code: load the policy with
+//! `TESTING = "1"` (csf's cron flushes within minutes if all else fails), prove sshd listens and
+//! the loaded rules accept its port, only then `TESTING = "0"`, reload, and enable csf and lfd.
+//! Any failure flushes the rules and leaves TESTING on.
+
+use std::path::Path;
+
+use anyhow::{bail, Context as _, Result};
+
+use super::{policy, CSF_CONF};
+use crate::csfconf;
+use crate::engine::{Action, Applied, Context, Step};
+use crate::fsops::{NewFile, Transaction};
+use crate::runner::Cmd;
+
+fn read_conf(cx: &Context) -> Result<String> {
+    let p = cx.root.path(CSF_CONF);
+    std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+}
+
+/// The whole wanted map with TESTING set as given.
+fn wanted(cx: &Context, testing: bool) -> std::collections::BTreeMap<String, String> {
+    let mut m = policy(cx);
+    m.insert("TESTING".into(), if testing { "1" } else { "0" }.into());
+    m
+}
+
+/// Write csf.conf and keep it: a policy with TESTING on is a safe state, not one to roll back.
+fn write_conf(cx: &Context, testing: bool) -> Result<bool> {
+    let new = csfconf::apply_policy(&read_conf(cx)?, &wanted(cx, testing))
+        .with_context(|| format!("editing {CSF_CONF}"))?;
+    let mut tx = Transaction::new(&cx.root);
+    let changed = tx.write(Path::new(CSF_CONF), new.as_bytes(), NewFile::mode(0o600))?;
+    tx.commit();
+    Ok(changed)
+}
+
+fn csf(cx: &Context, flag: &str) -> Result<()> {
+    cx.runner
+        .check(&Cmd::new("/usr/sbin/csf").arg(flag))
+        .map(|_| ())
+        .with_context(|| format!("csf {flag} failed"))
+}
+
+/// Does an `iptables-save` dump accept new TCP connections to `port`?
+pub fn rules_accept(dump: &str, port: u16) -> bool {
+    let p = port.to_string();
+    dump.lines().any(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        let accept = w.windows(2).any(|x| x == ["-j", "ACCEPT"]);
+        let tcp = w.windows(2).any(|x| x == ["-p", "tcp"]);
+        let dport = w.windows(2).any(|x| {
+            (x[0] == "--dport" && x[1] == p)
+                || ((x[0] == "--dports" || x[0] == "--destination-ports")
+                    && x[1].split(',').any(|r| in_range(r, port)))
+        });
+        // A rule only for the loopback interface proves nothing about remote access.
+        let lo_only = w
+            .windows(3)
+            .any(|x| x[1] == "-i" && x[2] == "lo" && x[0] != "!")
+            || w.get(2..4) == Some(&["-i", "lo"]);
+        accept && tcp && dport && !lo_only
+    })
+}
+
+fn in_range(spec: &str, port: u16) -> bool {
+    match spec.split_once(':') {
+        Some((a, b)) => {
+            matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if a <= port && port <= b)
+        }
+        None => spec.parse() == Ok(port),
+    }
+}
+
+/// The checks between "loaded in TESTING" and "enforcing".
+fn verify_reachable(cx: &Context, ipv6: bool) -> Result<()> {
+    let port = cx.config.ssh.port.get();
+    if !crate::sshd::listening_ports()?.contains(&port) {
+        bail!("check failed: sshd is not listening on port {port}");
+    }
+    let mut families = vec!["iptables-save"];
+    if ipv6 {
+        families.push("ip6tables-save");
+    }
+    for save in families {
+        let dump = cx
+            .runner
+            .check(&Cmd::new(save).args(["-t", "filter"]))?
+            .stdout;
+        if !rules_accept(&dump, port) {
+            bail!("check failed: the rules loaded by csf ({save}) do not accept TCP port {port}");
+        }
+    }
+    Ok(())
+}
+
+/// Writes the policy and enables the firewall safely.
+pub struct FirewallStep;
+
+impl FirewallStep {
+    fn enable(cx: &Context, ipv6: bool) -> Result<()> {
+        csf(cx, "-r")?;
+        verify_reachable(cx, ipv6)?;
+        write_conf(cx, false)?;
+        csf(cx, "-r")?;
+        verify_reachable(cx, ipv6)?;
+        cx.runner
+            .check(&Cmd::new("systemctl").args(["enable", "csf.service", "lfd.service"]))?;
+        cx.runner
+            .check(&Cmd::new("systemctl").args(["restart", "lfd.service"]))?;
+        Ok(())
+    }
+
+    fn enforcing(cx: &Context) -> Result<bool> {
+        Ok(csfconf::read_keys(&read_conf(cx)?)
+            .get("TESTING")
+            .map(String::as_str)
+            == Some("0"))
+    }
+
+    fn running(cx: &Context) -> Result<Vec<String>> {
+        let mut down = Vec::new();
+        for unit in ["csf.service", "lfd.service"] {
+            let out = cx
+                .runner
+                .run(&Cmd::new("systemctl").args(["is-active", unit]))?;
+            if out.stdout.trim() != "active" {
+                down.push(format!("{unit} is {}", out.stdout.trim()));
+            }
+        }
+        Ok(down)
+    }
+}
+
+impl Step for FirewallStep {
+    fn name(&self) -> &'static str {
+        "firewall"
+    }
+
+    fn skip_reason(&self, cx: &Context) -> Option<String> {
+        super::DownloadStep.skip_reason(cx)
+    }
+
+    fn plan(&self, cx: &Context) -> Result<Vec<Action>> {
+        let Ok(old) = read_conf(cx) else {
+            return Ok(vec![Action::Note(
+                "write the policy into /etc/csf/csf.conf once csf is installed".into(),
+            )]);
+        };
+        let new = csfconf::apply_policy(&old, &wanted(cx, !cx.live()))?;
+        let mut a = Vec::new();
+        if old != new {
+            a.push(Action::File {
+                path: CSF_CONF.into(),
+                old,
+                new,
+            });
+        }
+        if cx.live() && (!a.is_empty() || !Self::running(cx)?.is_empty()) {
+            a.push(Action::Note("csf -r with TESTING 1, verify SSH is accepted, TESTING 0, csf -r, enable csf and lfd".into()));
+        }
+        Ok(a)
+    }
+
+    fn apply(&self, cx: &Context, _tx: &mut Transaction) -> Result<Applied> {
+        let was_enforcing = Self::enforcing(cx)?;
+        let policy_changed =
+            csfconf::apply_policy(&read_conf(cx)?, &wanted(cx, !was_enforcing))? != read_conf(cx)?;
+        if !cx.live() {
+            let changed = write_conf(cx, true)?;
+            let a = if changed {
+                Applied::changed("policy written with TESTING on")
+            } else {
+                Applied::unchanged("policy already written")
+            };
+            return Ok(a.deferring("enabling the firewall deferred to first boot"));
+        }
+        if was_enforcing && !policy_changed && Self::running(cx)?.is_empty() {
+            return Ok(Applied::unchanged("csf enforcing with brickup's policy"));
+        }
+        let ipv6 = policy(cx).get("IPV6").map(String::as_str) == Some("1");
+        write_conf(cx, true)?;
+        if let Err(e) = Self::enable(cx, ipv6) {
+            // Keep the owner in: open everything, leave TESTING on, say what failed.
+            let flushed = csf(cx, "-f");
+            let testing = write_conf(cx, true);
+            let mut e = e.context("enabling csf failed; rules flushed and TESTING left on");
+            if let Err(f) = flushed {
+                e = e.context(format!("flushing also failed: {f:#}"));
+            }
+            if let Err(t) = testing {
+                e = e.context(format!("setting TESTING back failed: {t:#}"));
+            }
+            return Err(e);
+        }
+        Ok(Applied::changed(format!(
+            "csf enforcing: TCP_IN {}",
+            policy(cx)["TCP_IN"]
+        )))
+    }
+
+    fn check(&self, cx: &Context) -> Result<Vec<String>> {
+        let conf = match read_conf(cx) {
+            Ok(c) => c,
+            Err(_) => return Ok(vec![format!("{CSF_CONF} is missing")]),
+        };
+        let mut drift: Vec<String> = csfconf::drift(&conf, &policy(cx))
+            .into_iter()
+            .map(|(k, found, want)| {
+                format!(
+                    "csf.conf {k} is {}, want {want:?}",
+                    found.map(|f| format!("{f:?}")).unwrap_or("missing".into())
+                )
+            })
+            .collect();
+        if cx.live() {
+            if !Self::enforcing(cx)? {
+                drift.push(
+                    "csf TESTING is not \"0\": the firewall is flushed every few minutes".into(),
+                );
+            }
+            drift.extend(Self::running(cx)?);
+        }
+        Ok(drift)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_matching() {
+        let csf_like =
+            "-A INPUT ! -i lo -p tcp -m conntrack --ctstate NEW -m tcp --dport 2222 -j ACCEPT\n";
+        assert!(rules_accept(csf_like, 2222));
+        assert!(!rules_accept(csf_like, 22));
+        assert!(rules_accept(
+            "-A INPUT -p tcp -m multiport --dports 80,2000:3000 -j ACCEPT\n",
+            2222
+        ));
+        assert!(!rules_accept(
+            "-A INPUT -p tcp --dport 2222 -j DROP\n",
+            2222
+        ));
+        assert!(!rules_accept(
+            "-A INPUT -p udp --dport 2222 -j ACCEPT\n",
+            2222
+        ));
+    }
+}
