@@ -34,13 +34,14 @@ pub fn includes_dropins(text: &str) -> bool {
     for line in text.lines() {
         match directive(line) {
             Some((k, _)) if k == "match" => return false,
-            Some((k, v)) if k == "include" => {
-                if v.split_whitespace().any(|p| {
-                    let p = p.trim_matches('"');
-                    p == "/etc/ssh/sshd_config.d/*.conf" || p == "sshd_config.d/*.conf"
-                }) {
-                    return true;
-                }
+            Some((k, v))
+                if k == "include"
+                    && v.split_whitespace().any(|p| {
+                        let p = p.trim_matches('"');
+                        p == "/etc/ssh/sshd_config.d/*.conf" || p == "sshd_config.d/*.conf"
+                    }) =>
+            {
+                return true;
             }
             _ => {}
         }
