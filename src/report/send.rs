@@ -120,7 +120,7 @@ impl Sender {
                 .header(SIGNATURE_HEADER, sign(secret, now, body));
         }
         match req.send() {
-            Ok(resp) => judge(resp),
+            Ok(resp) => judge(resp, &self.creds),
             // Drop the URL from reqwest's message: the caller names the target without query.
             Err(e) if e.is_builder() => Err(Failure::Final(e.without_url().into())),
             Err(e) => {
@@ -146,7 +146,7 @@ impl Sender {
 
 /// Sorts a response into success, retry (429, 5xx) and final (everything else, redirects too:
 /// a signed POST is not replayed to another address).
-fn judge(resp: Response) -> Result<(), Failure> {
+fn judge(resp: Response, creds: &Credentials) -> Result<(), Failure> {
     let status = resp.status();
     if status.is_success() {
         return Ok(());
@@ -163,7 +163,8 @@ fn judge(resp: Response) -> Result<(), Failure> {
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let text = resp.text().unwrap_or_default();
-    let snippet: String = text.trim().chars().take(200).collect();
+    // A receiver may echo what it got; its answer goes into logs, so secrets are cut first.
+    let snippet: String = redact(text.trim(), creds).chars().take(200).collect();
     let err = anyhow!("the receiver answered {status}: {snippet}");
     if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
         Err(Failure::Retry(err, retry_after))
@@ -175,6 +176,15 @@ fn judge(resp: Response) -> Result<(), Failure> {
     } else {
         Err(Failure::Final(err))
     }
+}
+
+fn redact(text: &str, creds: &Credentials) -> String {
+    let secrets = [&creds.token, &creds.hmac_secret];
+    secrets
+        .into_iter()
+        .flatten()
+        .filter(|s| !s.expose().is_empty())
+        .fold(text.to_string(), |t, s| t.replace(s.expose(), "[redacted]"))
 }
 
 /// The URL without userinfo, query or fragment, for messages.
