@@ -601,3 +601,93 @@ fn identity_sources_in_order() {
     assert!(identity::hostname(&root).is_err(), "no /etc/hostname");
     assert!(identity::host_key_fingerprints(&root).unwrap().is_empty());
 }
+
+/// `openssl s_server` with a fresh self-signed certificate on a free loopback port.
+struct TlsServer {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsServer {
+    fn start() -> TlsServer {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        let st = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+            .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl (Debian: openssl) is installed");
+        assert!(st.success());
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = TlsServer {
+            child,
+            port,
+            _dir: dir,
+        };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        panic!("openssl s_server did not start on port {port}");
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_untrusted_certificate_is_final_not_retried() {
+    let (_dir, root) = fixture_root();
+    let tls = TlsServer::start();
+    let mut cfg = config(&format!("https://127.0.0.1:{}/r", tls.port));
+    cfg.total_timeout_secs = 10;
+    // A retry would sleep at least 1 s (2 s base, jitter down to half).
+    let s = Sender::new(&root, &cfg)
+        .unwrap()
+        .with_backoff_base(Duration::from_secs(2));
+    let start = Instant::now();
+    let err = s.send(&finished_report(&root)).unwrap_err();
+    let elapsed = start.elapsed();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("TLS handshake refused") && msg.contains("certificate"),
+        "{msg}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(1),
+        "retried? took {elapsed:?}: {msg}"
+    );
+}

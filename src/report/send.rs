@@ -54,6 +54,12 @@ impl Sender {
         })
     }
 
+    /// Uses `client` instead of the built-in one (it must not follow redirects).
+    pub fn with_client(mut self, client: Client) -> Sender {
+        self.client = client;
+        self
+    }
+
     /// Sets the first retry delay (doubling from there); tests use a few milliseconds.
     pub fn with_backoff_base(mut self, base: Duration) -> Sender {
         self.backoff_base = base;
@@ -123,6 +129,10 @@ impl Sender {
             Ok(resp) => judge(resp, &self.creds),
             // Drop the URL from reqwest's message: the caller names the target without query.
             Err(e) if e.is_builder() => Err(Failure::Final(e.without_url().into())),
+            // A certificate the client rejects will be rejected again: do not spend the bound.
+            Err(e) if is_tls_rejection(&e) => Err(Failure::Final(
+                anyhow!(e.without_url()).context("TLS handshake refused"),
+            )),
             Err(e) => {
                 let what = if e.is_timeout() {
                     format!("no answer within {}s", timeout.as_secs_f64())
@@ -176,6 +186,21 @@ fn judge(resp: Response, creds: &Credentials) -> Result<(), Failure> {
     } else {
         Err(Failure::Final(err))
     }
+}
+
+/// True when the error chain holds a rustls error (bad certificate, handshake failure). hyper
+/// wraps it in `io::Error`s, whose `source()` skips the wrapped error, so look inside them too.
+fn is_tls_rejection(err: &(dyn std::error::Error + 'static)) -> bool {
+    if err.is::<rustls::Error>() {
+        return true;
+    }
+    let wrapped = err
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref());
+    if wrapped.is_some_and(|inner| is_tls_rejection(inner)) {
+        return true;
+    }
+    err.source().is_some_and(is_tls_rejection)
 }
 
 fn redact(text: &str, creds: &Credentials) -> String {
