@@ -119,8 +119,19 @@ impl Receiver {
         self.addr
     }
 
-    /// Serves until `stop` is set (checked at least every 200 ms), or forever.
+    /// Serves until `stop` is set (checked at least every 200 ms), or forever, printing one
+    /// summary line per accepted report to stdout.
     pub fn run(&self, opts: &ReceiveOptions, stop: Option<Arc<AtomicBool>>) -> Result<()> {
+        self.run_with(opts, stop, &mut std::io::stdout())
+    }
+
+    /// [`Receiver::run`], writing the summary lines to `summaries`.
+    pub fn run_with(
+        &self,
+        opts: &ReceiveOptions,
+        stop: Option<Arc<AtomicBool>>,
+        summaries: &mut dyn Write,
+    ) -> Result<()> {
         if opts.secret.is_none() && opts.token.is_none() {
             tracing::warn!("receiving reports without a token or HMAC secret: anyone can post");
         }
@@ -131,7 +142,7 @@ impl Receiver {
                 .recv_timeout(Duration::from_millis(200))
                 .context("waiting for a request")?;
             if let Some(request) = request {
-                handle(request, opts);
+                handle(request, opts, summaries);
             }
         }
         Ok(())
@@ -156,11 +167,18 @@ pub fn serve(
     Receiver::bind(listen)?.run(&opts, stop)
 }
 
-fn handle(mut request: Request, opts: &ReceiveOptions) {
+fn handle(mut request: Request, opts: &ReceiveOptions, summaries: &mut dyn Write) {
     let peer = request.remote_addr().copied();
     let (code, answer) = match accept(&mut request, opts) {
-        Ok(report) => match record(&opts.out, &report) {
-            Ok(()) => (200, "ok".to_string()),
+        Ok((value, report)) => match record(&opts.out, &value) {
+            Ok(()) => {
+                // The report is stored: a failed print must not make the sender retry.
+                let line = report::summary_line(&report);
+                if let Err(e) = writeln!(summaries, "{line}").and_then(|()| summaries.flush()) {
+                    tracing::warn!("printing the summary: {e}");
+                }
+                (200, "ok".to_string())
+            }
             Err(e) => {
                 tracing::error!("{e:#}");
                 (500, "cannot store the report".to_string())
@@ -176,12 +194,12 @@ fn handle(mut request: Request, opts: &ReceiveOptions) {
     }
 }
 
-/// The parsed report (kept as JSON so fields this version does not know are stored too), or
+/// The report, as JSON (so fields this version does not know are stored too) and parsed, or
 /// the status code and reason to answer with.
 fn accept(
     request: &mut Request,
     opts: &ReceiveOptions,
-) -> Result<serde_json::Value, (u16, String)> {
+) -> Result<(serde_json::Value, Report), (u16, String)> {
     if *request.method() != Method::Post {
         return Err((405, "only POST is accepted".into()));
     }
@@ -210,7 +228,7 @@ fn accept(
         let (v, k) = (&report.api_version, &report.kind);
         return Err((400, format!("unsupported apiVersion/kind {v}/{k}")));
     }
-    Ok(value)
+    Ok((value, report))
 }
 
 fn authenticate(request: &Request, body: &[u8], opts: &ReceiveOptions) -> Result<(), VerifyError> {
@@ -235,7 +253,7 @@ fn header(request: &Request, name: &str) -> Option<String> {
         .map(|h| h.value.as_str().to_string())
 }
 
-/// Appends the report as one line (one write, then fsync) and prints its summary to stdout.
+/// Appends the report as one line (one write, then fsync).
 fn record(out: &Path, value: &serde_json::Value) -> Result<()> {
     let mut line = serde_json::to_vec(value).context("serializing the report")?;
     line.push(b'\n');
@@ -247,12 +265,7 @@ fn record(out: &Path, value: &serde_json::Value) -> Result<()> {
         .with_context(|| format!("opening {}", out.display()))?;
     file.write_all(&line)
         .and_then(|()| file.sync_data())
-        .with_context(|| format!("appending to {}", out.display()))?;
-    let report: Report = serde_json::from_value(value.clone()).context("re-reading the report")?;
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{}", report::summary_line(&report))
-        .and_then(|()| stdout.flush())
-        .context("printing the summary")
+        .with_context(|| format!("appending to {}", out.display()))
 }
 
 #[cfg(test)]

@@ -2,10 +2,11 @@
 //! 200; bad tokens, bad or stale signatures and malformed bodies are refused and not stored.
 
 use std::fs;
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime};
 
@@ -17,8 +18,23 @@ use serde_json::Value;
 const TOKEN: &str = "rx-token-1";
 const HMAC: &str = "rx-hmac-2";
 
+/// Collects the summary lines the receiver prints.
+#[derive(Clone, Default)]
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 struct Running {
     addr: SocketAddr,
+    printed: Sink,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -35,12 +51,19 @@ impl Running {
         };
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let thread = thread::spawn(move || receiver.run(&opts, Some(flag)));
+        let printed = Sink::default();
+        let mut sink = printed.clone();
+        let thread = thread::spawn(move || receiver.run_with(&opts, Some(flag), &mut sink));
         Running {
             addr,
+            printed,
             stop,
             thread: Some(thread),
         }
+    }
+
+    fn printed(&self) -> String {
+        String::from_utf8(self.printed.0.lock().unwrap().clone()).unwrap()
     }
 
     fn finish(mut self) {
@@ -131,6 +154,8 @@ fn accepts_a_signed_report_and_refuses_the_rest() {
     assert_eq!(stored[0]["instanceId"], "m-42");
     assert_eq!(stored[0]["status"], "succeeded");
     assert_eq!(stored[0], serde_json::to_value(&doc).unwrap());
+    let summary = "m-42 rx-host finished succeeded ssh=2222 firewall=enforcing\n";
+    assert_eq!(rx.printed(), summary);
 
     let body = doc.to_json();
     let ts = now();
@@ -189,6 +214,11 @@ fn accepts_a_signed_report_and_refuses_the_rest() {
     // A second good report is appended as its own line.
     assert_eq!(post(rx.addr, &signed(HMAC, ts, &body), &body), 200);
     assert_eq!(lines(&out).len(), 2);
+    assert_eq!(
+        rx.printed(),
+        summary.repeat(2),
+        "one line per accepted report"
+    );
     rx.finish();
 }
 
