@@ -115,6 +115,9 @@ impl ReportConfig {
             if inline.is_some_and(|s| s.expose().trim().is_empty()) {
                 problem(name, "must not be empty".into());
             }
+            if name == "token" && inline.is_some_and(|s| !is_header_safe(s.expose())) {
+                problem(name, TOKEN_CHARS.into());
+            }
             if file.as_ref().is_some_and(|p| !p.is_absolute()) {
                 problem(&format!("{name}_file"), "must be an absolute path".into());
             }
@@ -159,6 +162,12 @@ fn is_loopback(host: &str) -> bool {
         || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+const TOKEN_CHARS: &str = "must be printable ASCII without spaces (it goes into a header)";
+
+fn is_header_safe(token: &str) -> bool {
+    !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// The secrets a delivery uses, resolved from inline values or files.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
@@ -178,8 +187,12 @@ impl Credentials {
                     .with_context(|| format!("loading report.{name}_file")),
                 (None, None) => Ok(None),
             };
+        let token = pick(&cfg.token, &cfg.token_file, "token")?;
+        if token.as_ref().is_some_and(|t| !is_header_safe(t.expose())) {
+            bail!("report.token {TOKEN_CHARS}");
+        }
         Ok(Credentials {
-            token: pick(&cfg.token, &cfg.token_file, "token")?,
+            token,
             hmac_secret: pick(&cfg.hmac_secret, &cfg.hmac_secret_file, "hmac_secret")?,
         })
     }
@@ -220,7 +233,7 @@ mod tests {
     #[test]
     fn secret_and_timeout_rules() {
         let mut cfg = ReportConfig::new("https://example.com/r");
-        cfg.token = Some(Secret::new("t"));
+        cfg.token = Some(Secret::new("t\u{e9} x"));
         cfg.token_file = Some("/etc/t".into());
         cfg.hmac_secret = Some(Secret::new(" "));
         cfg.hmac_secret_file = Some("relative".into());
@@ -228,6 +241,7 @@ mod tests {
         assert_eq!(
             fields(&cfg),
             [
+                "report.token",
                 "report.token",
                 "report.hmac_secret",
                 "report.hmac_secret",
@@ -261,5 +275,11 @@ mod tests {
         assert_eq!(Secret::from_file(&p).unwrap().expose(), "abc");
         fs::write(&p, "\n").unwrap();
         assert!(Secret::from_file(&p).is_err());
+        fs::write(&p, "two words\n").unwrap();
+        let mut cfg = ReportConfig::new("https://e.com");
+        cfg.token_file = Some(p.clone());
+        let err = Credentials::load(&Root::new("/"), &cfg).unwrap_err();
+        assert!(format!("{err:#}").contains("without spaces"), "{err:#}");
+        assert!(!format!("{err:#}").contains("two words"));
     }
 }
