@@ -466,6 +466,25 @@ impl Write for Sink {
     }
 }
 
+/// Everything any test in this binary logs from the moment this is first called. A global
+/// subscriber, not `with_default`: tracing caches per-callsite interest across threads, so a
+/// thread-scoped subscriber can miss events that other tests' threads hit first.
+fn global_log_sink() -> Sink {
+    static SINK: std::sync::OnceLock<Sink> = std::sync::OnceLock::new();
+    SINK.get_or_init(|| {
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        sink
+    })
+    .clone()
+}
+
 #[test]
 fn no_secret_in_any_output() {
     let (dir, root) = fixture_root();
@@ -475,23 +494,12 @@ fn no_secret_in_any_output() {
     cfg.total_timeout_secs = 1;
     cfg.token = None;
     cfg.token_file = Some("/etc/brickup-token".into());
-    let sink = Sink::default();
-    let writer = sink.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let (outcome, err, sender_debug) = tracing::subscriber::with_default(subscriber, || {
-        let s = sender(&root, &cfg).unwrap();
-        let sender_debug = format!("{s:?}");
-        let doc = finished_report(&root);
-        let err = s.send(&doc).unwrap_err();
-        (
-            deliver_with(&root, sender(&root, &cfg), &doc),
-            err,
-            sender_debug,
-        )
-    });
+    let sink = global_log_sink();
+    let s = sender(&root, &cfg).unwrap();
+    let sender_debug = format!("{s:?}");
+    let doc = finished_report(&root);
+    let err = s.send(&doc).unwrap_err();
+    let outcome = deliver_with(&root, sender(&root, &cfg), &doc);
     assert!(
         rx.count() >= 4,
         "the receiver saw the secrets: {}",
@@ -505,7 +513,11 @@ fn no_secret_in_any_output() {
         "the token was really sent, so its absence below means something"
     );
     let logs = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("not delivered"), "captured logs: {logs}");
+    let this_test = format!(
+        "not delivered: sending the report to {}",
+        rx.url.replace("?key=q", "")
+    );
+    assert!(logs.contains(&this_test), "captured logs: {logs}");
     let mut outputs = vec![
         logs,
         format!("{cfg:?}"),
