@@ -157,16 +157,38 @@ pub fn steps() -> Vec<Box<dyn Step>> {
 }
 
 /// The result of a whole apply.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RunResult {
     pub steps: Vec<StepResult>,
-    /// The first failure's error chain, if any.
-    pub error: Option<Vec<String>>,
+    /// The first failure, if any.
+    pub error: Option<anyhow::Error>,
 }
 
 impl RunResult {
     pub fn failed(&self) -> bool {
         self.error.is_some()
+    }
+
+    /// The error chain, outermost first.
+    pub fn error_chain(&self) -> Option<Vec<String>> {
+        self.error
+            .as_ref()
+            .map(|e| e.chain().map(|c| c.to_string()).collect())
+    }
+
+    pub fn changed(&self) -> bool {
+        self.steps.iter().any(|s| s.outcome == Outcome::Changed)
+    }
+
+    /// `failed` on any error, `partial` when work was deferred, else `succeeded`.
+    pub fn status(&self) -> &'static str {
+        if self.failed() {
+            "failed"
+        } else if self.steps.iter().any(|s| s.outcome == Outcome::Deferred) {
+            "partial"
+        } else {
+            "succeeded"
+        }
     }
 }
 
@@ -181,7 +203,6 @@ pub fn apply(cx: &Context, steps: &[Box<dyn Step>]) -> RunResult {
     for step in steps.iter().filter(|s| s.skip_reason(cx).is_none()) {
         if let Err(e) = step.preflight(cx) {
             tracing::error!(step = step.name(), "preflight failed: {e:#}");
-            let chain = e.chain().map(|c| c.to_string()).collect();
             let steps = steps
                 .iter()
                 .map(|s| StepResult {
@@ -201,7 +222,7 @@ pub fn apply(cx: &Context, steps: &[Box<dyn Step>]) -> RunResult {
                 .collect();
             return RunResult {
                 steps,
-                error: Some(chain),
+                error: Some(e),
             };
         }
     }
@@ -246,11 +267,10 @@ pub fn apply(cx: &Context, steps: &[Box<dyn Step>]) -> RunResult {
                 });
             }
             Err(e) => {
-                let rolled = tx.rollback();
-                let mut chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-                if let Err(r) = rolled {
-                    chain.push(format!("{r:#}"));
-                }
+                let e = match tx.rollback() {
+                    Ok(()) => e,
+                    Err(r) => e.context(format!("and restoring the step's files failed: {r:#}")),
+                };
                 tracing::error!(step = %name, "failed: {e:#}");
                 results.push(StepResult {
                     name,
@@ -258,7 +278,7 @@ pub fn apply(cx: &Context, steps: &[Box<dyn Step>]) -> RunResult {
                     duration_ms: ms(start),
                     message: format!("{e:#}"),
                 });
-                error = Some(chain);
+                error = Some(e);
             }
         }
     }

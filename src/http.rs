@@ -35,14 +35,17 @@ impl Default for HttpOptions {
 
 /// Builds a blocking client with brickup's TLS setup and the timeouts of `opts`.
 pub fn client(opts: &HttpOptions) -> Result<reqwest::blocking::Client> {
+    builder(opts)?.build().context("building the HTTP client")
+}
+
+/// The client builder with brickup's TLS setup and `opts` applied, for callers that add to it.
+pub fn builder(opts: &HttpOptions) -> Result<reqwest::blocking::ClientBuilder> {
     let tls = tls_config(opts)?;
-    reqwest::blocking::Client::builder()
+    Ok(reqwest::blocking::Client::builder()
         .tls_backend_preconfigured(tls)
         .connect_timeout(opts.connect_timeout)
         .timeout(opts.timeout)
-        .user_agent(opts.user_agent.clone())
-        .build()
-        .context("building the HTTP client")
+        .user_agent(opts.user_agent.clone()))
 }
 
 /// The rustls configuration: ring provider, safe protocol versions, webpki roots plus `ca_file`.

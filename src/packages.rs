@@ -16,25 +16,7 @@ use crate::runner::{Cmd, Runner};
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(1200);
 const ATTEMPTS: u32 = 3;
 
-/// Parse os-release(5) text: KEY=value with optional quotes.
-pub fn parse_os_release(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter_map(|l| {
-            let l = l.trim();
-            if l.starts_with('#') {
-                return None;
-            }
-            let (k, v) = l.split_once('=')?;
-            let v = v.trim();
-            let v = v
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-                .unwrap_or(v);
-            Some((k.to_string(), v.replace("\\\"", "\"")))
-        })
-        .collect()
-}
+pub use crate::identity::parse_os_release;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {

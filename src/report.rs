@@ -1,12 +1,227 @@
-//! TEMPORARY until the report branch lands.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReportConfig {
-    pub url: String,
-    pub hmac_secret_file: Option<std::path::PathBuf>,
+//! The status report brickup sends to a callback URL: a versioned JSON document
+//! (`brickup.dev/v1`, `BrickupReport`), signed, delivered with bounded retries, and kept on disk
+//! when undelivered. It replaces cloud-init's `phone_home` module
+//! (<https://cloudinit.readthedocs.io/en/latest/reference/modules.html#phone-home>), which POSTs
+//! form fields with no run status, no authentication and no JSON.
+
+mod config;
+mod send;
+pub(crate) mod sign;
+mod store;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::identity::{self, HostKey};
+use crate::root::Root;
+
+pub use config::{Credentials, ReportConfig, Secret};
+pub use send::{send, Sender};
+pub use sign::{sign, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+pub use store::{
+    deliver, deliver_with, resend_pending, resend_pending_with, status, DeliveryOutcome,
+    ResendOutcome, LAST_REPORT, PENDING_REPORT,
+};
+
+pub const API_VERSION: &str = "brickup.dev/v1";
+pub const KIND: &str = "BrickupReport";
+
+pub use crate::engine::{Outcome, StepResult};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Event {
+    Started,
+    Finished,
 }
-impl ReportConfig {
-    pub fn validate(&self) -> Vec<(String, String)> {
-        vec![]
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Running,
+    Succeeded,
+    Failed,
+    Partial,
+}
+
+/// The csf state as the engine last saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firewall {
+    Enforcing,
+    Testing,
+    Off,
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OsInfo {
+    pub id: String,
+    pub version_id: String,
+}
+
+/// The report document. Field names are the wire format; new fields may be added within v1,
+/// so receivers must ignore fields they do not know.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub api_version: String,
+    pub kind: String,
+    pub event: Event,
+    pub status: Status,
+    pub instance_id: String,
+    pub hostname: String,
+    pub os: OsInfo,
+    pub brickup_version: String,
+    pub config_sha256: String,
+    pub ssh_port: u16,
+    pub firewall: Firewall,
+    pub host_keys: Vec<HostKey>,
+    pub steps: Vec<StepResult>,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    /// RFC 3339, UTC; absent on `started`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// The error chain, outermost first; only on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Vec<String>>,
+}
+
+/// What the engine knows about the run; it builds both the `started` and `finished` reports.
+#[derive(Debug, Clone)]
+pub struct RunFacts {
+    pub instance_id: String,
+    pub hostname: String,
+    pub os: OsInfo,
+    pub brickup_version: String,
+    pub config_sha256: String,
+    pub ssh_port: u16,
+    pub host_keys: Vec<HostKey>,
+    pub started_at: OffsetDateTime,
+}
+
+impl RunFacts {
+    /// Gathers identity facts under `root`. A fact that cannot be read is logged and reported
+    /// as `unknown` (or no host keys): a report with a gap beats no report.
+    pub fn gather(root: &Root, config_bytes: &[u8], ssh_port: u16) -> RunFacts {
+        let (os_id, version_id) = or_unknown("OS release", identity::os_release(root))
+            .unwrap_or_else(|| ("unknown".into(), String::new()));
+        RunFacts {
+            instance_id: or_unknown("instance id", identity::instance_id(root))
+                .unwrap_or_else(|| "unknown".into()),
+            hostname: or_unknown("hostname", identity::hostname(root))
+                .unwrap_or_else(|| "unknown".into()),
+            os: OsInfo {
+                id: os_id,
+                version_id,
+            },
+            brickup_version: env!("CARGO_PKG_VERSION").to_string(),
+            config_sha256: hex::encode(Sha256::digest(config_bytes)),
+            ssh_port,
+            host_keys: or_unknown("SSH host keys", identity::host_key_fingerprints(root))
+                .unwrap_or_default(),
+            started_at: OffsetDateTime::now_utc(),
+        }
     }
+
+    /// The report sent when the run begins.
+    pub fn started(&self, firewall: Firewall) -> Report {
+        self.report(Event::Started, Status::Running, firewall, Vec::new())
+    }
+
+    /// The report sent when the run ends. Status: `failed` if the run returned an error,
+    /// `partial` if any step failed or was deferred, `succeeded` otherwise.
+    pub fn finished(
+        &self,
+        steps: Vec<StepResult>,
+        firewall: Firewall,
+        error: Option<&anyhow::Error>,
+        finished_at: OffsetDateTime,
+    ) -> Report {
+        let incomplete = steps
+            .iter()
+            .any(|s| matches!(s.outcome, Outcome::Failed | Outcome::Deferred));
+        let status = match (error, incomplete) {
+            (Some(_), _) => Status::Failed,
+            (None, true) => Status::Partial,
+            (None, false) => Status::Succeeded,
+        };
+        let mut report = self.report(Event::Finished, status, firewall, steps);
+        report.finished_at = Some(rfc3339(finished_at));
+        report.error = error.map(|e| e.chain().map(|c| c.to_string()).collect());
+        report
+    }
+
+    fn report(&self, event: Event, status: Status, fw: Firewall, steps: Vec<StepResult>) -> Report {
+        Report {
+            api_version: API_VERSION.into(),
+            kind: KIND.into(),
+            event,
+            status,
+            instance_id: self.instance_id.clone(),
+            hostname: self.hostname.clone(),
+            os: self.os.clone(),
+            brickup_version: self.brickup_version.clone(),
+            config_sha256: self.config_sha256.clone(),
+            ssh_port: self.ssh_port,
+            firewall: fw,
+            host_keys: self.host_keys.clone(),
+            steps,
+            started_at: rfc3339(self.started_at),
+            finished_at: None,
+            error: None,
+        }
+    }
+}
+
+fn or_unknown<T>(what: &str, value: anyhow::Result<T>) -> Option<T> {
+    value
+        .map_err(|e| tracing::warn!("report: cannot read the {what}: {e:#}"))
+        .ok()
+}
+
+/// RFC 3339 in UTC with whole seconds, e.g. `2026-11-25T15:04:05Z`.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    let t = t
+        .to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .expect("0 ns is valid");
+    t.format(&Rfc3339)
+        .expect("a UTC time always formats as RFC 3339")
+}
+
+impl Report {
+    /// The body as sent on the wire.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("a report always serializes")
+    }
+}
+
+fn lower<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// One line per report: `<instanceId> <hostname> <event> <status> ssh=<port> firewall=<state>`,
+/// followed by the first error line when there is one.
+pub fn summary_line(r: &Report) -> String {
+    let mut line = format!(
+        "{} {} {} {} ssh={} firewall={}",
+        r.instance_id,
+        r.hostname,
+        lower(&r.event),
+        lower(&r.status),
+        r.ssh_port,
+        lower(&r.firewall)
+    );
+    if let Some(first) = r.error.as_ref().and_then(|e| e.first()) {
+        line.push_str(&format!(" error={first:?}"));
+    }
+    line
 }

@@ -245,9 +245,9 @@ fn corpus() -> Vec<(&'static str, String, &'static str, &'static str)> {
         ),
         (
             "yaml broken",
-            "version: 1\nssh:\n  port: 2222\n   bad indent: [\n".into(),
+            "version: 1\nssh: {port: 2222\n".into(),
             "(document)",
-            "while",
+            "expected",
         ),
     ]
 }

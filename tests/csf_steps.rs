@@ -251,7 +251,7 @@ fn live_enable_flushes_and_stays_in_testing_when_ssh_is_not_accepted() {
     let mut cx = Context::new(brickup::root::Root::new(root.path()), &config, &runner);
     cx.live = true;
     let r = engine::apply(&cx, &[Box::new(brickup::csf::FirewallStep)]);
-    let err = r.error.expect("must fail").join(": ");
+    let err = r.error.map(|e| format!("{e:#}")).expect("must fail");
     assert!(
         err.contains(&format!("do not accept TCP port {port}")),
         "{err}"
@@ -282,7 +282,7 @@ fn failing_csf_reload_is_flushed_and_reported() {
     let mut cx = Context::new(brickup::root::Root::new(root.path()), &config, &runner);
     cx.live = true;
     let r = engine::apply(&cx, &[Box::new(brickup::csf::FirewallStep)]);
-    let err = r.error.expect("must fail").join(": ");
+    let err = r.error.map(|e| format!("{e:#}")).expect("must fail");
     assert!(err.contains("Compilation failed in require"), "{err}");
     assert!(runner.calls().contains(&"/usr/sbin/csf -f".to_string()));
     assert_eq!(testing(root.path()), "1");
@@ -302,10 +302,7 @@ fn sshd_not_listening_stops_before_enforcing() {
     let mut cx = Context::new(brickup::root::Root::new(root.path()), &config, &runner);
     cx.live = true;
     let r = engine::apply(&cx, &[Box::new(brickup::csf::FirewallStep)]);
-    assert!(r
-        .error
-        .expect("must fail")
-        .join(": ")
+    assert!(format!("{:#}", r.error.expect("must fail"))
         .contains(&format!("sshd is not listening on port {port}")));
     assert_eq!(testing(root.path()), "1");
 }

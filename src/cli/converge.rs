@@ -1,4 +1,4 @@
-//! `plan`, `apply` and `check`: load the config, take the run lock, drive the engine.
+//! `plan`, `apply` and `check`: load the config, take the run lock, drive the engine, report.
 
 use std::time::Duration;
 
@@ -7,7 +7,8 @@ use serde::Serialize;
 
 use super::{Exit, Target};
 use crate::config::{self, Loaded};
-use crate::engine::{self, Context, Outcome, StepResult};
+use crate::engine::{self, Context, RunResult, StepResult};
+use crate::report::{self, RunFacts};
 use crate::root::Root;
 use crate::runner::SystemRunner;
 
@@ -51,6 +52,9 @@ impl Plan {
                 }
             }
         }
+        if let Some(r) = &loaded.config.report {
+            println!("== report: POST started/finished to {}", r.url);
+        }
         Ok(if failed { Exit::Failed } else { Exit::Ok })
     }
 }
@@ -62,6 +66,9 @@ pub struct Apply {
     /// Print a machine-readable summary on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Send the status report even under a --root other than / (it always goes when live).
+    #[arg(long)]
+    pub report: bool,
 }
 
 /// The `apply --json` document.
@@ -71,32 +78,37 @@ pub struct Summary<'a> {
     pub changed: bool,
     pub steps: &'a [StepResult],
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<&'a [String]>,
+    pub error: Option<Vec<String>>,
 }
 
-pub fn status_word(steps: &[StepResult], failed: bool) -> &'static str {
-    if failed {
-        if steps.iter().any(|s| s.outcome == Outcome::Changed) {
-            "partial"
-        } else {
-            "failed"
-        }
-    } else {
-        "succeeded"
+/// Converge under the run lock, reporting `started` and `finished`; used by `apply` and
+/// `firstboot`. A report that cannot be delivered never changes the run's outcome.
+pub fn converge(root: &Root, loaded: &Loaded, send_report: bool) -> Result<RunResult> {
+    let cx = Context::new(root.clone(), &loaded.config, &SystemRunner);
+    let reporting = loaded.config.report.as_ref().filter(|_| send_report);
+    let facts = reporting
+        .map(|_| RunFacts::gather(root, loaded.sha256.as_bytes(), loaded.config.ssh.port.get()));
+    if let (Some(cfg), Some(facts)) = (reporting, &facts) {
+        report::resend_pending(root, cfg);
+        report::deliver(root, cfg, &facts.started(crate::csf::firewall_state(root)));
+    } else if loaded.config.report.is_none() {
+        tracing::info!("no report section: no status report will be sent");
     }
-}
-
-/// Converge under the run lock and print the result; used by `apply` and `firstboot`.
-pub fn converge(target: &Target, json: bool) -> Result<(Loaded, engine::RunResult)> {
-    let (root, loaded) = load(target)?;
-    let _lock = crate::lock::acquire(&root, Duration::from_secs(target.lock_wait))?;
-    let cx = Context::new(root, &loaded.config, &SystemRunner);
     let result = engine::apply(&cx, &engine::steps());
-    print_result(&result, json)?;
-    Ok((loaded, result))
+    if let (Some(cfg), Some(facts)) = (reporting, &facts) {
+        let doc = facts.finished(
+            result.steps.clone(),
+            crate::csf::firewall_state(root),
+            result.error.as_ref(),
+            time::OffsetDateTime::now_utc(),
+        );
+        report::deliver(root, cfg, &doc);
+    }
+    Ok(result)
 }
 
-fn print_result(result: &engine::RunResult, json: bool) -> Result<()> {
+/// Print the step table on stderr and, with `json`, the summary on stdout.
+pub fn print_result(result: &RunResult, json: bool) -> Result<()> {
     for s in &result.steps {
         eprintln!(
             "{:<13} {:<9} {:>6}ms  {}",
@@ -106,23 +118,17 @@ fn print_result(result: &engine::RunResult, json: bool) -> Result<()> {
             s.message
         );
     }
-    let changed = result.steps.iter().any(|s| s.outcome == Outcome::Changed);
-    if !result.failed() {
-        eprintln!(
-            "{}",
-            if changed {
-                "brickup: converged (changes made)"
-            } else {
-                "brickup: nothing to change"
-            }
-        );
+    match &result.error {
+        Some(e) => eprintln!("error: {e:#}"),
+        None if result.changed() => eprintln!("brickup: converged (changes made)"),
+        None => eprintln!("brickup: nothing to change"),
     }
     if json {
         let doc = Summary {
-            status: status_word(&result.steps, result.failed()),
-            changed,
+            status: result.status(),
+            changed: result.changed(),
             steps: &result.steps,
-            error: result.error.as_deref(),
+            error: result.error_chain(),
         };
         println!("{}", serde_json::to_string_pretty(&doc)?);
     }
@@ -131,12 +137,15 @@ fn print_result(result: &engine::RunResult, json: bool) -> Result<()> {
 
 impl Apply {
     pub fn run(self) -> Result<Exit> {
-        let (_, result) = converge(&self.target, self.json)?;
-        if let Some(chain) = &result.error {
-            eprintln!("error: {}", chain.join(": "));
-            return Ok(Exit::Failed);
-        }
-        Ok(Exit::Ok)
+        let (root, loaded) = load(&self.target)?;
+        let _lock = crate::lock::acquire(&root, Duration::from_secs(self.target.lock_wait))?;
+        let result = converge(&root, &loaded, root.is_live() || self.report)?;
+        print_result(&result, self.json)?;
+        Ok(if result.failed() {
+            Exit::Failed
+        } else {
+            Exit::Ok
+        })
     }
 }
 
@@ -171,9 +180,7 @@ impl Check {
                 }
             }
             if !cx.live() {
-                println!(
-                    "note: live checks (listening ports, firewall rules) deferred: --root is not /"
-                );
+                println!("note: live checks (listening ports, firewall rules, services) deferred: --root is not /");
             }
             println!(
                 "{}",

@@ -1,6 +1,8 @@
 //! The command line: one file per subcommand, each with `run(self) -> Result<Exit>`.
 
 mod converge;
+mod firstboot;
+mod report;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +77,12 @@ pub enum Command {
     Apply(converge::Apply),
     /// Report drift of the effective state. Exit 1 on drift.
     Check(converge::Check),
+    /// Apply once per instance (run at first boot by cloud-init or the baked unit).
+    Firstboot(firstboot::Firstboot),
+    /// Show the last run's report.
+    Status(report::Status),
+    /// Accept signed reports from nodes (the reference receiver).
+    Receive(report::Receive),
     /// Print a commented example config.
     Example,
 }
@@ -85,6 +93,9 @@ impl Cli {
             Command::Plan(c) => c.run(),
             Command::Apply(c) => c.run(),
             Command::Check(c) => c.run(),
+            Command::Firstboot(c) => c.run(),
+            Command::Status(c) => c.run(),
+            Command::Receive(c) => c.run(),
             Command::Example => {
                 print!("{}", crate::config::EXAMPLE);
                 Ok(Exit::Ok)

@@ -297,6 +297,22 @@ impl Step for InstallStep {
     }
 }
 
+/// The firewall's state for the report, from csf.conf and csf's disable flag.
+pub fn firewall_state(root: &crate::root::Root) -> crate::report::Firewall {
+    use crate::report::Firewall;
+    let Ok(conf) = fs::read_to_string(root.path(CSF_CONF)) else {
+        return Firewall::Off;
+    };
+    if root.path("/etc/csf/csf.disable").exists() {
+        return Firewall::Off;
+    }
+    match csfconf::read_keys(&conf).get("TESTING").map(String::as_str) {
+        Some("0") => Firewall::Enforcing,
+        Some(_) => Firewall::Testing,
+        None => Firewall::Unknown,
+    }
+}
+
 /// Does the host have a global IPv6 address (`/proc/net/if_inet6`, scope 00, not loopback)?
 pub fn has_global_ipv6(if_inet6: &str) -> bool {
     if_inet6.lines().any(|l| {
