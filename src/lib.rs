@@ -19,3 +19,4 @@ pub mod report;
 pub mod root;
 pub mod runner;
 pub mod sshd;
+pub mod userdata;

@@ -3,6 +3,7 @@
 mod converge;
 mod firstboot;
 mod report;
+mod userdata;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -83,6 +84,8 @@ pub enum Command {
     Status(report::Status),
     /// Accept signed reports from nodes (the reference receiver).
     Receive(report::Receive),
+    /// Print cloud-init user-data that installs and runs brickup at first boot.
+    RenderUserdata(userdata::RenderUserdata),
     /// Print a commented example config.
     Example,
 }
@@ -96,6 +99,7 @@ impl Cli {
             Command::Firstboot(c) => c.run(),
             Command::Status(c) => c.run(),
             Command::Receive(c) => c.run(),
+            Command::RenderUserdata(c) => c.run(),
             Command::Example => {
                 print!("{}", crate::config::EXAMPLE);
                 Ok(Exit::Ok)

@@ -1,0 +1,310 @@
+//! Delivery: user-data that real cloud-init accepts, `firstboot` once per instance with its
+//! reports received and verified by a real `brickup receive`, and the static musl binary.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const SECRET: &str = "s3cret-hmac-key-for-tests-only";
+
+fn base_config(dir: &Path, extra: &str) -> PathBuf {
+    let (_, public) = keypair(dir);
+    let cfg = dir.join("brickup.yaml");
+    std::fs::write(
+        &cfg,
+        format!("version: 1\nssh:\n  port: 2222\n  authorized_keys:\n    - {public}\n{extra}"),
+    )
+    .unwrap();
+    cfg
+}
+
+fn schema_ok(doc: &str) {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), doc).unwrap();
+    let o = Command::new("cloud-init")
+        .args(["schema", "--config-file"])
+        .arg(f.path())
+        .output()
+        .expect("cloud-init must be installed (scripts/install-deps.sh)");
+    assert!(
+        o.status.success(),
+        "cloud-init schema rejected the user-data: {}",
+        text(&o)
+    );
+}
+
+#[test]
+fn rendered_user_data_passes_cloud_init_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = base_config(dir.path(), "");
+    let c = cfg.to_str().unwrap();
+    let sha = "ab".repeat(32);
+    let o = brickup(&[
+        "render-userdata",
+        "--config",
+        c,
+        "--binary-url",
+        "https://example.com/brickup",
+        "--binary-sha256",
+        &sha,
+        "--provider",
+        "aws",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    schema_ok(&String::from_utf8(o.stdout).unwrap());
+
+    let o = brickup(&[
+        "render-userdata",
+        "--config",
+        c,
+        "--embed-binary",
+        "--provider",
+        "nocloud",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    schema_ok(&String::from_utf8(o.stdout).unwrap());
+
+    // A binary of a few MB does not fit a public cloud's limit: refused with what to do.
+    let o = brickup(&[
+        "render-userdata",
+        "--config",
+        c,
+        "--embed-binary",
+        "--provider",
+        "hetzner",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("over hetzner's limit"),
+        "{}",
+        text(&o)
+    );
+
+    // No checksum, no fetch.
+    let o = brickup(&[
+        "render-userdata",
+        "--config",
+        c,
+        "--binary-url",
+        "https://example.com/brickup",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+/// A minimal root: users, a stock-looking sshd_config, cloud-init's instance id.
+fn small_root(instance: &str) -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    std::fs::create_dir_all(r.join("etc/ssh/sshd_config.d")).unwrap();
+    std::fs::create_dir_all(r.join("root")).unwrap();
+    std::fs::create_dir_all(r.join("run/cloud-init")).unwrap();
+    std::fs::write(r.join("etc/passwd"), "root:x:0:0:root:/root:/bin/bash\n").unwrap();
+    std::fs::write(r.join("etc/ssh/sshd_config"), "Include /etc/ssh/sshd_config.d/*.conf\n#Port 22\nKbdInteractiveAuthentication no\nUsePAM yes\n").unwrap();
+    std::fs::write(r.join("etc/hostname"), "node-1\n").unwrap();
+    std::fs::write(r.join("etc/os-release"), "ID=debian\nVERSION_ID=\"12\"\n").unwrap();
+    std::fs::write(
+        r.join("run/cloud-init/.instance-id"),
+        format!("{instance}\n"),
+    )
+    .unwrap();
+    root
+}
+
+struct Receiver {
+    _child: Killer,
+    out: PathBuf,
+    port: u16,
+}
+
+fn receiver(dir: &Path) -> Receiver {
+    let port = free_port();
+    let secret = dir.join("hmac.key");
+    std::fs::write(&secret, SECRET).unwrap();
+    let out = dir.join("reports.jsonl");
+    let child = Command::new(env!("CARGO_BIN_EXE_brickup"))
+        .args([
+            "receive",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--hmac-secret-file",
+        ])
+        .arg(&secret)
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Receiver {
+        _child: Killer(child),
+        out,
+        port,
+    }
+}
+
+fn reports(r: &Receiver) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(&r.out)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn firstboot_runs_once_per_instance_and_reports_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let recv = receiver(dir.path());
+    let cfg = base_config(dir.path(), &format!("report:\n  url: http://127.0.0.1:{}/report\n  hmac_secret: {SECRET}\n  total_timeout_secs: 10\n", recv.port));
+    let root = small_root("i-0001");
+    let (r, c) = (root.path().to_str().unwrap(), cfg.to_str().unwrap());
+
+    let o = brickup(&["firstboot", "--root", r, "--config", c]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        !text(&o).contains(SECRET),
+        "the secret leaked into the output"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("var/lib/brickup/firstboot-done")).unwrap(),
+        "i-0001\n"
+    );
+    let got = reports(&recv);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0]["event"], "started");
+    assert_eq!(got[1]["event"], "finished");
+    assert_eq!(got[1]["instanceId"], "i-0001");
+    assert_eq!(got[1]["hostname"], "node-1");
+    assert_eq!(got[1]["sshPort"], 2222);
+    assert_eq!(
+        got[1]["status"], "partial",
+        "sshd restart deferred under a root"
+    );
+    assert!(!std::fs::read_to_string(&recv.out).unwrap().contains(SECRET));
+
+    // Same instance: nothing done, nothing sent.
+    let o = brickup(&["firstboot", "--root", r, "--config", c]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("already done"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(reports(&recv).len(), 2);
+
+    // A new instance booted from the same image runs again.
+    std::fs::write(root.path().join("run/cloud-init/.instance-id"), "i-0002\n").unwrap();
+    let o = brickup(&["firstboot", "--root", r, "--config", c]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(reports(&recv).len(), 4);
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("var/lib/brickup/firstboot-done")).unwrap(),
+        "i-0002\n"
+    );
+    let o = brickup(&["status", "--root", r, "--json"]);
+    let last: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(last["instanceId"], "i-0002");
+}
+
+#[test]
+fn failed_firstboot_is_retried_and_its_report_says_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let recv = receiver(dir.path());
+    // The csf tarball cannot be had: the run fails after hardening SSH.
+    let closed = free_port();
+    let cfg = base_config(
+        dir.path(),
+        &format!("csf:\n  url: http://127.0.0.1:{closed}/csf.tgz\n  sha256: {}\n  allow_http: true\nreport:\n  url: http://127.0.0.1:{}/report\n  hmac_secret: {SECRET}\n", "ab".repeat(32), recv.port),
+    );
+    let root = small_root("i-0003");
+    let (r, c) = (root.path().to_str().unwrap(), cfg.to_str().unwrap());
+    let o = brickup(&["firstboot", "--root", r, "--config", c]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        !root.path().join("var/lib/brickup/firstboot-done").exists(),
+        "a failed run must be retried"
+    );
+    let got = reports(&recv);
+    assert_eq!(got.last().unwrap()["status"], "failed", "{got:?}");
+    assert!(got.last().unwrap()["error"]
+        .as_array()
+        .is_some_and(|e| !e.is_empty()));
+    // The next boot tries again (and fails again here): the work is not skipped.
+    let o = brickup(&["firstboot", "--root", r, "--config", c]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("first boot of this instance"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// Build the release musl binary (the shipped artifact) if it is not there yet.
+pub fn musl_binary() -> PathBuf {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/x86_64-unknown-linux-musl/release/brickup");
+    let st = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            "x86_64-unknown-linux-musl",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success(), "building the musl binary (rustup target add x86_64-unknown-linux-musl; apt-get install musl-tools)");
+    bin
+}
+
+#[test]
+fn release_binary_is_fully_static() {
+    let bin = musl_binary();
+    let headers = Command::new("readelf")
+        .args(["-lW"])
+        .arg(&bin)
+        .output()
+        .unwrap();
+    let headers = String::from_utf8_lossy(&headers.stdout);
+    assert!(headers.contains("LOAD"), "{headers}");
+    assert!(
+        !headers.contains("INTERP"),
+        "the binary asks for a program interpreter:\n{headers}"
+    );
+    let dynamic = Command::new("readelf")
+        .args(["-dW"])
+        .arg(&bin)
+        .output()
+        .unwrap();
+    let dynamic = String::from_utf8_lossy(&dynamic.stdout);
+    assert!(
+        !dynamic.contains("(NEEDED)"),
+        "the binary needs shared libraries:\n{dynamic}"
+    );
+    let size = std::fs::metadata(&bin).unwrap().len();
+    assert!(
+        size <= 4 * 1024 * 1024,
+        "the binary is {size} bytes, over the 4 MB budget"
+    );
+    // And it runs with no libc of its own: under an empty root via chroot.
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::copy(&bin, empty.path().join("brickup")).unwrap();
+    let o = Command::new("chroot")
+        .arg(empty.path())
+        .args(["/brickup", "--version"])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains("brickup"),
+        "{}",
+        text(&o)
+    );
+}
