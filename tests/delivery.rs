@@ -57,23 +57,31 @@ fn rendered_user_data_passes_cloud_init_schema() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     schema_ok(&String::from_utf8(o.stdout).unwrap());
 
+    // Embedding: a small stand-in binary keeps the test fast (the debug build is ~100 MB).
     let o = brickup(&[
         "render-userdata",
         "--config",
         c,
         "--embed-binary",
+        "--binary",
+        "/usr/bin/true",
         "--provider",
         "nocloud",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     schema_ok(&String::from_utf8(o.stdout).unwrap());
 
-    // A binary of a few MB does not fit a public cloud's limit: refused with what to do.
+    // A binary does not fit a public cloud's limit: refused with what to do.
+    let big = dir.path().join("big");
+    let mut rng = fastrand::Rng::with_seed(7);
+    std::fs::write(&big, (0..100_000).map(|_| rng.u8(..)).collect::<Vec<u8>>()).unwrap();
     let o = brickup(&[
         "render-userdata",
         "--config",
         c,
         "--embed-binary",
+        "--binary",
+        big.to_str().unwrap(),
         "--provider",
         "hetzner",
     ]);
@@ -82,6 +90,14 @@ fn rendered_user_data_passes_cloud_init_schema() {
         String::from_utf8_lossy(&o.stderr).contains("over hetzner's limit"),
         "{}",
         text(&o)
+    );
+
+    // The hand-editable template is valid cloud-config too.
+    schema_ok(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("cloud-init/user-data.yaml"),
+        )
+        .unwrap(),
     );
 
     // No checksum, no fetch.
