@@ -20,6 +20,9 @@
 set -euo pipefail
 
 die() { echo "build-image: error: $*" >&2; exit 1; }
+# Temporary paths removed on any exit (a failed build leaves no half-made cache entry).
+TMP_PATHS=()
+trap 'rm -rf "${TMP_PATHS[@]}"' EXIT
 log() { echo "build-image: $*" >&2; }
 
 CACHE=${BRICKUP_VM_CACHE:-/var/cache/brickup-vm}
@@ -63,6 +66,8 @@ suite_packages() {
 build_base() {
     local suite=$1 tar=$2 repo=$3 tmprepo
     tmprepo=$(mktemp -d "$CACHE/repo-tmp.XXXXXX")
+    chmod 755 "$tmprepo"
+    TMP_PATHS+=("$tmprepo" "$tar.partial")
     log "mmdebstrap $suite -> $tar (takes 1-2 min)"
     REPO_OUT=$tmprepo CSF_PREREQS=$CSF_PREREQS mmdebstrap --mode=root --variant=apt \
         --format=tar --aptopt='Apt::Install-Recommends "false"' \
@@ -140,6 +145,7 @@ EOF
 build_final() {
     local tar=$1 out=$2 d
     d=$(mktemp -d "$CACHE/root.XXXXXX")
+    TMP_PATHS+=("$d" "$out.raw" "$out.vmlinuz.partial" "$out.initrd.partial" "$out.qcow2.partial")
     tar -C "$d" --numeric-owner -xpf "$tar"
     customize "$d"
     local k i
@@ -226,4 +232,4 @@ EOF
     log "ready: $out (backing $img.qcow2), apt repo $repo"
 }
 
-main "$@"
+main "$@"; exit $?  # exit before bash reads on: the file may be edited meanwhile
