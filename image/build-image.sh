@@ -121,6 +121,16 @@ DHCP=yes
 EOF
         systemctl --root="$d" enable systemd-networkd.service >/dev/null 2>&1
     fi
+    # OpenSSH >= 9.8 (trixie) penalises source addresses (PerSourcePenalties). Behind qemu's
+    # user networking every test connection comes from 10.0.2.2, so one refused password
+    # would lock the harness itself out: exempt that address only. The zz- name sorts last,
+    # so any drop-in brickup writes still wins for every other keyword.
+    local sshver
+    sshver=$(chroot "$d" dpkg-query -W -f='${Version}' openssh-server)
+    if dpkg --compare-versions "$sshver" ge 1:9.8; then
+        printf '%s\n' '# brickup VM harness: the qemu user-net gateway is the test client' \
+            'PerSourcePenaltyExemptList 10.0.2.2' >"$d/etc/ssh/sshd_config.d/zz-brickup-vm-harness.conf"
+    fi
     # Every VM must get its own host keys (cloud-init's ssh module generates them).
     rm -f "$d"/etc/ssh/ssh_host_*
     : >"$d/etc/machine-id"
