@@ -313,7 +313,11 @@ fn every_bad_config_exits_2_names_the_field_and_changes_nothing() {
 
 #[test]
 fn readme_config_reference_is_the_validated_example() {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    assert!(readme.contains(brickup::config::EXAMPLE), "README's config reference drifted from `brickup example`");
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    assert!(
+        readme.contains(brickup::config::EXAMPLE),
+        "README's config reference drifted from `brickup example`"
+    );
     brickup::config::parse(brickup::config::EXAMPLE, Path::new("example")).unwrap();
 }

@@ -324,3 +324,43 @@ fn release_binary_is_fully_static() {
         text(&o)
     );
 }
+
+#[test]
+fn a_lockout_config_is_refused_changes_nothing_and_the_report_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let recv = receiver(dir.path());
+    let cfg = dir.path().join("brickup.yaml");
+    std::fs::write(&cfg, format!("version: 1\nssh:\n  port: 2222\n  authorized_keys: []\nreport:\n  url: http://127.0.0.1:{}/report\n  hmac_secret: {SECRET}\n", recv.port)).unwrap();
+    let root = small_root("i-0004");
+    let sshd_before = std::fs::read_to_string(root.path().join("etc/ssh/sshd_config")).unwrap();
+    let o = brickup(&[
+        "firstboot",
+        "--root",
+        root.path().to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("etc/ssh/sshd_config")).unwrap(),
+        sshd_before
+    );
+    assert!(!root
+        .path()
+        .join("etc/ssh/sshd_config.d/00-brickup.conf")
+        .exists());
+    assert!(!root.path().join("root/.ssh").exists());
+    let got = reports(&recv);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["status"], "failed");
+    assert!(
+        got[0]["error"].to_string().contains("locked out"),
+        "{}",
+        got[0]
+    );
+    use sha2::Digest;
+    assert_eq!(
+        got[0]["configSha256"],
+        hex::encode(sha2::Sha256::digest(std::fs::read(&cfg).unwrap()))
+    );
+}

@@ -201,6 +201,19 @@ fn key_logs_in_and_password_is_refused_on_the_new_port() {
         "{}",
         text(&o)
     );
+
+    // A drop-in that sorts before brickup's is drift too; apply repairs both.
+    let early = root.path().join("etc/ssh/sshd_config.d/00-aaa.conf");
+    std::fs::write(&early, "KbdInteractiveAuthentication yes\n").unwrap();
+    let o = brickup(&["check", "--root", r, "--config", c]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let o = brickup(&["apply", "--root", r, "--config", c]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = brickup(&["check", "--root", r, "--config", c]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(std::fs::read_to_string(&early)
+        .unwrap()
+        .starts_with("#brickup-disabled# KbdInteractiveAuthentication yes"));
 }
 
 #[test]

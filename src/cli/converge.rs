@@ -26,6 +26,53 @@ pub fn load(t: &Target) -> Result<(Root, Loaded)> {
     Ok((root, loaded))
 }
 
+/// Like [`load`], but a config that fails validation is still reported (as `failed`, with the
+/// reasons) when its `report` section alone is usable: the owner learns why nothing happened.
+pub fn load_or_report(t: &Target, send_report: bool) -> Result<(Root, Loaded)> {
+    load(t).inspect_err(|e| {
+        if send_report && e.chain().any(|c| c.is::<config::ConfigError>()) {
+            let root = Root::new(&t.root);
+            let path = t
+                .config
+                .clone()
+                .unwrap_or_else(|| root.path(config::DEFAULT_PATH));
+            report_invalid_config(&root, &path, e);
+        }
+    })
+}
+
+fn report_invalid_config(root: &Root, path: &std::path::Path, e: &anyhow::Error) {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return;
+    };
+    let Ok(doc) = serde_norway::from_str::<serde_norway::Value>(&text) else {
+        return;
+    };
+    let Some(section) = doc.get("report") else {
+        return;
+    };
+    let Ok(cfg) = serde_norway::from_value::<report::ReportConfig>(section.clone()) else {
+        return;
+    };
+    if !cfg.validate().is_empty() {
+        return;
+    }
+    let port = doc
+        .get("ssh")
+        .and_then(|s| s.get("port"))
+        .and_then(|p| p.as_u64())
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(0);
+    let facts = RunFacts::gather(root, text.as_bytes(), port);
+    let doc = facts.finished(
+        Vec::new(),
+        crate::csf::firewall_state(root),
+        Some(e),
+        time::OffsetDateTime::now_utc(),
+    );
+    report::deliver(root, &cfg, &doc);
+}
+
 #[derive(Debug, clap::Args)]
 pub struct Plan {
     #[command(flatten)]
@@ -87,7 +134,7 @@ pub fn converge(root: &Root, loaded: &Loaded, send_report: bool) -> Result<RunRe
     let cx = Context::new(root.clone(), &loaded.config, &SystemRunner);
     let reporting = loaded.config.report.as_ref().filter(|_| send_report);
     let facts = reporting
-        .map(|_| RunFacts::gather(root, loaded.sha256.as_bytes(), loaded.config.ssh.port.get()));
+        .map(|_| RunFacts::gather(root, loaded.text.as_bytes(), loaded.config.ssh.port.get()));
     if let (Some(cfg), Some(facts)) = (reporting, &facts) {
         report::resend_pending(root, cfg);
         report::deliver(root, cfg, &facts.started(crate::csf::firewall_state(root)));
@@ -137,9 +184,10 @@ pub fn print_result(result: &RunResult, json: bool) -> Result<()> {
 
 impl Apply {
     pub fn run(self) -> Result<Exit> {
-        let (root, loaded) = load(&self.target)?;
+        let send = self.target.root == std::path::Path::new("/") || self.report;
+        let (root, loaded) = load_or_report(&self.target, send)?;
         let _lock = crate::lock::acquire(&root, Duration::from_secs(self.target.lock_wait))?;
-        let result = converge(&root, &loaded, root.is_live() || self.report)?;
+        let result = converge(&root, &loaded, send)?;
         print_result(&result, self.json)?;
         Ok(if result.failed() {
             Exit::Failed

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 
-use super::converge::{converge, load, print_result};
+use super::converge::{converge, load_or_report, print_result};
 use super::{Exit, Target};
 use crate::fsops::{NewFile, Transaction};
 
@@ -26,7 +26,7 @@ pub struct Firstboot {
 
 impl Firstboot {
     pub fn run(self) -> Result<Exit> {
-        let (root, loaded) = load(&self.target)?;
+        let (root, loaded) = load_or_report(&self.target, true)?;
         let _lock = crate::lock::acquire(&root, Duration::from_secs(self.target.lock_wait))?;
         let id = crate::identity::instance_id(&root).context("finding this instance's identity")?;
         let done = std::fs::read_to_string(root.path(DONE_FILE)).unwrap_or_default();

@@ -60,8 +60,8 @@ impl fmt::Display for ConfigError {
 pub struct Loaded {
     pub config: Config,
     pub path: PathBuf,
-    /// sha256 of the file's exact bytes, for the report.
-    pub sha256: String,
+    /// The file's exact text (the report carries its sha256).
+    pub text: String,
     /// Warnings to log (e.g. the file is readable by others).
     pub warnings: Vec<String>,
 }
@@ -84,12 +84,10 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
             mode & 0o777
         ));
     }
-    use sha2::Digest;
-    let sha256 = hex::encode(sha2::Sha256::digest(text.as_bytes()));
     Ok(Loaded {
         config,
         path: path.to_path_buf(),
-        sha256,
+        text,
         warnings,
     })
 }

@@ -70,6 +70,27 @@ pub fn disable_keywords(text: &str, keywords: &[String]) -> String {
     out
 }
 
+/// Comment out `keywords` in the global lines sshd reads before the drop-in Include: there they
+/// would win over brickup's drop-in (first value wins).
+pub fn disable_before_include(text: &str, keywords: &[String]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut before = true;
+    for line in lines(text) {
+        match directive(line) {
+            Some((k, _)) if k == "match" || (k == "include" && includes_dropins(line)) => {
+                before = false;
+                out.push_str(line);
+            }
+            Some((k, _)) if before && keywords.contains(&k) => {
+                out.push_str(DISABLED);
+                out.push_str(line);
+            }
+            _ => out.push_str(line),
+        }
+    }
+    out
+}
+
 /// The settings as sshd_config lines.
 pub fn render(settings: &Settings) -> String {
     settings.iter().map(|(k, v)| format!("{k} {v}\n")).collect()
@@ -210,6 +231,17 @@ mod tests {
         let got = disable_keywords(text, &["port".into()]);
         assert_eq!(got, "Include /etc/ssh/sshd_config.d/*.conf\n\t# Port 22 comment\r\n#brickup-disabled# Port 22\nAcceptEnv LANG\n");
         assert_eq!(disable_keywords(&got, &["port".into()]), got);
+    }
+
+    #[test]
+    fn disables_only_what_is_read_before_the_include() {
+        let t = "PasswordAuthentication yes\nInclude /etc/ssh/sshd_config.d/*.conf\nPasswordAuthentication yes\n";
+        let got = disable_before_include(t, &["passwordauthentication".into()]);
+        assert_eq!(got, format!("{DISABLED}PasswordAuthentication yes\nInclude /etc/ssh/sshd_config.d/*.conf\nPasswordAuthentication yes\n"));
+        assert_eq!(
+            disable_before_include(&got, &["passwordauthentication".into()]),
+            got
+        );
     }
 
     #[test]

@@ -188,16 +188,20 @@ fn desired(cx: &Context) -> Result<Vec<(PathBuf, String, String)>> {
             current,
             edit::render_dropin(&settings),
         ));
-        // Port accumulates: every other Port line would add a listener.
-        files.push((
-            PathBuf::from(SSHD_CONFIG),
-            main.clone(),
-            edit::disable_keywords(&main, &port),
-        ));
+        // Port accumulates: every other Port line would add a listener. Files read before the
+        // drop-in would win over it: brickup's keywords are disabled there too (a repair).
+        let owned: Vec<String> = settings
+            .iter()
+            .map(|(k, _)| k.to_ascii_lowercase())
+            .collect();
+        let main_new = edit::disable_before_include(&edit::disable_keywords(&main, &port), &owned);
+        files.push((PathBuf::from(SSHD_CONFIG), main.clone(), main_new));
         for f in glob(&cx.root, &format!("{DROPIN_DIR}/*.conf"))? {
             if f != dropin {
                 let text = read_text(&cx.root, &f)?;
-                files.push((f, text.clone(), edit::disable_keywords(&text, &port)));
+                let earlier = f.as_os_str() < dropin.as_os_str();
+                let new = edit::disable_keywords(&text, if earlier { &owned } else { &port });
+                files.push((f, text, new));
             }
         }
     } else {
