@@ -234,6 +234,23 @@ fn live_enable_goes_testing_then_verifies_then_enforces() {
     );
     assert_eq!(keys["TCP_IN"], format!("{port},9999"));
     assert_eq!(keys["IPV6"], "0");
+
+    // check looks at what is loaded, not only at the file.
+    runner.answer("systemctl is-active", 0, "active\n", "");
+    runner.answer("iptables-save", 0, &format!("*filter\n:INPUT DROP [12:345]\n-A INPUT -p tcp -m tcp --dport {port} -j ACCEPT\nCOMMIT\n"), "");
+    assert_eq!(
+        brickup::csf::FirewallStep.check(&cx).unwrap(),
+        Vec::<String>::new()
+    );
+    runner.answer(
+        "iptables-save",
+        0,
+        "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n",
+        "",
+    );
+    let drift = brickup::csf::FirewallStep.check(&cx).unwrap();
+    assert_eq!(drift.len(), 2, "{drift:?}");
+    assert!(drift[0].contains("INPUT policy is not DROP"), "{drift:?}");
 }
 
 #[test]

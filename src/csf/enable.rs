@@ -118,6 +118,28 @@ impl FirewallStep {
             == Some("0"))
     }
 
+    /// What is loaded in the kernel, not just what the file says.
+    fn rules_drift(cx: &Context) -> Result<Vec<String>> {
+        let port = cx.config.ssh.port.get();
+        let dump = cx
+            .runner
+            .check(&Cmd::new("iptables-save").args(["-t", "filter"]))?
+            .stdout;
+        let mut drift = Vec::new();
+        if !dump.lines().any(|l| l.starts_with(":INPUT DROP")) {
+            drift.push(
+                "the loaded IPv4 rules do not drop by default (INPUT policy is not DROP)"
+                    .to_string(),
+            );
+        }
+        if !rules_accept(&dump, port) {
+            drift.push(format!(
+                "the loaded IPv4 rules do not accept the SSH port {port}"
+            ));
+        }
+        Ok(drift)
+    }
+
     fn running(cx: &Context) -> Result<Vec<String>> {
         let mut down = Vec::new();
         for unit in ["csf.service", "lfd.service"] {
@@ -175,7 +197,11 @@ impl Step for FirewallStep {
             };
             return Ok(a.deferring("enabling the firewall deferred to first boot"));
         }
-        if was_enforcing && !policy_changed && Self::running(cx)?.is_empty() {
+        if was_enforcing
+            && !policy_changed
+            && Self::running(cx)?.is_empty()
+            && Self::rules_drift(cx)?.is_empty()
+        {
             return Ok(Applied::unchanged("csf enforcing with brickup's policy"));
         }
         let ipv6 = policy(cx).get("IPV6").map(String::as_str) == Some("1");
@@ -220,6 +246,7 @@ impl Step for FirewallStep {
                 );
             }
             drift.extend(Self::running(cx)?);
+            drift.extend(Self::rules_drift(cx)?);
         }
         Ok(drift)
     }

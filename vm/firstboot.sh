@@ -1,0 +1,258 @@
+#!/usr/bin/env bash
+# vm/firstboot.sh - a real first boot: a Debian VM under qemu gets user-data made by
+# `brickup render-userdata`, real cloud-init runs `brickup firstboot`, and everything is checked
+# from outside the VM.
+#
+# usage: vm/firstboot.sh [--suite bookworm|trixie|bullseye] [--ssh-socket] [--case ok|bad-sha|lockout] [--demo]
+#   ok       hardened, reachable, firewall enforcing, report signed and succeeded, rerun/check/
+#            drift repair, reboot keeps everything
+#   bad-sha  wrong csf sha256: report failed, SSH still reachable, firewall not enforcing
+#   lockout  a config that would lock the owner out: refused, password SSH untouched, report why
+#   --demo   after the checks, print how to log in and keep the VM until Enter is pressed
+# Last line: "N passed, N failed"; exit status non-zero on any failure.
+set -uo pipefail
+
+SUITE=bookworm SSH_SOCKET=() CASE=ok DEMO=0
+ARGS=("$@")
+while (($#)); do
+    case "$1" in
+        --suite) SUITE=$2; shift 2 ;;
+        --ssh-socket) SSH_SOCKET=(--ssh-socket); shift ;;
+        --case) CASE=$2; shift 2 ;;
+        --demo) DEMO=1; shift ;;
+        *) echo "usage: $0 [--suite S] [--ssh-socket] [--case ok|bad-sha|lockout] [--demo]" >&2; exit 2 ;;
+    esac
+done
+
+# shellcheck source=vm/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+# Whole-run watchdog (not in demo mode, which waits for the operator).
+FIRSTBOOT_TIMEOUT=${FIRSTBOOT_TIMEOUT:-1500}
+if [[ -z ${FIRSTBOOT_WATCHED:-} && $DEMO == 0 ]]; then
+    FIRSTBOOT_WATCHED=1 timeout --foreground -k 10 "$FIRSTBOOT_TIMEOUT" "$0" "${ARGS[@]}"
+    rc=$?
+    ((rc == 124)) && echo "firstboot: timed out after $FIRSTBOOT_TIMEOUT s" && echo "0 passed, 1 failed"
+    exit "$rc"
+fi
+
+SSH_PORT=2222 MN_PORT=51472 CLOSED_PORT=8080
+PASS=0 FAIL=0
+pass() { PASS=$((PASS + 1)); echo "PASS: $*"; }
+fail() { FAIL=$((FAIL + 1)); echo "FAIL: $*"; }
+check() { # check DESCRIPTION CMD... - pass iff CMD exits 0
+    local what=$1
+    shift
+    if "$@"; then pass "$what"; else fail "$what"; fi
+}
+
+vm_require_host_tools || { echo "0 passed, 1 failed"; exit 1; }
+vm_init
+on_exit() {
+    local rc=$?
+    ((rc != 0 && FAIL == 0)) && fail "aborted (exit $rc)"
+    [[ -n ${VM_SERIAL_LOG:-} ]] && echo "serial console log: $VM_SERIAL_LOG"
+    vm_cleanup "$FAIL"
+    echo "$PASS passed, $FAIL failed"
+    exit $((FAIL > 0))
+}
+trap on_exit EXIT
+
+# --- host side: the static binary, the fixture csf, the image, servers ---------------------
+cd "$VM_REPO_DIR" || exit 1
+cargo build --release --locked --target x86_64-unknown-linux-musl -q || { fail "building brickup"; exit 1; }
+export BRICKUP_BIN=$VM_REPO_DIR/target/x86_64-unknown-linux-musl/release/brickup
+bash scripts/make-fixture-csf.sh "$VM_WORK" >/dev/null || { fail "building the fixture csf"; exit 1; }
+export BRICKUP_CSF_TARBALL=$VM_WORK/csf-fixture-15.10.tgz
+CSF_SHA=$(sha256sum "$BRICKUP_CSF_TARBALL" | cut -d' ' -f1)
+BIN_SHA=$(sha256sum "$BRICKUP_BIN" | cut -d' ' -f1)
+[[ $CASE == bad-sha ]] && CSF_SHA=$(printf '%064d' 0)
+
+image/build-image.sh "$VM_WORK/disk.qcow2" --suite "$SUITE" "${SSH_SOCKET[@]}" >"$VM_WORK/image.log" 2>&1 ||
+    { fail "image build ($VM_WORK/image.log)"; exit 1; }
+# shellcheck disable=SC1091
+source "$VM_WORK/disk.env"
+
+HMAC=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+export VM_HMAC_SECRET_FILE=$VM_WORK/hmac.key VM_RECEIVER=brickup
+printf '%s' "$HMAC" >"$VM_HMAC_SECRET_FILE"
+chmod 600 "$VM_HMAC_SECRET_FILE"
+vm_serve_setup "$BRICKUP_IMG_APT_REPO"
+vm_serve_start
+vm_receiver_start "$VM_WORK/reports.jsonl"
+
+# --- the operator's part: a config and user-data from render-userdata ---------------------
+cat >"$VM_WORK/brickup.yaml" <<YAML
+version: 1
+ssh:
+  port: $SSH_PORT
+  authorized_keys:
+    - $(cat "$VM_SSH_KEY.pub")
+firewall:
+  masternode_ports: [pivx]
+csf:
+  url: http://$VM_GUEST_HTTP_IP/csf.tgz
+  sha256: $CSF_SHA
+  allow_http: true
+report:
+  url: http://$VM_GUEST_RECV_IP/report
+  allow_http: true
+  hmac_secret: "$HMAC"
+YAML
+chmod 600 "$VM_WORK/brickup.yaml"
+"$BRICKUP_BIN" render-userdata --config "$VM_WORK/brickup.yaml" --provider nocloud \
+    --binary-url "http://$VM_GUEST_HTTP_IP/brickup" --binary-sha256 "$BIN_SHA" >"$VM_WORK/user-data" ||
+    { fail "render-userdata"; exit 1; }
+pass "user-data rendered by brickup render-userdata ($(wc -c <"$VM_WORK/user-data") bytes)"
+if [[ $CASE == lockout ]]; then
+    # An owner who hand-edited the user-data and left no key: render-userdata itself refuses that
+    # config, so swap it in afterwards, as a hand-made user-data would carry it.
+    sed "s|    - $(cat "$VM_SSH_KEY.pub")||; s|authorized_keys:|authorized_keys: []|" \
+        "$VM_WORK/brickup.yaml" >"$VM_WORK/lockout.yaml"
+    check "render-userdata refuses the lockout config" \
+        bash -c "! '$BRICKUP_BIN' render-userdata --config '$VM_WORK/lockout.yaml' --binary-url http://x/b --binary-sha256 $BIN_SHA >/dev/null 2>&1"
+    good=$(base64 -w0 <"$VM_WORK/brickup.yaml")
+    bad=$(base64 -w0 <"$VM_WORK/lockout.yaml")
+    sed -i "s|$good|$bad|" "$VM_WORK/user-data"
+fi
+# Like a VPS provider: root has a password and password SSH is on until brickup turns it off.
+PASSWORD="pw-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
+cat >>"$VM_WORK/user-data" <<EOF
+ssh_pwauth: true
+chpasswd:
+  expire: false
+  list: |
+    root:$PASSWORD
+bootcmd:
+  - [sh, -c, 'mkdir -p /etc/ssh/sshd_config.d && printf "PermitRootLogin yes\\nPasswordAuthentication yes\\n" > /etc/ssh/sshd_config.d/10-provider.conf']
+EOF
+mkdir -p "$VM_WORK/seed"
+cp "$VM_WORK/user-data" "$VM_WORK/seed/user-data"
+vm_boot "node-$CASE" --image "$VM_WORK/disk.qcow2" --seed-dir "$VM_WORK/seed" \
+    --hostfwd "$SSH_PORT" --hostfwd "$MN_PORT" --hostfwd "$CLOSED_PORT"
+PORT22=${VM_FWD[22]}
+
+# --- wait for the finished report ----------------------------------------------------------
+report_field() { # report_field EVENT FIELD - FIELD of the last EVENT report, as JSON
+    python3 - "$VM_RECV_OUT" "$1" "$2" <<'PY'
+import json, os, sys
+path, event, field = sys.argv[1:]
+docs = [json.loads(l) for l in open(path) if l.strip()] if os.path.exists(path) else []
+docs = [d for d in docs if d.get("event") == event]
+print(json.dumps(docs[-1].get(field)) if docs else "")
+PY
+}
+deadline=$((SECONDS + 1200))
+until [[ -n $(report_field finished status) ]] || ((SECONDS > deadline)); do
+    kill -0 "$VM_PID" 2>/dev/null || break
+    sleep 5
+done
+STATUS=$(report_field finished status)
+echo "report: finished $STATUS after $((SECONDS - VM_BOOT_T0)) s; error: $(report_field finished error)"
+if [[ -n $STATUS ]]; then
+    pass "signed 'finished' report received (brickup receive verified it)"
+else
+    fail "no finished report (serial log $VM_SERIAL_LOG)"
+    exit 1
+fi
+
+no_banner() { # no_banner HOSTPORT - nothing answers with an SSH banner
+    ! timeout 8 python3 -c 'import socket,sys; s=socket.create_connection(("127.0.0.1",int(sys.argv[1])),5); s.settimeout(5); sys.exit(0 if s.recv(4)==b"SSH-" else 1)' "$1" 2>/dev/null
+}
+password_refused() {
+    ! SSHPASS=$PASSWORD sshpass -e ssh -p "$VM_SSH_PORT" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+        -o PubkeyAuthentication=no -o PreferredAuthentications=password,keyboard-interactive \
+        -o NumberOfPasswordPrompts=1 -o ConnectTimeout=10 root@127.0.0.1 true 2>/dev/null
+}
+fetch() { timeout 15 python3 -c 'import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=6).read()' "http://127.0.0.1:$1/" 2>/dev/null; }
+not_fetch() { ! fetch "$1"; }
+error_mentions() { grep -q "$1" <<<"$(report_field finished error)"; }
+
+case "$CASE" in
+lockout)
+    check "report says failed" test "$STATUS" == '"failed"'
+    check "report says why (locked out)" error_mentions "locked out"
+    VM_SSH_PORT=$PORT22
+    check "password SSH on port 22 untouched" test "$(vm_ssh_password "$PASSWORD" echo pw-ok)" == pw-ok
+    check "no brickup drop-in was written" vm_ssh_password "$PASSWORD" "! test -e /etc/ssh/sshd_config.d/00-brickup.conf"
+    ;;
+bad-sha)
+    check "report says failed" test "$STATUS" == '"failed"'
+    check "report names the sha256 mismatch" error_mentions "sha256 mismatch"
+    VM_SSH_PORT=${VM_FWD[$SSH_PORT]}
+    check "SSH with the key still works (new port)" vm_wait_ssh 120
+    check "firewall not enforcing (INPUT policy ACCEPT, csf not installed)" \
+        vm_ssh "iptables -S INPUT | grep -qx -- '-P INPUT ACCEPT' && ! test -e /usr/sbin/csf"
+    check "report's firewall state is off" test "$(report_field finished firewall)" == '"off"'
+    check "a failed first boot is not recorded as done" vm_ssh "! test -e /var/lib/brickup/firstboot-done"
+    ;;
+ok)
+    check "report says succeeded" test "$STATUS" == '"succeeded"'
+    check "report's firewall state is enforcing" test "$(report_field finished firewall)" == '"enforcing"'
+    check "report's SSH port is $SSH_PORT" test "$(report_field finished sshPort)" == "$SSH_PORT"
+    VM_SSH_PORT=${VM_FWD[$SSH_PORT]}
+    check "SSH with the key works on port $SSH_PORT" vm_wait_ssh 120
+    keyscan_matches() {
+        local seen f keys
+        seen=$(ssh-keyscan -p "$VM_SSH_PORT" 127.0.0.1 2>/dev/null | ssh-keygen -lf - | awk '{print $2}' | sort -u)
+        keys=$(report_field finished hostKeys)
+        [[ -n $seen ]] || return 1
+        for f in $seen; do grep -qF "$f" <<<"$keys" || return 1; done
+    }
+    check "host key fingerprints in the report match what ssh sees" keyscan_matches
+    check "password login refused (sshpass) though the provider enabled it" password_refused
+    check "port 22 no longer answers" no_banner "$PORT22"
+    if [[ ${#SSH_SOCKET[@]} -gt 0 ]]; then
+        check "still socket-activated" vm_ssh "systemctl is-active -q ssh.socket"
+    fi
+    vm_ssh "nohup python3 -m http.server $MN_PORT >/dev/null 2>&1 & nohup python3 -m http.server $CLOSED_PORT >/dev/null 2>&1 &"
+    sleep 3
+    check "masternode port $MN_PORT (in TCP_IN) is reachable" fetch "${VM_FWD[$MN_PORT]}"
+    check "port $CLOSED_PORT (not in TCP_IN) is filtered" not_fetch "${VM_FWD[$CLOSED_PORT]}"
+    check "csf TESTING is 0 and INPUT policy is DROP" \
+        vm_ssh "grep -qx 'TESTING = \"0\"' /etc/csf/csf.conf && iptables -S INPUT | grep -qx -- '-P INPUT DROP'"
+    apply_json=$(vm_ssh brickup apply --json 2>/dev/null)
+    check "a second apply changes nothing" python3 -c 'import json,sys; d=json.loads(sys.argv[1]); sys.exit(0 if d["changed"] is False and d["status"]=="succeeded" else 1)' "$apply_json"
+    check "check exits 0 (converged)" vm_ssh brickup check
+    vm_ssh "printf 'PasswordAuthentication yes\\n' > /etc/ssh/sshd_config.d/00-aaa-drift.conf && sed -i 's/^TESTING = \"0\"/TESTING = \"1\"/' /etc/csf/csf.conf"
+    drift_found() {
+        vm_ssh brickup check >"$VM_WORK/drift.txt" 2>&1
+        local rc=$?
+        ((rc == 1)) && grep -q passwordauthentication "$VM_WORK/drift.txt" && grep -q TESTING "$VM_WORK/drift.txt"
+    }
+    check "injected drift (early drop-in, TESTING 1) makes check exit 1 naming both" drift_found
+    # The repair, measured: a full live apply (sshd restart, csf enable sequence).
+    bench=$(vm_ssh "python3 -c 'import resource, subprocess, time
+t = time.monotonic()
+rc = subprocess.run([\"brickup\", \"apply\"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+print(f\"rc={rc} wall_s={time.monotonic() - t:.1f} peak_rss_kb={resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}\")'")
+    echo "benchmark: repair apply in the VM: $bench"
+    check "apply repairs the drift" test "${bench%% *}" == rc=0
+    check "check exits 0 after the repair" vm_ssh brickup check
+    check "password login still refused after the repair" password_refused
+    # Reboot: everything stays, and firstboot does not redo the work.
+    vm_ssh "systemctl reboot" >/dev/null 2>&1
+    sleep 15
+    VM_BOOT_T0=$SECONDS
+    check "SSH with the key on port $SSH_PORT after reboot" vm_wait_ssh 300
+    check "firewall still enforcing after reboot" \
+        vm_ssh "iptables -S INPUT | grep -qx -- '-P INPUT DROP' && grep -qx 'TESTING = \"0\"' /etc/csf/csf.conf"
+    vm_ssh "echo '--- firewall state after reboot:'; iptables -S; grep TESTING /etc/csf/csf.conf; grep csf /etc/crontab; systemctl status --no-pager csf.service lfd.service; journalctl -b --no-pager -u csf.service -u lfd.service -u brickup-firstboot.service | tail -40"
+    check "firstboot did not run the work again" \
+        vm_ssh "journalctl -b -u brickup-firstboot.service | grep -q 'already done'"
+    check "port 22 still closed after reboot" no_banner "$PORT22"
+    check "check exits 0 after reboot" vm_ssh brickup check
+    ;;
+*) fail "unknown case $CASE" ;;
+esac
+
+if [[ $DEMO == 1 && $FAIL == 0 ]]; then
+    echo
+    echo "The VM is hardened. Its last report, as received and verified by brickup receive:"
+    tail -n1 "$VM_RECV_OUT" | python3 -m json.tool | head -40
+    echo
+    echo "Log in with:"
+    echo "  ssh -i $VM_SSH_KEY -p $VM_SSH_PORT -o UserKnownHostsFile=/dev/null root@127.0.0.1"
+    echo "Serial console log: $VM_SERIAL_LOG"
+    read -r -p "Press Enter to stop the VM... " _ || true
+fi
