@@ -172,6 +172,16 @@ build_final() {
     for f in vmlinuz initrd qcow2; do mv "$out.$f.partial" "$out.$f"; done
 }
 
+# Keep the newest BRICKUP_VM_KEEP_IMAGES (6) final images; each is ~0.5 GB. Overlays made
+# from a pruned image stop working, so keep enough for the runs that may be in flight.
+prune_images() {
+    local old
+    for old in $(ls -1t "$CACHE"/img-*.qcow2 2>/dev/null | tail -n +$((${BRICKUP_VM_KEEP_IMAGES:-6} + 1))); do
+        log "pruning old image ${old%.qcow2}"
+        rm -f "$old" "${old%.qcow2}.vmlinuz" "${old%.qcow2}.initrd"
+    done
+}
+
 main() {
     local out="" suite=bookworm
     SSH_SOCKET=0 BRICKUP_BIN="" UNIT_FILE=""
@@ -204,6 +214,10 @@ main() {
     if [[ ${BRICKUP_VM_REBUILD:-0} == 1 || ! -f $base || ! -f $repo/Release ]]; then
         t0=$SECONDS
         build_base "$suite" "$base" "$repo"
+        # A changed recipe makes the suite's older base and repo dead weight.
+        find "$CACHE" -maxdepth 1 \( -name "base-$suite-*.tar" -o -name "repo-$suite-*" \) \
+            ! -name "base-$suite-$base_key.tar" ! -name "repo-$suite-$base_key" \
+            -exec rm -rf {} +
         log "base built in $((SECONDS - t0)) s"
     else
         log "base cached: $base"
@@ -221,6 +235,7 @@ main() {
         t0=$SECONDS
         build_final "$base" "$img"
         log "image built in $((SECONDS - t0)) s"
+        prune_images
     else
         log "image cached: $img.qcow2"
     fi

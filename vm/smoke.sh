@@ -109,7 +109,6 @@ write_files:
     content: |
       $MARKER
 runcmd:
-  - [sh, -c, 'systemctl try-reload-or-restart ssh.service || true']
   - - sh
     - -c
     - |
