@@ -262,28 +262,14 @@ fn label_port_for_selinux(cx: &Context, port: u16) -> Result<()> {
         return Ok(());
     }
     let p = port.to_string();
-    let add = cx.runner.run(&Cmd::new("semanage").args([
-        "port",
-        "-a",
-        "-t",
-        "ssh_port_t",
-        "-p",
-        "tcp",
-        &p,
-    ]))?;
+    let semanage =
+        |op: &str| Cmd::new("semanage").args(["port", op, "-t", "ssh_port_t", "-p", "tcp", &p]);
+    let add = cx.runner.run(&semanage("-a"))?;
     if add.success() {
         return Ok(());
     }
     if add.stderr.contains("already defined") {
-        cx.runner.check(&Cmd::new("semanage").args([
-            "port",
-            "-m",
-            "-t",
-            "ssh_port_t",
-            "-p",
-            "tcp",
-            &p,
-        ]))?;
+        cx.runner.check(&semanage("-m"))?;
         return Ok(());
     }
     bail!("SELinux: labelling port {port} ssh_port_t failed (install policycoreutils-python-utils): {}", crate::runner::tail(&add.stderr, &add.stdout))

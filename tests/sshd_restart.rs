@@ -1,0 +1,189 @@
+//! Restarting sshd the right way, with a recording runner for systemctl/semanage (they must not
+//! run on the test machine) and a real TCP listener answering with an SSH banner as "sshd".
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::Path;
+
+use brickup::engine::{self, Context};
+use brickup::runner::RecordingRunner;
+use common::*;
+
+/// A fake sshd: answers every connection with an SSH banner. Returns its port.
+fn banner_server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let _ = s.write_all(b"SSH-2.0-OpenSSH_9.2 fake\r\n");
+        }
+    });
+    port
+}
+
+fn root_with(units: &[&str], extra: &[&str]) -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    for d in ["etc/ssh/sshd_config.d", "root", "usr/lib/systemd/system"] {
+        std::fs::create_dir_all(r.join(d)).unwrap();
+    }
+    std::fs::write(r.join("etc/passwd"), "root:x:0:0:root:/root:/bin/bash\n").unwrap();
+    std::fs::write(
+        r.join("etc/ssh/sshd_config"),
+        "Include /etc/ssh/sshd_config.d/*.conf\nUsePAM yes\n",
+    )
+    .unwrap();
+    for u in units {
+        std::fs::write(r.join("usr/lib/systemd/system").join(u), "[Unit]\n").unwrap();
+    }
+    for f in extra {
+        let p = r.join(f.trim_start_matches('/'));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, "1\n").unwrap();
+    }
+    root
+}
+
+fn config(dir: &Path, port: u16) -> brickup::config::Config {
+    let (_, public) = keypair(dir);
+    brickup::config::parse(
+        &format!("version: 1\nssh:\n  port: {port}\n  authorized_keys:\n    - {public}\n"),
+        Path::new("t.yaml"),
+    )
+    .unwrap()
+}
+
+fn run(
+    root: &Path,
+    config: &brickup::config::Config,
+    runner: &RecordingRunner,
+) -> engine::RunResult {
+    let mut cx = Context::new(brickup::root::Root::new(root), config, runner);
+    cx.live = true;
+    engine::apply(
+        &cx,
+        &[
+            Box::new(brickup::keys::KeysStep),
+            Box::new(brickup::sshd::SshdStep),
+        ],
+    )
+}
+
+#[test]
+fn ssh_service_is_restarted_and_the_new_port_proven() {
+    let port = banner_server();
+    let root = root_with(&["ssh.service"], &[]);
+    let config = config(root.path(), port);
+    let runner = RecordingRunner::new();
+    let r = run(root.path(), &config, &runner);
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!(runner.calls(), vec!["systemctl restart ssh"]);
+}
+
+#[test]
+fn rhel_service_name_and_selinux_label() {
+    let port = banner_server();
+    let root = root_with(&["sshd.service"], &["/sys/fs/selinux/enforce"]);
+    let config = config(root.path(), port);
+    let runner = RecordingRunner::new();
+    runner.answer(
+        "semanage port -a",
+        1,
+        "",
+        "ValueError: Port tcp/2222 already defined",
+    );
+    let r = run(root.path(), &config, &runner);
+    assert!(r.error.is_none(), "{:?}", r.error);
+    let p = port.to_string();
+    assert_eq!(
+        runner.calls(),
+        vec![
+            format!("semanage port -a -t ssh_port_t -p tcp {p}"),
+            format!("semanage port -m -t ssh_port_t -p tcp {p}"),
+            "systemctl restart sshd".to_string()
+        ]
+    );
+}
+
+#[test]
+fn socket_activation_without_generator_overrides_the_socket() {
+    let port = banner_server();
+    let root = root_with(&["ssh.service", "ssh.socket"], &[]);
+    let config = config(root.path(), port);
+    let runner = RecordingRunner::new();
+    runner.answer("systemctl is-active ssh.socket", 0, "active\n", "");
+    let r = run(root.path(), &config, &runner);
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!(
+        runner.calls(),
+        vec![
+            "systemctl is-active ssh.socket",
+            "systemctl daemon-reload",
+            "systemctl restart ssh.socket"
+        ]
+    );
+    let o = std::fs::read_to_string(
+        root.path()
+            .join("etc/systemd/system/ssh.socket.d/00-brickup-port.conf"),
+    )
+    .unwrap();
+    assert!(
+        o.contains("ListenStream=\n") && o.contains(&format!("ListenStream={port}\n")),
+        "{o}"
+    );
+}
+
+#[test]
+fn socket_activation_with_generator_only_reloads() {
+    let port = banner_server();
+    let root = root_with(
+        &["ssh.service", "ssh.socket"],
+        &["/usr/lib/systemd/system-generators/sshd-socket-generator"],
+    );
+    let config = config(root.path(), port);
+    let runner = RecordingRunner::new();
+    runner.answer("systemctl is-active ssh.socket", 0, "active\n", "");
+    let r = run(root.path(), &config, &runner);
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!(
+        runner.calls(),
+        vec![
+            "systemctl is-active ssh.socket",
+            "systemctl daemon-reload",
+            "systemctl restart ssh.socket"
+        ]
+    );
+    // A manual override would conflict with the generator's ("Address already in use").
+    assert!(!root.path().join("etc/systemd/system/ssh.socket.d").exists());
+}
+
+#[test]
+fn silent_new_port_restores_the_old_config_and_restarts_again() {
+    let port = free_port(); // nothing will answer there
+    let root = root_with(&["ssh.service"], &[]);
+    let before = std::fs::read_to_string(root.path().join("etc/ssh/sshd_config")).unwrap();
+    let config = config(root.path(), port);
+    let runner = RecordingRunner::new();
+    let r = run(root.path(), &config, &runner);
+    let err = format!("{:#}", r.error.expect("must fail"));
+    assert!(
+        err.contains(&format!("not listening on port {port}")) && err.contains("restored"),
+        "{err}"
+    );
+    assert_eq!(
+        runner.calls(),
+        vec!["systemctl restart ssh", "systemctl restart ssh"]
+    );
+    assert!(!root
+        .path()
+        .join("etc/ssh/sshd_config.d/00-brickup.conf")
+        .exists());
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("etc/ssh/sshd_config")).unwrap(),
+        before
+    );
+    // The key step before it succeeded and stays: the owner's key is in.
+    assert!(root.path().join("root/.ssh/authorized_keys").exists());
+}
