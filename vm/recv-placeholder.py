@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""PLACEHOLDER status receiver - TO BE REPLACED by `brickup receive` (VM_RECEIVER=brickup).
+"""Minimal status receiver for vm/smoke.sh, which boots without brickup (VM_RECEIVER=brickup runs
+the real `brickup receive`, as vm/firstboot.sh does).
 
 usage: recv-placeholder.py PORT OUTFILE
 Listens on 127.0.0.1:PORT only, appends each POST body as one line to OUTFILE (no HMAC check),

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 runs=(
     "--case ok"
     "--case ok --ssh-socket"
+    "--case baked"
     "--case bad-sha"
     "--case lockout"
 )
