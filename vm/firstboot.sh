@@ -39,14 +39,6 @@ if [[ -z ${FIRSTBOOT_WATCHED:-} && $DEMO == 0 ]]; then
 fi
 
 SSH_PORT=2222 MN_PORT=51472 CLOSED_PORT=8080
-PASS=0 FAIL=0
-pass() { PASS=$((PASS + 1)); echo "PASS: $*"; }
-fail() { FAIL=$((FAIL + 1)); echo "FAIL: $*"; }
-check() { # check DESCRIPTION CMD... - pass iff CMD exits 0
-    local what=$1
-    shift
-    if "$@"; then pass "$what"; else fail "$what"; fi
-}
 
 vm_require_host_tools || { echo "0 passed, 1 failed"; exit 1; }
 vm_init

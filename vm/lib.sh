@@ -24,6 +24,16 @@ VM_GUEST_HTTP_IP=10.0.2.100
 VM_GUEST_RECV_IP=10.0.2.101
 VM_PIDS=()
 
+# Check bookkeeping for the test scripts; they print "$PASS passed, $FAIL failed" last.
+PASS=0 FAIL=0
+pass() { PASS=$((PASS + 1)); echo "PASS: $*"; }
+fail() { FAIL=$((FAIL + 1)); echo "FAIL: $*"; }
+check() { # check DESCRIPTION CMD... - pass iff CMD exits 0
+    local what=$1
+    shift
+    if "$@"; then pass "$what"; else fail "$what"; fi
+}
+
 vm_log() { echo "[vm $(date +%H:%M:%S)] $*" >&2; }
 vm_die() {
     vm_log "FATAL: $*"

@@ -32,14 +32,6 @@ if [[ -z ${SMOKE_WATCHED:-} ]]; then
     exit "$rc"
 fi
 
-PASS=0 FAIL=0
-pass() { PASS=$((PASS + 1)); echo "PASS: $*"; }
-fail() { FAIL=$((FAIL + 1)); echo "FAIL: $*"; }
-check() { # check DESCRIPTION CMD... - pass iff CMD exits 0
-    local what=$1
-    shift
-    if "$@"; then pass "$what"; else fail "$what"; fi
-}
 finish() {
     echo "timings: image ${T_IMAGE:-?} s, power-on->ssh ${T_SSH:-?} s," \
         "power-on->cloud-init done ${T_CI:-?} s, guest apt update+install ${T_APT:-?} s"
