@@ -307,7 +307,12 @@ fn restart(cx: &Context, tx: &mut Transaction, socket: bool, port: u16) -> Resul
             )?;
         }
         systemctl(cx, &["daemon-reload"])?;
-        systemctl(cx, &["restart", "ssh.socket"])?;
+        // Each connection starts a fresh sshd that reads the new config, so the socket is only
+        // restarted to move the port: a restart fails while connections (ssh@ instances) are open,
+        // as when repairing over SSH. port 0 is the rollback, which always restarts.
+        if port == 0 || !listening_drift(port)?.is_empty() {
+            systemctl(cx, &["restart", "ssh.socket"])?;
+        }
     } else {
         let unit = if unit_exists(cx, "ssh.service") {
             "ssh"
