@@ -194,6 +194,17 @@ fn csf_root(port: u16) -> (tempfile::TempDir, brickup::config::Config) {
     )
 }
 
+/// The firewall step as on a live machine, with csf/iptables/systemctl recorded.
+fn enable_live(
+    root: &Path,
+    config: &brickup::config::Config,
+    runner: &RecordingRunner,
+) -> engine::RunResult {
+    let mut cx = Context::new(brickup::root::Root::new(root), config, runner);
+    cx.live = true;
+    engine::apply(&cx, &[Box::new(brickup::csf::FirewallStep)])
+}
+
 fn testing(root: &Path) -> String {
     brickup::csfconf::read_keys(&std::fs::read_to_string(root.join("etc/csf/csf.conf")).unwrap())
         ["TESTING"]
@@ -213,9 +224,7 @@ fn live_enable_goes_testing_then_verifies_then_enforces() {
         "",
     );
     runner.answer("systemctl is-active", 0, "inactive\n", "");
-    let mut cx = Context::new(brickup::root::Root::new(root.path()), &config, &runner);
-    cx.live = true;
-    let r = engine::apply(&cx, &[Box::new(brickup::csf::FirewallStep)]);
+    let r = enable_live(root.path(), &config, &runner);
     assert!(r.error.is_none(), "{:?}", r.error);
     assert_eq!(
         runner.calls(),
@@ -236,6 +245,8 @@ fn live_enable_goes_testing_then_verifies_then_enforces() {
     assert_eq!(keys["IPV6"], "0");
 
     // check looks at what is loaded, not only at the file.
+    let mut cx = Context::new(brickup::root::Root::new(root.path()), &config, &runner);
+    cx.live = true;
     runner.answer("systemctl is-active", 0, "active\n", "");
     runner.answer("iptables-save", 0, &format!("*filter\n:INPUT DROP [12:345]\n-A INPUT -p tcp -m tcp --dport {port} -j ACCEPT\nCOMMIT\n"), "");
     assert_eq!(
@@ -265,9 +276,7 @@ fn live_enable_flushes_and_stays_in_testing_when_ssh_is_not_accepted() {
         "*filter\n-A INPUT -p tcp -m tcp --dport 80 -j ACCEPT\nCOMMIT\n",
         "",
     );
-    let mut cx = Context::new(brickup::root::Root::new(root.path()), &config, &runner);
-    cx.live = true;
-    let r = engine::apply(&cx, &[Box::new(brickup::csf::FirewallStep)]);
+    let r = enable_live(root.path(), &config, &runner);
     let err = r.error.map(|e| format!("{e:#}")).expect("must fail");
     assert!(
         err.contains(&format!("do not accept TCP port {port}")),
@@ -296,9 +305,7 @@ fn failing_csf_reload_is_flushed_and_reported() {
         "",
         "Compilation failed in require at /usr/sbin/csf line 1.",
     );
-    let mut cx = Context::new(brickup::root::Root::new(root.path()), &config, &runner);
-    cx.live = true;
-    let r = engine::apply(&cx, &[Box::new(brickup::csf::FirewallStep)]);
+    let r = enable_live(root.path(), &config, &runner);
     let err = r.error.map(|e| format!("{e:#}")).expect("must fail");
     assert!(err.contains("Compilation failed in require"), "{err}");
     assert!(runner.calls().contains(&"/usr/sbin/csf -f".to_string()));
@@ -316,9 +323,7 @@ fn sshd_not_listening_stops_before_enforcing() {
         &format!("-A INPUT -p tcp --dport {port} -j ACCEPT\n"),
         "",
     );
-    let mut cx = Context::new(brickup::root::Root::new(root.path()), &config, &runner);
-    cx.live = true;
-    let r = engine::apply(&cx, &[Box::new(brickup::csf::FirewallStep)]);
+    let r = enable_live(root.path(), &config, &runner);
     assert!(format!("{:#}", r.error.expect("must fail"))
         .contains(&format!("sshd is not listening on port {port}")));
     assert_eq!(testing(root.path()), "1");
