@@ -180,15 +180,9 @@ impl RunResult {
         self.steps.iter().any(|s| s.outcome == Outcome::Changed)
     }
 
-    /// `failed` on any error, `partial` when work was deferred, else `succeeded`.
-    pub fn status(&self) -> &'static str {
-        if self.failed() {
-            "failed"
-        } else if self.steps.iter().any(|s| s.outcome == Outcome::Deferred) {
-            "partial"
-        } else {
-            "succeeded"
-        }
+    /// The run's status as the report states it.
+    pub fn status(&self) -> crate::report::Status {
+        crate::report::Status::of(&self.steps, self.failed())
     }
 }
 

@@ -46,6 +46,21 @@ pub enum Status {
     Partial,
 }
 
+impl Status {
+    /// A finished run's status: `failed` on an error, `partial` if any step failed or was
+    /// deferred, `succeeded` otherwise. `apply --json` and the report share it.
+    pub fn of(steps: &[StepResult], failed: bool) -> Status {
+        let incomplete = steps
+            .iter()
+            .any(|s| matches!(s.outcome, Outcome::Failed | Outcome::Deferred));
+        match (failed, incomplete) {
+            (true, _) => Status::Failed,
+            (false, true) => Status::Partial,
+            (false, false) => Status::Succeeded,
+        }
+    }
+}
+
 /// The csf state as the engine last saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -142,14 +157,7 @@ impl RunFacts {
         error: Option<&anyhow::Error>,
         finished_at: OffsetDateTime,
     ) -> Report {
-        let incomplete = steps
-            .iter()
-            .any(|s| matches!(s.outcome, Outcome::Failed | Outcome::Deferred));
-        let status = match (error, incomplete) {
-            (Some(_), _) => Status::Failed,
-            (None, true) => Status::Partial,
-            (None, false) => Status::Succeeded,
-        };
+        let status = Status::of(&steps, error.is_some());
         let mut report = self.report(Event::Finished, status, firewall, steps);
         report.finished_at = Some(rfc3339(finished_at));
         report.error = error.map(|e| e.chain().map(|c| c.to_string()).collect());

@@ -121,7 +121,7 @@ pub struct Apply {
 /// The `apply --json` document.
 #[derive(Debug, Serialize)]
 pub struct Summary<'a> {
-    pub status: &'static str,
+    pub status: report::Status,
     pub changed: bool,
     pub steps: &'a [StepResult],
     #[serde(skip_serializing_if = "Option::is_none")]
