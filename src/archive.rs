@@ -18,8 +18,8 @@ use tracing::{debug, info};
 /// The file that marks csf's top directory.
 const INSTALLER: &str = "install.sh";
 
-/// Unpacks the gzip tarball into `into` (created 0700 if missing) and returns the one directory
-/// below it that holds `install.sh`.
+/// Unpacks the gzip tarball into `into` (created 0700 if missing) and returns csf's installer
+/// directory (see [`find_installer_dir`]).
 pub fn unpack_safely(tarball: &Path, into: &Path) -> Result<PathBuf> {
     crate::download::ensure_private_dir(into)?;
     let file = File::open(tarball).with_context(|| format!("opening {}", tarball.display()))?;
@@ -224,38 +224,55 @@ fn check_parent_dirs(into: &Path, rel: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Finds the single directory under `root` that holds a regular file named `install.sh`.
+/// Files that, next to `install.sh`, mark csf's own top directory. The release also carries
+/// unrelated installers deeper down (`csf/da/scripts/install.sh`, a DirectAdmin plugin), so
+/// `install.sh` alone does not identify it (FACTS.md, `release-15.10-layout.txt`).
+const MARKERS: &[&str] = &[INSTALLER, "csf.pl", "version.txt"];
+
+/// Finds csf's installer directory: the archive's one top-level directory holding `install.sh`,
+/// `csf.pl` and `version.txt` as regular files. Nested `install.sh` files are ignored.
 fn find_installer_dir(root: &Path) -> Result<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let entries = fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?;
-        for entry in entries {
-            let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
-            let ty = entry
-                .file_type()
-                .with_context(|| format!("inspecting {}", entry.path().display()))?;
-            if ty.is_dir() {
-                stack.push(entry.path());
-            } else if ty.is_file() && entry.file_name() == INSTALLER {
-                found.push(dir.clone());
-            }
+    let mut tops = Vec::new();
+    for entry in fs::read_dir(root).with_context(|| format!("listing {}", root.display()))? {
+        let entry = entry.with_context(|| format!("listing {}", root.display()))?;
+        let ty = entry
+            .file_type()
+            .with_context(|| format!("inspecting {}", entry.path().display()))?;
+        if ty.is_dir() {
+            tops.push(entry.path());
         }
     }
+    let is_csf = |dir: &Path| {
+        MARKERS.iter().all(|m| {
+            fs::symlink_metadata(dir.join(m))
+                .map(|md| md.file_type().is_file())
+                .unwrap_or(false)
+        })
+    };
+    let found: Vec<PathBuf> = tops.iter().filter(|d| is_csf(d)).cloned().collect();
     match found.as_slice() {
         [one] => Ok(one.clone()),
         [] => bail!(
-            "no {INSTALLER} found in the archive unpacked at {}",
-            root.display()
+            "no top-level directory holding {} found in the archive unpacked at {} (top-level directories: {})",
+            MARKERS.join(" + "),
+            root.display(),
+            names(&tops)
         ),
         many => bail!(
-            "{INSTALLER} found in {} directories under {}: {}",
+            "{} top-level directories hold csf's installer under {}: {}",
             many.len(),
             root.display(),
-            many.iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            names(many)
         ),
     }
+}
+
+fn names(dirs: &[PathBuf]) -> String {
+    if dirs.is_empty() {
+        return "none".into();
+    }
+    dirs.iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -130,6 +130,8 @@ fn good_archive_returns_the_install_dir() {
         dir("./"),
         dir("./csf/"),
         script,
+        file("./csf/csf.pl", "#!/usr/bin/perl\n"),
+        file("./csf/version.txt", "15.10\n"),
         file("./csf/tpl/alert.txt", "hello"),
         link(EntryType::Symlink, "csf/tpl/up", "../install.sh"),
         link(EntryType::Symlink, "csf/inst", "install.sh"),
@@ -145,12 +147,14 @@ fn good_archive_returns_the_install_dir() {
         tree(&into),
         vec![
             "csf",
+            "csf/csf.pl",
             "csf/inst",
             "csf/install.generic.sh",
             "csf/install.sh",
             "csf/tpl",
             "csf/tpl/alert.txt",
-            "csf/tpl/up"
+            "csf/tpl/up",
+            "csf/version.txt"
         ]
     );
     assert_eq!(
@@ -288,19 +292,58 @@ fn duplicate_file_is_not_overwritten() {
     );
 }
 
+/// csf's own three marker files under `top`.
+fn csf_dir(top: &str) -> Vec<Raw> {
+    ["install.sh", "csf.pl", "version.txt"]
+        .iter()
+        .map(|f| file(&format!("{top}/{f}"), "x"))
+        .collect()
+}
+
 #[test]
-fn install_dir_must_be_unique() {
+fn nested_installers_are_ignored_as_in_the_real_release() {
+    // csf 15.10 carries a DirectAdmin plugin's install.sh at csf/da/scripts/ (FACTS.md).
+    let tmp = tempfile::tempdir().unwrap();
+    let mut entries = csf_dir("csf");
+    entries.push(file("csf/da/scripts/install.sh", "not csf's installer"));
+    entries.push(file("csf/da/install.sh", "nor this"));
+    let tgz = build(tmp.path(), &entries);
+    let into = tmp.path().join("into");
+
+    assert_eq!(unpack_safely(&tgz, &into).unwrap(), into.join("csf"));
+}
+
+#[test]
+fn install_dir_must_be_unique_and_complete() {
     let tmp = tempfile::tempdir().unwrap();
     let none = build(tmp.path(), &[file("csf/readme", "x")]);
     let err = unpack_safely(&none, &tmp.path().join("none")).unwrap_err();
-    assert!(format!("{err:#}").contains("no install.sh"), "{err:#}");
-
-    let two = build(
-        tmp.path(),
-        &[file("a/install.sh", "x"), file("b/install.sh", "y")],
+    assert!(
+        format!("{err:#}")
+            .contains("no top-level directory holding install.sh + csf.pl + version.txt"),
+        "{err:#}"
     );
+
+    // install.sh alone (no csf.pl, no version.txt) is not csf's directory.
+    let bare = build(tmp.path(), &[file("csf/install.sh", "x")]);
+    let err = unpack_safely(&bare, &tmp.path().join("bare")).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("top-level directories: "),
+        "{err:#}"
+    );
+
+    // Markers only below the top level do not count either.
+    let deep = build(tmp.path(), &csf_dir("csf/inner"));
+    assert!(unpack_safely(&deep, &tmp.path().join("deep")).is_err());
+
+    let mut both = csf_dir("a");
+    both.extend(csf_dir("b"));
+    let two = build(tmp.path(), &both);
     let err = unpack_safely(&two, &tmp.path().join("two")).unwrap_err();
-    assert!(format!("{err:#}").contains("2 directories"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("2 top-level directories"),
+        "{err:#}"
+    );
 }
 
 #[test]
