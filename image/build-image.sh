@@ -31,10 +31,13 @@ DISK_SIZE=${BRICKUP_VM_DISK_SIZE:-4G}
 
 # Packages csf needs that brickup must install itself (FACTS.md); the image must NOT have
 # them, the local apt repo MUST. `perl` (full) and iptables are listed for completeness.
+# rsyslog: lfd reads SSHD_LOG (/var/log/auth.log), which nothing writes on Debian 12/13
+# without a syslog daemon; brickup installs it with csf's prerequisites.
 CSF_PREREQS="libwww-perl e2fsprogs unzip libio-socket-ssl-perl libnet-libidn-perl \
-libcrypt-ssleay-perl libio-socket-inet6-perl libsocket6-perl cron bind9-host iptables perl"
-# Packages that must never be in the base image (checked after the build).
-FORBIDDEN="libwww-perl unzip cron bind9-host libio-socket-ssl-perl e2fsprogs"
+libcrypt-ssleay-perl libio-socket-inet6-perl libsocket6-perl cron bind9-host iptables perl rsyslog"
+# Packages that must never be in the base image (checked after the build) and must be in the
+# local apt repo (checked too).
+FORBIDDEN="libwww-perl unzip cron bind9-host libio-socket-ssl-perl e2fsprogs rsyslog"
 
 install_host_deps() {
     local need=() p
@@ -69,6 +72,7 @@ build_base() {
     chmod 755 "$tmprepo"
     TMP_PATHS+=("$tmprepo" "$tar.partial")
     log "mmdebstrap $suite -> $tar (takes 1-2 min)"
+    # shellcheck disable=SC2016 # the hooks are expanded by mmdebstrap's shell, not this one
     REPO_OUT=$tmprepo CSF_PREREQS=$CSF_PREREQS mmdebstrap --mode=root --variant=apt \
         --format=tar --aptopt='Apt::Install-Recommends "false"' \
         --include="$(suite_packages "$suite")" \
@@ -84,10 +88,15 @@ build_base() {
     mv "$tmprepo" "$repo"
 }
 
+# check_base REPO - the base image has none of FORBIDDEN; the repo has every one of them.
 check_base() {
-    local list=$1 p bad=()
-    for p in $FORBIDDEN; do grep -qx "$p" "$list" && bad+=("$p"); done
+    local repo=$1 p bad=() missing=()
+    for p in $FORBIDDEN; do
+        grep -qx "$p" "$repo/.base-packages" && bad+=("$p")
+        grep -qx "Package: $p" "$repo/Packages" || missing+=("$p")
+    done
     ((${#bad[@]} == 0)) || die "base image contains csf prerequisites: ${bad[*]}"
+    ((${#missing[@]} == 0)) || die "local apt repo $repo lacks: ${missing[*]}"
 }
 
 # customize ROOTDIR - turn the extracted rootfs into a NoCloud VM image.
@@ -126,6 +135,7 @@ EOF
     # would lock the harness itself out: exempt that address only. The zz- name sorts last,
     # so any drop-in brickup writes still wins for every other keyword.
     local sshver
+    # shellcheck disable=SC2016 # a dpkg-query format, not a shell expansion
     sshver=$(chroot "$d" dpkg-query -W -f='${Version}' openssh-server)
     if dpkg --compare-versions "$sshver" ge 1:9.8; then
         printf '%s\n' '# brickup VM harness: the qemu user-net gateway is the test client' \
@@ -176,6 +186,7 @@ build_final() {
 # from a pruned image stop working, so keep enough for the runs that may be in flight.
 prune_images() {
     local old
+    # shellcheck disable=SC2012 # cache file names are ours (no spaces); ls -t sorts by age
     for old in $(ls -1t "$CACHE"/img-*.qcow2 2>/dev/null | tail -n +$((${BRICKUP_VM_KEEP_IMAGES:-6} + 1))); do
         log "pruning old image ${old%.qcow2}"
         rm -f "$old" "${old%.qcow2}.vmlinuz" "${old%.qcow2}.initrd"
@@ -222,7 +233,7 @@ main() {
     else
         log "base cached: $base"
     fi
-    check_base "$repo/.base-packages"
+    check_base "$repo"
 
     final_key=$( {
         sha256sum "$0" | cut -d' ' -f1
