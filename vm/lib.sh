@@ -35,6 +35,12 @@ check() { # check DESCRIPTION CMD... - pass iff CMD exits 0
 }
 
 vm_log() { echo "[vm $(date +%H:%M:%S)] $*" >&2; }
+
+# vm_stage TEXT - a progress line on stdout, "[+SECONDSs] TEXT", counted from VM_STAGE_T0
+# (epoch seconds; set once and exported, so a caller's clock carries into the scripts it runs).
+: "${VM_STAGE_T0:=$(date +%s)}"
+export VM_STAGE_T0
+vm_stage() { echo "[+$(($(date +%s) - VM_STAGE_T0))s] $*"; }
 vm_die() {
     vm_log "FATAL: $*"
     exit 1
