@@ -4,13 +4,18 @@
 # from outside the VM.
 #
 # usage: vm/firstboot.sh [--suite bookworm|trixie|bullseye] [--ssh-socket] [--case ok|baked|bad-sha|lockout] [--demo]
-#   ok       hardened, reachable, firewall enforcing, report signed and succeeded, rerun/check/
-#            drift repair, reboot keeps everything
+#   ok       hardened, reachable, firewall enforcing, report signed and succeeded, csf.service and
+#            lfd.service active+enabled, SSHD_LOG written with sshd's failures (what lfd reads),
+#            check/rerun/drift repair (incl. a stopped rsyslog), reboot keeps everything
 #   baked    brickup and its unit baked into the image (image/build-image.sh --brickup --unit);
-#            the user-data only carries the config: the unit hardens the node at first boot
+#            the user-data only carries the config: the unit hardens the node at first boot;
+#            then the same checks, drift repair and reboot as ok
 #   bad-sha  wrong csf sha256: report failed, SSH still reachable, firewall not enforcing
 #   lockout  a config that would lock the owner out: refused, password SSH untouched, report why
 #   --demo   after the checks, print how to log in and keep the VM until Enter is pressed
+# csf comes the way users get it: the fixture tarball is served at the upstream release URL's
+# path, http://10.0.2.100/Aetherinox/csf-firewall/releases/download/15.10/csf-firewall-v15.10.tgz
+# Progress: "[+Ns] ..." stage lines; "timing: ..." lines (vm/test.sh sums them up).
 # Last line: "N passed, N failed"; exit status non-zero on any failure.
 set -uo pipefail
 
@@ -39,8 +44,13 @@ if [[ -z ${FIRSTBOOT_WATCHED:-} && $DEMO == 0 ]]; then
 fi
 
 SSH_PORT=2222 MN_PORT=51472 CLOSED_PORT=8080
+CSF_VERSION=15.10
+# The upstream release asset's path (FACTS.md), served by the harness's http server.
+CSF_URL_PATH=Aetherinox/csf-firewall/releases/download/$CSF_VERSION/csf-firewall-v$CSF_VERSION.tgz
+RUN_T0=$SECONDS
 
 vm_require_host_tools || { echo "0 passed, 1 failed"; exit 1; }
+# shellcheck disable=SC2119 # no work dir given: a fresh one
 vm_init
 on_exit() {
     local rc=$?
@@ -54,18 +64,26 @@ trap on_exit EXIT
 
 # --- host side: the static binary, the fixture csf, the image, servers ---------------------
 cd "$VM_REPO_DIR" || exit 1
+vm_stage "case $CASE${SSH_SOCKET:+ (ssh.socket)} on $SUITE: building brickup (cargo build --release, musl; first time a few minutes)"
+t=$SECONDS
 cargo build --release --locked --target x86_64-unknown-linux-musl -q || { fail "building brickup"; exit 1; }
 export BRICKUP_BIN=$VM_REPO_DIR/target/x86_64-unknown-linux-musl/release/brickup
-bash scripts/make-fixture-csf.sh "$VM_WORK" >/dev/null || { fail "building the fixture csf"; exit 1; }
-export BRICKUP_CSF_TARBALL=$VM_WORK/csf-fixture-15.10.tgz
+vm_stage "brickup built ($((SECONDS - t)) s); building the fixture csf $CSF_VERSION tarball"
+# The script prints the tarball's path (its name follows upstream's; do not guess it).
+BRICKUP_CSF_TARBALL=$(bash scripts/make-fixture-csf.sh "$VM_WORK/fixture" "$CSF_VERSION" | tail -n1)
+[[ -f $BRICKUP_CSF_TARBALL ]] || { fail "building the fixture csf (no tarball: '$BRICKUP_CSF_TARBALL')"; exit 1; }
+export BRICKUP_CSF_TARBALL
 CSF_SHA=$(sha256sum "$BRICKUP_CSF_TARBALL" | cut -d' ' -f1)
 BIN_SHA=$(sha256sum "$BRICKUP_BIN" | cut -d' ' -f1)
 [[ $CASE == bad-sha ]] && CSF_SHA=$(printf '%064d' 0)
 
 BAKE=()
 [[ $CASE == baked ]] && BAKE=(--brickup "$BRICKUP_BIN" --unit image/brickup-firstboot.service)
+vm_stage "building or reusing the cached $SUITE image (first time several minutes: mmdebstrap + local apt repo; log $VM_WORK/image.log)"
+t=$SECONDS
 image/build-image.sh "$VM_WORK/disk.qcow2" --suite "$SUITE" "${SSH_SOCKET[@]}" "${BAKE[@]}" >"$VM_WORK/image.log" 2>&1 ||
-    { fail "image build ($VM_WORK/image.log)"; exit 1; }
+    { fail "image build ($VM_WORK/image.log)"; tail -n 15 "$VM_WORK/image.log"; exit 1; }
+vm_stage "image ready in $((SECONDS - t)) s ($(grep -oE 'base (cached|built)|image (cached|built)' "$VM_WORK/image.log" | paste -sd, -))"
 # shellcheck disable=SC1091
 source "$VM_WORK/disk.env"
 
@@ -74,6 +92,7 @@ export VM_HMAC_SECRET_FILE=$VM_WORK/hmac.key VM_RECEIVER=brickup
 printf '%s' "$HMAC" >"$VM_HMAC_SECRET_FILE"
 chmod 600 "$VM_HMAC_SECRET_FILE"
 vm_serve_setup "$BRICKUP_IMG_APT_REPO"
+install -D -m 0644 "$BRICKUP_CSF_TARBALL" "$VM_SERVE_DIR/$CSF_URL_PATH"
 vm_serve_start
 vm_receiver_start "$VM_WORK/reports.jsonl"
 
@@ -87,7 +106,7 @@ ssh:
 firewall:
   masternode_ports: [pivx]
 csf:
-  url: http://$VM_GUEST_HTTP_IP/csf.tgz
+  url: http://$VM_GUEST_HTTP_IP/$CSF_URL_PATH
   sha256: $CSF_SHA
   allow_http: true
 report:
@@ -129,6 +148,7 @@ bootcmd:
 EOF
 mkdir -p "$VM_WORK/seed"
 cp "$VM_WORK/user-data" "$VM_WORK/seed/user-data"
+vm_stage "booting the VM (qemu TCG: no KVM here, so everything is slow)"
 vm_boot "node-$CASE" --image "$VM_WORK/disk.qcow2" --seed-dir "$VM_WORK/seed" \
     --hostfwd "$SSH_PORT" --hostfwd "$MN_PORT" --hostfwd "$CLOSED_PORT"
 PORT22=${VM_FWD[22]}
@@ -143,13 +163,26 @@ docs = [d for d in docs if d.get("event") == event]
 print(json.dumps(docs[-1].get(field)) if docs else "")
 PY
 }
-deadline=$((SECONDS + 1200))
+# serial_tail - the console's last brickup line, printable, for progress lines.
+serial_tail() {
+    grep -a 'brickup' "$VM_SERIAL_LOG" 2>/dev/null | tail -n1 | sed 's/\x1b\[[0-9;]*[A-Za-z]//g' |
+        tr -cd '[:print:]' | cut -c1-110
+}
+vm_stage "waiting for first boot: cloud-init fetches brickup, brickup hardens sshd, installs csf and its prerequisites, reports (typically 3-6 min)"
+deadline=$((SECONDS + 1200)) next=$((SECONDS + 30))
 until [[ -n $(report_field finished status) ]] || ((SECONDS > deadline)); do
     kill -0 "$VM_PID" 2>/dev/null || break
     sleep 5
+    if ((SECONDS >= next)); then
+        next=$((SECONDS + 30))
+        vm_stage "  still waiting, $((SECONDS - VM_BOOT_T0)) s since power-on; console: $(serial_tail)"
+    fi
 done
 STATUS=$(report_field finished status)
-echo "report: finished $STATUS after $((SECONDS - VM_BOOT_T0)) s; error: $(report_field finished error)"
+FIRSTBOOT_S=$((SECONDS - VM_BOOT_T0))
+echo "report: finished $STATUS after $FIRSTBOOT_S s; error: $(report_field finished error)"
+echo "timing: first boot $FIRSTBOOT_S s (power-on -> signed finished report)"
+vm_stage "first boot done; checking the node from outside"
 if [[ -n $STATUS ]]; then
     pass "signed 'finished' report received (brickup receive verified it)"
 else
@@ -168,6 +201,65 @@ password_refused() {
 fetch() { timeout 15 python3 -c 'import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=6).read()' "http://127.0.0.1:$1/" 2>/dev/null; }
 not_fetch() { ! fetch "$1"; }
 error_mentions() { grep -q "$1" <<<"$(report_field finished error)"; }
+
+# check_converged LABEL - `brickup check` in the guest exits 0; its output is shown otherwise.
+check_converged() {
+    local out=$VM_WORK/check-${1// /-}.txt
+    vm_ssh brickup check >"$out" 2>&1 && return 0
+    echo "    brickup check (exit $?):"
+    tail -n 20 "$out" | sed 's/^/    /'
+    return 1
+}
+# units_up - csf.service and lfd.service are `active` and `enabled` as systemd sees them.
+units_up() {
+    local out
+    # shellcheck disable=SC2016 # expanded by the guest's shell
+    out=$(vm_ssh 'for u in csf.service lfd.service; do echo "$u $(systemctl is-active $u) $(systemctl is-enabled $u)"; done')
+    [[ $(grep -cE '^(csf|lfd)\.service active enabled$' <<<"$out") == 2 ]] && return 0
+    # shellcheck disable=SC2001 # indent every line
+    sed 's/^/    /' <<<"$out"
+    vm_ssh 'systemctl status --no-pager -n 5 csf.service lfd.service' 2>&1 | sed 's/^/    /' | tail -n 30
+    return 1
+}
+# SSHD_LOG: the file lfd reads sshd's lines from, as csf.conf says (csf's default on Debian:
+# /var/log/auth.log, which only a syslog daemon writes).
+SSHD_LOG=""
+read_sshd_log() {
+    SSHD_LOG=$(vm_ssh "awk -F'\"' '/^SSHD_LOG *=/ {v=\$2} END {print v}' /etc/csf/csf.conf")
+    echo "    csf.conf SSHD_LOG = \"$SSHD_LOG\""
+    [[ $SSHD_LOG == /* ]]
+}
+# sshd_log_written - positive control: an auth.info line from logger(1) shows up in SSHD_LOG.
+sshd_log_written() {
+    local tag="brickup-probe-$RANDOM$RANDOM"
+    vm_ssh "logger -p auth.info $tag; for i in \$(seq 15); do grep -qF $tag '$SSHD_LOG' 2>/dev/null && exit 0; sleep 1; done
+        ls -l '$SSHD_LOG' >&2; systemctl is-active rsyslog.service syslog.socket >&2; exit 1"
+}
+ssh-keygen -q -t ed25519 -N '' -C wrong-key -f "$VM_WORK/wrong_key"
+# ssh_failure_logged - a login as an unknown user with a key the node does not know, from the
+# host, on the new port: refused, and within 15 s SSHD_LOG has sshd's "Invalid user U from IP"
+# line (one of the lines lfd counts, FACTS.md) in a syslog line shape lfd parses.
+ssh_failure_logged() {
+    local user="nosuchuser$RANDOM" re
+    if ssh -p "$VM_SSH_PORT" -i "$VM_WORK/wrong_key" -o IdentitiesOnly=yes -o BatchMode=yes \
+        -o PreferredAuthentications=publickey -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+        -o LogLevel=ERROR -o ConnectTimeout=10 "$user@127.0.0.1" true </dev/null 2>/dev/null; then
+        echo "    login as $user with a wrong key succeeded?!"
+        return 1
+    fi
+    re='^([0-9]{4}-[0-9]{2}-[0-9]{2}T[^ ]+|[A-Z][a-z]{2} +[0-9]+ [0-9:]{8}) ([^ ]+ )?sshd(-session)?\[[0-9]+\]: Invalid user '$user' from 10\.0\.2\.2( |$)'
+    vm_ssh "for i in \$(seq 15); do grep -Eq '$re' '$SSHD_LOG' 2>/dev/null && { grep -E '$re' '$SSHD_LOG' | tail -n1 | sed 's/^/    seen: /'; exit 0; }; sleep 1; done
+        echo '    no match for: $re'; grep -a $user '$SSHD_LOG' | sed 's/^/    in SSHD_LOG: /'
+        journalctl -q --no-pager -n 5 --grep $user | sed 's/^/    journal: /'; exit 1"
+}
+# node_sound WHEN - the checks every firewall-enabling case makes at every point.
+node_sound() {
+    check "csf.service and lfd.service active and enabled ($1)" units_up
+    check "brickup check exits 0 ($1)" check_converged "$1"
+    check "SSHD_LOG is set in csf.conf ($1)" read_sshd_log
+    check "SSHD_LOG ($SSHD_LOG) is being written: logger probe seen ($1)" sshd_log_written
+    check "lfd's SSHD_LOG records a failed SSH login as 'Invalid user ... from 10.0.2.2' ($1)" ssh_failure_logged
+}
 
 case "$CASE" in
 lockout)
@@ -216,17 +308,21 @@ ok | baked)
     check "port $CLOSED_PORT (not in TCP_IN) is filtered" not_fetch "${VM_FWD[$CLOSED_PORT]}"
     check "csf TESTING is 0 and INPUT policy is DROP" \
         vm_ssh "grep -qx 'TESTING = \"0\"' /etc/csf/csf.conf && iptables -S INPUT | grep -qx -- '-P INPUT DROP'"
-    [[ $CASE == ok ]] || { echo "(drift and reboot checks run in the ok case)"; exit 0; }
+    # Right after first boot, before anything is rerun.
+    node_sound "after first boot"
+    vm_stage "rerun and drift repair"
     apply_json=$(vm_ssh brickup apply --json 2>/dev/null)
     check "a second apply changes nothing" python3 -c 'import json,sys; d=json.loads(sys.argv[1]); sys.exit(0 if d["changed"] is False and d["status"]=="succeeded" else 1)' "$apply_json"
-    check "check exits 0 (converged)" vm_ssh brickup check
-    vm_ssh "printf 'PasswordAuthentication yes\\n' > /etc/ssh/sshd_config.d/00-aaa-drift.conf && sed -i 's/^TESTING = \"0\"/TESTING = \"1\"/' /etc/csf/csf.conf"
-    drift_found() {
-        vm_ssh brickup check >"$VM_WORK/drift.txt" 2>&1
-        local rc=$?
-        ((rc == 1)) && grep -q passwordauthentication "$VM_WORK/drift.txt" && grep -q TESTING "$VM_WORK/drift.txt"
-    }
-    check "injected drift (early drop-in, TESTING 1) makes check exit 1 naming both" drift_found
+    # Drift: an early drop-in turning passwords back on, csf back in TESTING, and SSHD_LOG's
+    # writer gone (rsyslog and its socket stopped: lfd would be blind).
+    vm_ssh "printf 'PasswordAuthentication yes\\n' > /etc/ssh/sshd_config.d/00-aaa-drift.conf && sed -i 's/^TESTING = \"0\"/TESTING = \"1\"/' /etc/csf/csf.conf && systemctl stop syslog.socket rsyslog.service"
+    vm_ssh brickup check >"$VM_WORK/drift.txt" 2>&1
+    drift_rc=$? fails_before=$FAIL
+    check "injected drift makes check exit 1 (exit $drift_rc)" test "$drift_rc" == 1
+    check "drift report names passwordauthentication" grep -q passwordauthentication "$VM_WORK/drift.txt"
+    check "drift report names TESTING" grep -q TESTING "$VM_WORK/drift.txt"
+    check "drift report names SSHD_LOG or syslog (rsyslog stopped)" grep -qiE 'SSHD_LOG|syslog' "$VM_WORK/drift.txt"
+    ((FAIL == fails_before)) || sed 's/^/    drift: /' "$VM_WORK/drift.txt" | tail -n 25
     # The repair, measured: a full live apply (sshd restart, csf enable sequence).
     bench=$(vm_ssh "python3 -c 'import resource, subprocess, time
 t = time.monotonic()
@@ -235,24 +331,30 @@ print(f\"rc={rc} wall_s={time.monotonic() - t:.1f} peak_rss_kb={resource.getrusa
     echo "benchmark: repair apply in the VM: $bench"
     check "apply repairs the drift" test "${bench%% *}" == rc=0 || true
     [[ ${bench%% *} == rc=0 ]] || vm_ssh "tail -n 25 /root/repair-apply.log"
-    check "check exits 0 after the repair" vm_ssh brickup check
+    check "rsyslog running again after the repair" vm_ssh "systemctl is-active -q rsyslog.service"
+    node_sound "after the repair"
     check "password login still refused after the repair" password_refused
     # Reboot: everything stays, and firstboot does not redo the work.
+    vm_stage "rebooting the VM"
     vm_ssh "systemctl reboot" >/dev/null 2>&1
     sleep 15
-    VM_BOOT_T0=$SECONDS
+    VM_BOOT_T0=$((SECONDS - 15))
     check "SSH with the key on port $SSH_PORT after reboot" vm_wait_ssh 300
     # At boot sshd can answer a few seconds before csf.service has loaded the rules.
-    vm_ssh "timeout 120 sh -c 'until systemctl is-active -q csf.service; do sleep 2; done'"
+    vm_ssh "timeout 120 sh -c 'until systemctl is-active -q csf.service && systemctl is-active -q lfd.service; do sleep 2; done'"
+    REBOOT_S=$((SECONDS - VM_BOOT_T0))
+    echo "timing: reboot $REBOOT_S s (reboot -> SSH on $SSH_PORT, csf and lfd active)"
     check "firewall still enforcing after reboot" \
         vm_ssh "iptables -S INPUT | grep -qx -- '-P INPUT DROP' && grep -qx 'TESTING = \"0\"' /etc/csf/csf.conf"
     check "firstboot did not run the work again" \
         vm_ssh "journalctl -b -u brickup-firstboot.service | grep -q 'already done'"
     check "port 22 still closed after reboot" no_banner "$PORT22"
-    check "check exits 0 after reboot" vm_ssh brickup check
+    node_sound "after reboot"
     ;;
 *) fail "unknown case $CASE" ;;
 esac
+echo "timing: whole run $((SECONDS - RUN_T0)) s"
+vm_stage "checks done"
 
 if [[ $DEMO == 1 && $FAIL == 0 ]]; then
     echo
