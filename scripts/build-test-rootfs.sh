@@ -11,7 +11,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 stamp=$(sha256sum "$here/build-test-rootfs.sh" | cut -c1-16)
 rootfs=$cache/rootfs-$suite
 repo=$cache/apt-$suite
-prereqs="perl libwww-perl liblwp-protocol-https-perl libio-socket-ssl-perl libio-socket-inet6-perl libsocket6-perl libnet-libidn-perl e2fsprogs iptables bind9-host unzip cron"
+prereqs="perl libwww-perl liblwp-protocol-https-perl libio-socket-ssl-perl libio-socket-inet6-perl libsocket6-perl libnet-libidn-perl e2fsprogs iptables bind9-host unzip cron rsyslog"
 
 if [ -f "$rootfs/.brickup-stamp" ] && [ "$(cat "$rootfs/.brickup-stamp")" = "$stamp" ] && [ -f "$repo/Packages" ]; then
   echo "test rootfs up to date: $rootfs"

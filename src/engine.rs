@@ -2,7 +2,8 @@
 //! its own [`Transaction`] so a failed step restores what it changed, and later steps are skipped.
 //!
 //! The order shrinks the window in which the VPS is exposed: SSH key, sshd, then the csf download
-//! (verified before anything is installed), prerequisites, csf install, firewall policy.
+//! (verified before anything is installed), prerequisites, csf install, firewall policy, and the
+//! log files lfd watches.
 
 use std::time::Instant;
 
@@ -153,6 +154,7 @@ pub fn steps() -> Vec<Box<dyn Step>> {
         Box::new(crate::packages::PackagesStep),
         Box::new(crate::csf::InstallStep),
         Box::new(crate::csf::FirewallStep),
+        Box::new(crate::csf::LogStep),
     ]
 }
 

@@ -19,4 +19,5 @@ pub mod report;
 pub mod root;
 pub mod runner;
 pub mod sshd;
+pub mod systemd;
 pub mod userdata;

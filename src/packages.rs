@@ -65,6 +65,8 @@ pub fn csf_prerequisites(family: Family) -> Vec<&'static str> {
             "bind9-host",
             "unzip",
             "cron",
+            // lfd reads log files; Debian 12/13 have no syslog daemon to write them.
+            "rsyslog",
         ],
         Family::RedHat { major } => vec![
             "perl",
@@ -80,6 +82,7 @@ pub fn csf_prerequisites(family: Family) -> Vec<&'static str> {
             },
             "unzip",
             "cronie",
+            "rsyslog",
         ],
     }
 }

@@ -239,6 +239,8 @@ pub struct Script {
 pub struct RecordingRunner {
     pub calls: Mutex<Vec<String>>,
     scripts: Mutex<Vec<Script>>,
+    /// Answers used once each, in order, before `scripts` (a state that changes mid-run).
+    once: Mutex<Vec<Script>>,
     passthrough: Vec<String>,
 }
 
@@ -265,6 +267,19 @@ impl RecordingRunner {
         });
     }
 
+    /// Answer the next command whose line contains `pattern` once; queued answers for the same
+    /// pattern are used in the order given, then the permanent ones apply again.
+    pub fn answer_once(&self, pattern: &str, status: i32, stdout: &str, stderr: &str) {
+        self.once.lock().unwrap().push(Script {
+            pattern: pattern.to_string(),
+            output: Output {
+                status,
+                stdout: stdout.to_string(),
+                stderr: stderr.to_string(),
+            },
+        });
+    }
+
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
     }
@@ -281,6 +296,11 @@ impl Runner for RecordingRunner {
             return SystemRunner.run(cmd);
         }
         self.calls.lock().unwrap().push(line.clone());
+        let mut once = self.once.lock().unwrap();
+        if let Some(i) = once.iter().position(|s| line.contains(&s.pattern)) {
+            return Ok(once.remove(i).output);
+        }
+        drop(once);
         let scripts = self.scripts.lock().unwrap();
         let hit = scripts.iter().rev().find(|s| line.contains(&s.pattern));
         Ok(hit.map(|s| s.output.clone()).unwrap_or_default())

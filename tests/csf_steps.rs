@@ -12,14 +12,37 @@ use brickup::engine::{self, Context, Step};
 use brickup::runner::RecordingRunner;
 use common::*;
 
+/// Builds the fixture csf tarball in `dir`; the script prints its path.
 fn fixture_tarball(dir: &Path) -> PathBuf {
-    let st = Command::new("bash")
+    let o = Command::new("bash")
         .arg("scripts/make-fixture-csf.sh")
         .arg(dir)
-        .status()
+        .output()
         .unwrap();
-    assert!(st.success());
-    dir.join("csf-fixture-15.10.tgz")
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
+}
+
+/// `check --root` right after an apply: every step that ran reports no drift (plan, apply and
+/// check derive from the same desired state).
+fn check_agrees_with_apply(root: &str, cfg: &Path, applied: &serde_json::Value) {
+    let o = brickup(&[
+        "check",
+        "--root",
+        root,
+        "--config",
+        cfg.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "check after apply: {}", text(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for step in applied["steps"].as_array().unwrap() {
+        let name = step["name"].as_str().unwrap();
+        if step["outcome"] == "skipped" {
+            continue;
+        }
+        assert_eq!(doc["drift"][name], serde_json::json!([]), "{name}: {doc}");
+    }
 }
 
 fn sha256(path: &Path) -> String {
@@ -101,6 +124,7 @@ fn prerequisites_download_and_install_under_a_root_then_rerun_is_a_no_op() {
         "cron",
         "unzip",
         "iptables",
+        "rsyslog",
     ] {
         assert!(installed(root.path(), p), "{p} not installed");
     }
@@ -127,6 +151,8 @@ fn prerequisites_download_and_install_under_a_root_then_rerun_is_a_no_op() {
     };
     assert_eq!(outcome("packages"), "changed");
     assert_eq!(outcome("csf-install"), "deferred");
+    assert_eq!(outcome("csf-logs"), "deferred");
+    check_agrees_with_apply(r, &cfg, &summary);
 
     // Rerun: no package work, no download, nothing changed.
     let o = brickup(&[
@@ -140,6 +166,7 @@ fn prerequisites_download_and_install_under_a_root_then_rerun_is_a_no_op() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(summary["changed"], false, "{}", text(&o));
+    check_agrees_with_apply(r, &cfg, &summary);
     assert!(
         !String::from_utf8_lossy(&o.stderr).contains("apt-get"),
         "a rerun must do no package work: {}",
@@ -194,6 +221,12 @@ fn csf_root(port: u16) -> (tempfile::TempDir, brickup::config::Config) {
     )
 }
 
+/// systemd says both csf units are active and enabled.
+fn units_up(runner: &RecordingRunner) {
+    runner.answer("systemctl is-active", 0, "active\n", "");
+    runner.answer("systemctl is-enabled", 0, "enabled\n", "");
+}
+
 /// The firewall step as on a live machine, with csf/iptables/systemctl recorded.
 fn enable_live(
     root: &Path,
@@ -223,7 +256,7 @@ fn live_enable_goes_testing_then_verifies_then_enforces() {
         &format!("*filter\n-A INPUT ! -i lo -p tcp -m tcp --dport {port} -j ACCEPT\nCOMMIT\n"),
         "",
     );
-    runner.answer("systemctl is-active", 0, "inactive\n", "");
+    units_up(&runner);
     let r = enable_live(root.path(), &config, &runner);
     assert!(r.error.is_none(), "{:?}", r.error);
     assert_eq!(
@@ -234,7 +267,13 @@ fn live_enable_goes_testing_then_verifies_then_enforces() {
             "/usr/sbin/csf -r",
             "iptables-save -t filter",
             "systemctl enable csf.service lfd.service",
+            "systemctl start csf.service",
+            "iptables-save -t filter",
             "systemctl restart lfd.service",
+            "systemctl is-active csf.service",
+            "systemctl is-enabled csf.service",
+            "systemctl is-active lfd.service",
+            "systemctl is-enabled lfd.service",
         ]
     );
     assert_eq!(testing(root.path()), "0");
@@ -247,7 +286,6 @@ fn live_enable_goes_testing_then_verifies_then_enforces() {
     // check looks at what is loaded, not only at the file.
     let mut cx = Context::new(brickup::root::Root::new(root.path()), &config, &runner);
     cx.live = true;
-    runner.answer("systemctl is-active", 0, "active\n", "");
     runner.answer("iptables-save", 0, &format!("*filter\n:INPUT DROP [12:345]\n-A INPUT -p tcp -m tcp --dport {port} -j ACCEPT\nCOMMIT\n"), "");
     assert_eq!(
         brickup::csf::FirewallStep.check(&cx).unwrap(),
@@ -403,4 +441,209 @@ fn package_managers_per_family() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("ID=\"alpine\""), "{err}");
+}
+
+/// The real release's csf.service stays inactive after `csf -r` (FACTS.md): check reports it,
+/// and apply starts it instead of calling the node converged.
+#[test]
+fn inactive_csf_service_is_drift_that_apply_repairs() {
+    let sshd = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = sshd.local_addr().unwrap().port();
+    let (root, config) = csf_root(port);
+    let runner = RecordingRunner::new();
+    let rules = format!("*filter\n:INPUT DROP [0:0]\n-A INPUT ! -i lo -p tcp -m tcp --dport {port} -j ACCEPT\nCOMMIT\n");
+    runner.answer("iptables-save", 0, &rules, "");
+    units_up(&runner);
+    assert!(enable_live(root.path(), &config, &runner).error.is_none());
+    assert_eq!(testing(root.path()), "0");
+
+    // After a first boot like the real release's: rules loaded, csf.service inactive.
+    let mut cx = Context::new(brickup::root::Root::new(root.path()), &config, &runner);
+    cx.live = true;
+    runner.answer_once("systemctl is-active csf.service", 3, "inactive\n", "");
+    let drift = brickup::csf::FirewallStep.check(&cx).unwrap();
+    assert_eq!(drift, vec!["csf.service is inactive".to_string()]);
+
+    let before = runner.calls().len();
+    runner.answer_once("systemctl is-active csf.service", 3, "inactive\n", "");
+    let r = enable_live(root.path(), &config, &runner);
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!(r.steps[0].outcome, engine::Outcome::Changed);
+    let calls = runner.calls()[before..].to_vec();
+    assert!(
+        calls.contains(&"systemctl start csf.service".to_string()),
+        "{calls:#?}"
+    );
+    assert_eq!(
+        brickup::csf::FirewallStep.check(&cx).unwrap(),
+        Vec::<String>::new()
+    );
+
+    // Converged: a rerun runs no csf command at all.
+    let before = runner.calls().len();
+    let r = enable_live(root.path(), &config, &runner);
+    assert_eq!(r.steps[0].outcome, engine::Outcome::Unchanged);
+    assert!(
+        runner.calls()[before..]
+            .iter()
+            .all(|c| c.starts_with("systemctl is-") || c.starts_with("iptables-save")),
+        "{:?}",
+        &runner.calls()[before..]
+    );
+}
+
+/// A unit that does not come up after the enable sequence fails the run and flushes.
+#[test]
+fn lfd_that_does_not_stay_up_fails_and_flushes() {
+    let sshd = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = sshd.local_addr().unwrap().port();
+    let (root, config) = csf_root(port);
+    let runner = RecordingRunner::new();
+    runner.answer(
+        "iptables-save",
+        0,
+        &format!("-A INPUT -p tcp --dport {port} -j ACCEPT\n"),
+        "",
+    );
+    units_up(&runner);
+    runner.answer("systemctl is-active lfd.service", 3, "failed\n", "");
+    let r = enable_live(root.path(), &config, &runner);
+    let err = format!("{:#}", r.error.expect("must fail"));
+    assert!(err.contains("lfd.service is failed"), "{err}");
+    assert!(runner.calls().contains(&"/usr/sbin/csf -f".to_string()));
+    assert_eq!(testing(root.path()), "1");
+}
+
+/// A stand-in syslog daemon for a test root: reads datagrams on ROOT/dev/log and, while `write`
+/// says so, appends them to ROOT/var/log/auth.log in rsyslog's traditional line format.
+fn fake_syslog(root: &Path, write: bool) -> std::os::unix::net::UnixDatagram {
+    std::fs::create_dir_all(root.join("dev")).unwrap();
+    std::fs::create_dir_all(root.join("var/log")).unwrap();
+    let sock = std::os::unix::net::UnixDatagram::bind(root.join("dev/log")).unwrap();
+    let reader = sock.try_clone().unwrap();
+    let log = root.join("var/log/auth.log");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok(n) = reader.recv(&mut buf) {
+            if !write {
+                continue;
+            }
+            let line = String::from_utf8_lossy(&buf[..n]);
+            let msg = line.split_once('>').map(|(_, m)| m).unwrap_or(&line);
+            use std::io::Write as _;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&log)
+                .unwrap();
+            writeln!(f, "Nov 26 10:00:00 node {msg}").unwrap();
+        }
+    });
+    sock
+}
+
+fn with_rsyslog_unit(root: &Path) {
+    let dir = root.join("usr/lib/systemd/system");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("rsyslog.service"), "[Service]\n").unwrap();
+}
+
+fn log_cx<'a>(
+    root: &Path,
+    config: &'a brickup::config::Config,
+    runner: &'a RecordingRunner,
+) -> Context<'a> {
+    let mut cx = Context::new(brickup::root::Root::new(root), config, runner);
+    cx.live = true;
+    cx
+}
+
+#[test]
+fn lfd_log_without_a_syslog_daemon_is_drift_and_a_failed_apply() {
+    let (root, config) = csf_root(2222);
+    let runner = RecordingRunner::new();
+    let cx = log_cx(root.path(), &config, &runner);
+    let drift = brickup::csf::LogStep.check(&cx).unwrap();
+    assert_eq!(drift.len(), 1, "{drift:?}");
+    assert!(
+        drift[0].contains("no syslog daemon installed (rsyslog.service)"),
+        "{drift:?}"
+    );
+    let mut tx = brickup::fsops::Transaction::new(&cx.root);
+    let err = brickup::csf::LogStep.apply(&cx, &mut tx).unwrap_err();
+    assert!(format!("{err:#}").contains("no syslog daemon"), "{err:#}");
+}
+
+#[test]
+fn stopped_syslog_is_repaired_and_the_probe_proves_sshd_log_is_written() {
+    let (root, config) = csf_root(2222);
+    with_rsyslog_unit(root.path());
+    let _syslog = fake_syslog(root.path(), true);
+    let runner = RecordingRunner::new();
+    units_up(&runner);
+    let cx = log_cx(root.path(), &config, &runner);
+
+    // rsyslog stopped and the file never written: both are named.
+    runner.answer_once("systemctl is-active rsyslog.service", 3, "inactive\n", "");
+    let drift = brickup::csf::LogStep.check(&cx).unwrap();
+    assert!(
+        drift.iter().any(|d| d == "rsyslog.service is inactive"),
+        "{drift:?}"
+    );
+    assert!(
+        drift
+            .iter()
+            .any(|d| d.contains("SSHD_LOG /var/log/auth.log does not exist")),
+        "{drift:?}"
+    );
+
+    runner.answer_once("systemctl is-active rsyslog.service", 3, "inactive\n", "");
+    let mut tx = brickup::fsops::Transaction::new(&cx.root);
+    let a = brickup::csf::LogStep.apply(&cx, &mut tx).unwrap();
+    assert!(a.changed, "{}", a.message);
+    let calls = runner.calls();
+    assert!(
+        calls.contains(&"systemctl enable --now rsyslog.service".to_string()),
+        "{calls:#?}"
+    );
+    assert!(
+        calls.contains(&"systemctl restart lfd.service".to_string()),
+        "{calls:#?}"
+    );
+    let log = std::fs::read_to_string(root.path().join("var/log/auth.log")).unwrap();
+    assert!(
+        log.contains("brickup["),
+        "the probe went through syslog: {log}"
+    );
+
+    assert_eq!(
+        brickup::csf::LogStep.check(&cx).unwrap(),
+        Vec::<String>::new()
+    );
+    let a = brickup::csf::LogStep.apply(&cx, &mut tx).unwrap();
+    assert!(!a.changed, "converged: {}", a.message);
+}
+
+#[test]
+fn a_silent_sshd_log_is_drift() {
+    let (root, config) = csf_root(2222);
+    with_rsyslog_unit(root.path());
+    // The daemon reads /dev/log but writes nothing (e.g. its auth rule was removed).
+    let _syslog = fake_syslog(root.path(), false);
+    std::fs::write(root.path().join("var/log/auth.log"), "old line\n").unwrap();
+    let runner = RecordingRunner::new();
+    units_up(&runner);
+    let cx = log_cx(root.path(), &config, &runner);
+    let drift = brickup::csf::LogStep.check(&cx).unwrap();
+    assert_eq!(drift.len(), 1, "{drift:?}");
+    assert!(
+        drift[0].contains("SSHD_LOG /var/log/auth.log is silent"),
+        "{drift:?}"
+    );
+    let mut tx = brickup::fsops::Transaction::new(&cx.root);
+    let err = brickup::csf::LogStep.apply(&cx, &mut tx).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("lfd would see no SSH failure"),
+        "{err:#}"
+    );
 }

@@ -2,6 +2,10 @@
 //! `TESTING = "1"` (csf's cron flushes within minutes if all else fails), prove sshd listens and
 //! the loaded rules accept its port, only then `TESTING = "0"`, reload, and enable csf and lfd.
 //! Any failure flushes the rules and leaves TESTING on.
+//!
+//! `csf -r` loads rules but does not make `csf.service` active, and the release's `lfd.service`
+//! does not require it (FACTS.md): both units are started here as systemd sees them, so `check`
+//! (which asks systemd) agrees with what `apply` did.
 
 use std::path::Path;
 
@@ -33,6 +37,15 @@ fn write_conf(cx: &Context, testing: bool) -> Result<bool> {
     let changed = tx.write(Path::new(CSF_CONF), new.as_bytes(), NewFile::mode(0o600))?;
     tx.commit();
     Ok(changed)
+}
+
+/// csf's units, in start order (`csf.service` is `Before=lfd.service`).
+const UNITS: [&str; 2] = ["csf.service", "lfd.service"];
+
+fn systemctl(cx: &Context, args: &[&str]) -> Result<()> {
+    cx.runner
+        .check(&Cmd::new("systemctl").args(args.iter().copied()))
+        .map(|_| ())
 }
 
 fn csf(cx: &Context, flag: &str) -> Result<()> {
@@ -104,10 +117,15 @@ impl FirewallStep {
         write_conf(cx, false)?;
         csf(cx, "-r")?;
         verify_reachable(cx, ipv6)?;
-        cx.runner
-            .check(&Cmd::new("systemctl").args(["enable", "csf.service", "lfd.service"]))?;
-        cx.runner
-            .check(&Cmd::new("systemctl").args(["restart", "lfd.service"]))?;
+        systemctl(cx, &["enable", UNITS[0], UNITS[1]])?;
+        // A no-op when csf.service is already active: `csf -r` above loaded the new rules.
+        systemctl(cx, &["start", UNITS[0]])?;
+        verify_reachable(cx, ipv6)?;
+        systemctl(cx, &["restart", UNITS[1]])?;
+        let down = crate::systemd::running_drift(cx.runner, &UNITS)?;
+        if !down.is_empty() {
+            bail!("after enabling: {}", down.join("; "));
+        }
         Ok(())
     }
 
@@ -141,16 +159,7 @@ impl FirewallStep {
     }
 
     fn running(cx: &Context) -> Result<Vec<String>> {
-        let mut down = Vec::new();
-        for unit in ["csf.service", "lfd.service"] {
-            let out = cx
-                .runner
-                .run(&Cmd::new("systemctl").args(["is-active", unit]))?;
-            if out.stdout.trim() != "active" {
-                down.push(format!("{unit} is {}", out.stdout.trim()));
-            }
-        }
-        Ok(down)
+        crate::systemd::running_drift(cx.runner, &UNITS)
     }
 }
 
@@ -179,7 +188,7 @@ impl Step for FirewallStep {
             });
         }
         if cx.live() && (!a.is_empty() || !Self::running(cx)?.is_empty()) {
-            a.push(Action::Note("csf -r with TESTING 1, verify SSH is accepted, TESTING 0, csf -r, enable csf and lfd".into()));
+            a.push(Action::Note("csf -r with TESTING 1, verify SSH is accepted, TESTING 0, csf -r, enable and start csf.service and lfd.service".into()));
         }
         Ok(a)
     }

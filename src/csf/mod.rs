@@ -3,6 +3,7 @@
 //! and the firewall policy in `/etc/csf/csf.conf`, enabled only once SSH is proven reachable.
 
 mod enable;
+mod logs;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -18,6 +19,7 @@ use crate::fsops::Transaction;
 use crate::runner::Cmd;
 
 pub use enable::FirewallStep;
+pub use logs::LogStep;
 
 pub const CSF_CONF: &str = "/etc/csf/csf.conf";
 /// Verified tarballs, kept so a rerun or repair needs no network.
@@ -178,17 +180,7 @@ impl InstallStep {
     fn stop_rivals(cx: &Context) -> Result<Vec<String>> {
         let mut done = Vec::new();
         for unit in ["firewalld", "ufw"] {
-            let exists = [
-                "/usr/lib/systemd/system",
-                "/lib/systemd/system",
-                "/etc/systemd/system",
-            ]
-            .iter()
-            .any(|d| {
-                cx.root
-                    .path(Path::new(d).join(format!("{unit}.service")))
-                    .exists()
-            });
+            let exists = crate::systemd::unit_exists(&cx.root, &format!("{unit}.service"));
             if !exists {
                 continue;
             }

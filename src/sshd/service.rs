@@ -238,23 +238,14 @@ fn systemctl(cx: &Context, args: &[&str]) -> Result<crate::runner::Output> {
 }
 
 fn unit_exists(cx: &Context, unit: &str) -> bool {
-    [
-        "/etc/systemd/system",
-        "/usr/lib/systemd/system",
-        "/lib/systemd/system",
-    ]
-    .iter()
-    .any(|d| cx.root.path(Path::new(d).join(unit)).exists())
+    crate::systemd::unit_exists(&cx.root, unit)
 }
 
 fn socket_active(cx: &Context) -> Result<bool> {
     if !unit_exists(cx, "ssh.socket") {
         return Ok(false);
     }
-    let out = cx
-        .runner
-        .run(&Cmd::new("systemctl").args(["is-active", "ssh.socket"]))?;
-    Ok(out.stdout.trim() == "active")
+    Ok(crate::systemd::active_state(cx.runner, "ssh.socket")? == "active")
 }
 
 fn label_port_for_selinux(cx: &Context, port: u16) -> Result<()> {
