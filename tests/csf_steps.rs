@@ -132,7 +132,12 @@ fn prerequisites_download_and_install_under_a_root_then_rerun_is_a_no_op() {
     let conf = std::fs::read_to_string(root.path().join("etc/csf/csf.conf")).unwrap();
     let keys = brickup::csfconf::read_keys(&conf);
     assert_eq!(keys["TCP_IN"], "2222,51472");
-    assert_eq!(keys["TCP_OUT"], "25,53,587,80,443,51472");
+    // The csf URL's port stays open for repairs that download again.
+    let csf_port = url.rsplit(':').next().unwrap().split('/').next().unwrap();
+    assert_eq!(
+        keys["TCP_OUT"],
+        format!("25,53,587,80,443,51472,{csf_port}")
+    );
     assert_eq!(
         keys["TESTING"], "1",
         "not live: enabling waits for first boot"
@@ -645,5 +650,40 @@ fn a_silent_sshd_log_is_drift() {
     assert!(
         format!("{err:#}").contains("lfd would see no SSH failure"),
         "{err:#}"
+    );
+}
+
+/// TCP_OUT keeps open what brickup itself needs once csf enforces: a report endpoint on 8443, a
+/// csf mirror on 8080 and the package sources' ports; check names a csf.conf that drops them.
+#[test]
+fn tcp_out_keeps_brickups_own_ports_open() {
+    let (root, _) = csf_root(2222);
+    let keys = tempfile::tempdir().unwrap();
+    let (_, public) = keypair(keys.path());
+    std::fs::create_dir_all(root.path().join("etc/apt/sources.list.d")).unwrap();
+    std::fs::write(
+        root.path().join("etc/apt/sources.list.d/mirror.list"),
+        "deb https://mirror.example:9443/debian bookworm main\n",
+    )
+    .unwrap();
+    let text = format!("version: 1\nssh:\n  port: 2222\n  authorized_keys:\n    - {public}\nfirewall:\n  masternode_ports: [9999]\n  tcp_out: [53]\n  ipv6: on\ncsf:\n  url: https://mirror.example:8080/csf.tgz\n  sha256: {}\nreport:\n  url: https://hooks.example:8443/brickup\n", "ab".repeat(32));
+    let config = brickup::config::parse(&text, Path::new("t.yaml")).unwrap();
+    let runner = RecordingRunner::new();
+    let cx = Context::new(brickup::root::Root::new(root.path()), &config, &runner);
+    let policy = brickup::csf::policy(&cx);
+    assert_eq!(policy["TCP_OUT"], "53,9999,8080,8443,9443");
+    assert_eq!(policy["TCP6_OUT"], policy["TCP_OUT"]);
+
+    // A csf.conf whose TCP_OUT lacks the report port is drift that says why it matters.
+    let conf = root.path().join("etc/csf/csf.conf");
+    let mut p = policy.clone();
+    p.insert("TCP_OUT".into(), "53,9999,8080,9443".into());
+    let text =
+        brickup::csfconf::apply_policy(&std::fs::read_to_string(&conf).unwrap(), &p).unwrap();
+    std::fs::write(&conf, text).unwrap();
+    let drift = brickup::csf::FirewallStep.check(&cx).unwrap();
+    assert!(
+        drift.iter().any(|d| d.contains("TCP_OUT drops port 8443")),
+        "{drift:?}"
     );
 }

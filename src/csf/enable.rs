@@ -107,6 +107,19 @@ fn verify_reachable(cx: &Context, ipv6: bool) -> Result<()> {
     Ok(())
 }
 
+/// Ports brickup needs (report, csf download, package sources) that csf.conf's TCP_OUT would drop.
+fn blocked_own_ports(cx: &Context, conf: &str) -> Vec<String> {
+    let keys = csfconf::read_keys(conf);
+    let out = keys.get("TCP_OUT").map(String::as_str).unwrap_or("");
+    super::own_ports(cx)
+        .into_iter()
+        .filter(|p| !out.split(',').any(|r| in_range(r.trim(), *p)))
+        .map(|p| {
+            format!("csf.conf TCP_OUT drops port {p}, which brickup's report, csf download or package sources use")
+        })
+        .collect()
+}
+
 /// Writes the policy and enables the firewall safely.
 pub struct FirewallStep;
 
@@ -248,6 +261,7 @@ impl Step for FirewallStep {
                 )
             })
             .collect();
+        drift.extend(blocked_own_ports(cx, &conf));
         if cx.live() {
             if !Self::enforcing(cx)? {
                 drift.push(

@@ -313,6 +313,28 @@ pub fn has_global_ipv6(if_inet6: &str) -> bool {
     })
 }
 
+/// TCP ports brickup itself needs once csf enforces: the report URL's, the csf URL's (repairs
+/// may download again) and the package sources' (prerequisites, updates).
+pub fn own_ports(cx: &Context) -> Vec<u16> {
+    let mut urls = Vec::new();
+    if let Some(r) = &cx.config.report {
+        urls.push(r.url.as_str());
+    }
+    if let Some(c) = &cx.config.csf {
+        urls.push(c.url.as_str());
+    }
+    let mut ports: Vec<u16> = urls
+        .into_iter()
+        .filter_map(|u| reqwest::Url::parse(u).ok())
+        .filter(|u| u.scheme() != "file")
+        .filter_map(|u| u.port_or_known_default())
+        .collect();
+    ports.extend(crate::packages::mirror_ports(&cx.root));
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
 /// The csf.conf values brickup owns, TESTING excepted (the enable sequence sets it).
 pub fn policy(cx: &Context) -> BTreeMap<String, String> {
     let fw = &cx.config.firewall;
@@ -327,6 +349,11 @@ pub fn policy(cx: &Context) -> BTreeMap<String, String> {
         .map(ports)
         .unwrap_or_else(|| DEFAULT_TCP_OUT.to_vec());
     tcp_out.extend(&mn);
+    for p in own_ports(cx) {
+        if !tcp_out.contains(&p) {
+            tcp_out.push(p);
+        }
+    }
     let udp_in = ports(&fw.extra_udp_in);
     let ipv6 = match fw.ipv6 {
         Ipv6Mode::On => true,
