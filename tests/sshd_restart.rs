@@ -212,3 +212,53 @@ fn silent_new_port_restores_the_old_config_and_restarts_again() {
     // The key step before it succeeded and stays: the owner's key is in.
     assert!(root.path().join("root/.ssh/authorized_keys").exists());
 }
+
+/// A restart that fails (e.g. the new port is taken; Debian's unit does not retry on exit 255)
+/// must not leave sshd stopped: the previous config comes back and sshd is started again.
+#[test]
+fn failed_restart_restores_the_config_and_starts_sshd_again() {
+    let port = free_port();
+    let root = root_with(&["ssh.service"], &[]);
+    let config = config(root.path(), port);
+    let runner = RecordingRunner::new();
+    runner.answer_once(
+        "systemctl restart ssh",
+        1,
+        "",
+        "Job for ssh.service failed because the control process exited with error code.",
+    );
+    let r = run(root.path(), &config, &runner);
+    let err = format!("{:#}", r.error.expect("must fail"));
+    assert!(err.contains("restarting sshd"), "{err}");
+    assert!(err.contains("Job for ssh.service failed"), "{err}");
+    assert!(
+        err.contains("the previous sshd config was restored and sshd restarted"),
+        "{err}"
+    );
+    assert_eq!(
+        runner.calls(),
+        vec!["systemctl restart ssh", "systemctl restart ssh"]
+    );
+    assert!(
+        !root
+            .path()
+            .join("etc/ssh/sshd_config.d/00-brickup.conf")
+            .exists(),
+        "brickup's drop-in must be rolled back"
+    );
+}
+
+#[test]
+fn a_failed_restore_is_named_too() {
+    let port = free_port();
+    let root = root_with(&["ssh.service"], &[]);
+    let config = config(root.path(), port);
+    let runner = RecordingRunner::new();
+    runner.answer("systemctl restart ssh", 1, "", "unit ssh.service is masked");
+    let r = run(root.path(), &config, &runner);
+    let err = format!("{:#}", r.error.expect("must fail"));
+    assert!(
+        err.contains("restoring the previous sshd config and restarting sshd also failed"),
+        "{err}"
+    );
+}

@@ -274,15 +274,30 @@ pub fn restart_if_needed(cx: &Context, tx: &mut Transaction, changed: bool) -> R
     }
     label_port_for_selinux(cx, port)?;
     let socket = socket_active(cx)?;
-    restart(cx, tx, socket, port)?;
-    if answers(port, Duration::from_secs(20)) {
+    let proven = restart(cx, tx, socket, port)
+        .context("restarting sshd")
+        .and_then(|()| {
+            if answers(port, Duration::from_secs(20)) {
+                Ok(())
+            } else {
+                Err(LockoutGuard::NotListening { port }.into())
+            }
+        });
+    let Err(e) = proven else {
         tracing::info!(port, "sshd answers on its new port");
         return Ok(());
-    }
-    tracing::error!(port, "sshd does not answer; restoring the previous config");
-    tx.rollback()?;
-    restart(cx, &mut Transaction::new(&cx.root), socket, 0)?;
-    Err(LockoutGuard::NotListening { port }.into())
+    };
+    // Whatever failed, sshd must not stay down or on an unproven config: restore and restart.
+    tracing::error!(port, "{e:#}; restoring the previous sshd config");
+    let restored = tx
+        .rollback()
+        .and_then(|()| restart(cx, &mut Transaction::new(&cx.root), socket, 0));
+    Err(match restored {
+        Ok(()) => e.context("the previous sshd config was restored and sshd restarted"),
+        Err(r) => e.context(format!(
+            "restoring the previous sshd config and restarting sshd also failed: {r:#}"
+        )),
+    })
 }
 
 fn restart(cx: &Context, tx: &mut Transaction, socket: bool, port: u16) -> Result<()> {
