@@ -15,11 +15,14 @@ const UNIT_DIRS: &[&str] = &[
     "/lib/systemd/system",
 ];
 
-/// Is a unit file for `unit` (e.g. `ssh.socket`) installed under the root?
+/// Is a unit file for `unit` (e.g. `ssh.socket`) installed under the root? A mask (a link to
+/// `/dev/null`, as csf's installer leaves for firewalld) is no unit.
 pub fn unit_exists(root: &Root, unit: &str) -> bool {
-    UNIT_DIRS
-        .iter()
-        .any(|d| root.path(Path::new(d).join(unit)).exists())
+    UNIT_DIRS.iter().any(|d| {
+        let p = root.path(Path::new(d).join(unit));
+        let masked = std::fs::read_link(&p).is_ok_and(|t| t == Path::new("/dev/null"));
+        !masked && p.exists()
+    })
 }
 
 /// `systemctl is-active UNIT`'s word (`active`, `inactive`, `failed`, ...). It exits non-zero for
@@ -53,4 +56,24 @@ pub fn running_drift(runner: &dyn Runner, units: &[&str]) -> Result<Vec<String>>
         }
     }
     Ok(drift)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masked_units_do_not_exist() {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::new(t.path());
+        let etc = t.path().join("etc/systemd/system");
+        let lib = t.path().join("usr/lib/systemd/system");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::create_dir_all(&lib).unwrap();
+        std::os::unix::fs::symlink("/dev/null", etc.join("firewalld.service")).unwrap();
+        std::fs::write(lib.join("csf.service"), "[Unit]\n").unwrap();
+        assert!(!unit_exists(&root, "firewalld.service"));
+        assert!(unit_exists(&root, "csf.service"));
+        assert!(!unit_exists(&root, "ufw.service"));
+    }
 }

@@ -128,22 +128,14 @@ fn prerequisites_download_and_install_under_a_root_then_rerun_is_a_no_op() {
     ] {
         assert!(installed(root.path(), p), "{p} not installed");
     }
-    assert!(root.path().join("usr/sbin/csf").exists());
-    let conf = std::fs::read_to_string(root.path().join("etc/csf/csf.conf")).unwrap();
-    let keys = brickup::csfconf::read_keys(&conf);
-    assert_eq!(keys["TCP_IN"], "2222,51472");
-    // The csf URL's port stays open for repairs that download again.
-    let csf_port = url.rsplit(':').next().unwrap().split('/').next().unwrap();
-    assert_eq!(
-        keys["TCP_OUT"],
-        format!("25,53,587,80,443,51472,{csf_port}")
-    );
-    assert_eq!(
-        keys["TESTING"], "1",
-        "not live: enabling waits for first boot"
-    );
-    assert_eq!(keys["AUTO_UPDATES"], "0");
-    assert_eq!(keys["RESTRICT_SYSLOG"], "3");
+    // csf's installer must see the booted system (it picks units by PID 1's name): under a
+    // root it waits for first boot, with the verified tarball cached for it.
+    assert!(!root.path().join("usr/sbin/csf").exists());
+    assert!(!root.path().join("etc/csf/csf.conf").exists());
+    let cached = root
+        .path()
+        .join(format!("var/lib/brickup/cache/{}.tgz", sha256(&tarball)));
+    assert_eq!(sha256(&cached), sha256(&tarball));
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let outcome = |name: &str| {
         summary["steps"]
@@ -156,6 +148,7 @@ fn prerequisites_download_and_install_under_a_root_then_rerun_is_a_no_op() {
     };
     assert_eq!(outcome("packages"), "changed");
     assert_eq!(outcome("csf-install"), "deferred");
+    assert_eq!(outcome("firewall"), "deferred");
     assert_eq!(outcome("csf-logs"), "deferred");
     check_agrees_with_apply(r, &cfg, &summary);
 
@@ -686,4 +679,36 @@ fn tcp_out_keeps_brickups_own_ports_open() {
         drift.iter().any(|d| d.contains("TCP_OUT drops port 8443")),
         "{drift:?}"
     );
+}
+
+/// csf leaves /etc/csf/csf.error when a start fails and then refuses `csf -f`: the flush that
+/// keeps the owner in must still happen.
+#[test]
+fn flush_after_a_failed_start_clears_csf_error() {
+    let sshd = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (root, config) = csf_root(sshd.local_addr().unwrap().port());
+    let runner = RecordingRunner::new();
+    runner.answer("/usr/sbin/csf -r", 1, "", "Error: invalid port in TCP_IN");
+    std::fs::write(
+        root.path().join("etc/csf/csf.error"),
+        "Error: invalid port\n",
+    )
+    .unwrap();
+    runner.answer_once(
+        "/usr/sbin/csf -f",
+        1,
+        "",
+        "csf: unresolved error, see /etc/csf/csf.error",
+    );
+    let r = enable_live(root.path(), &config, &runner);
+    let err = format!("{:#}", r.error.expect("must fail"));
+    assert!(err.contains("invalid port in TCP_IN"), "{err}");
+    assert!(!err.contains("flushing also failed"), "{err}");
+    let flushes = runner
+        .calls()
+        .iter()
+        .filter(|c| *c == "/usr/sbin/csf -f")
+        .count();
+    assert_eq!(flushes, 2, "{:?}", runner.calls());
+    assert!(!root.path().join("etc/csf/csf.error").exists());
 }

@@ -55,25 +55,72 @@ fn csf(cx: &Context, flag: &str) -> Result<()> {
         .with_context(|| format!("csf {flag} failed"))
 }
 
-/// Does an `iptables-save` dump accept new TCP connections to `port`?
+/// `csf -f`. A csf whose start failed leaves `/etc/csf/csf.error`, and then refuses every
+/// command, the flush included, until that file is gone: remove it and flush again.
+fn flush(cx: &Context) -> Result<()> {
+    let first = csf(cx, "-f");
+    let marker = cx.root.path("/etc/csf/csf.error");
+    if first.is_ok() || !marker.exists() {
+        return first;
+    }
+    tracing::warn!(
+        "csf -f refused while {} exists; removing it",
+        marker.display()
+    );
+    std::fs::remove_file(&marker).with_context(|| format!("removing {}", marker.display()))?;
+    csf(cx, "-f")
+}
+
+/// Does an `iptables-save` dump accept new TCP connections to `port` from anywhere? Only rules
+/// in INPUT and the chains INPUT jumps to count (an OUTPUT rule for the port proves nothing),
+/// and not rules limited to a source address or to the loopback interface.
 pub fn rules_accept(dump: &str, port: u16) -> bool {
+    let rules: Vec<Vec<&str>> = dump
+        .lines()
+        .filter(|l| l.starts_with("-A "))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let chains = input_chains(&rules);
     let p = port.to_string();
-    dump.lines().any(|l| {
-        let w: Vec<&str> = l.split_whitespace().collect();
-        let accept = w.windows(2).any(|x| x == ["-j", "ACCEPT"]);
-        let tcp = w.windows(2).any(|x| x == ["-p", "tcp"]);
+    rules.iter().any(|w| {
+        let flag = |f: &str, v: &str| w.windows(2).any(|x| x == [f, v]);
         let dport = w.windows(2).any(|x| {
             (x[0] == "--dport" && x[1] == p)
                 || ((x[0] == "--dports" || x[0] == "--destination-ports")
                     && x[1].split(',').any(|r| in_range(r, port)))
         });
-        // A rule only for the loopback interface proves nothing about remote access.
         let lo_only = w
             .windows(3)
             .any(|x| x[1] == "-i" && x[2] == "lo" && x[0] != "!")
             || w.get(2..4) == Some(&["-i", "lo"]);
-        accept && tcp && dport && !lo_only
+        let from_some = w
+            .windows(2)
+            .any(|x| (x[0] == "-s" || x[0] == "--source") && x[1] != "0.0.0.0/0" && x[1] != "::/0");
+        chains.contains(&w[1])
+            && flag("-j", "ACCEPT")
+            && flag("-p", "tcp")
+            && dport
+            && !lo_only
+            && !from_some
     })
+}
+
+/// INPUT and every user chain reachable from it by `-j`/`-g`.
+fn input_chains<'a>(rules: &[Vec<&'a str>]) -> Vec<&'a str> {
+    let mut chains = vec!["INPUT"];
+    let mut i = 0;
+    while i < chains.len() {
+        let from = chains[i];
+        for w in rules.iter().filter(|w| w.get(1) == Some(&from)) {
+            for x in w.windows(2) {
+                if (x[0] == "-j" || x[0] == "-g") && !chains.contains(&x[1]) {
+                    chains.push(x[1]);
+                }
+            }
+        }
+        i += 1;
+    }
+    chains
 }
 
 fn in_range(spec: &str, port: u16) -> bool {
@@ -207,6 +254,10 @@ impl Step for FirewallStep {
     }
 
     fn apply(&self, cx: &Context, _tx: &mut Transaction) -> Result<Applied> {
+        if !cx.live() && !cx.root.path(CSF_CONF).exists() {
+            return Ok(Applied::unchanged("")
+                .deferring("policy written at first boot, once csf is installed"));
+        }
         let was_enforcing = Self::enforcing(cx)?;
         let policy_changed =
             csfconf::apply_policy(&read_conf(cx)?, &wanted(cx, !was_enforcing))? != read_conf(cx)?;
@@ -230,7 +281,7 @@ impl Step for FirewallStep {
         write_conf(cx, true)?;
         if let Err(e) = Self::enable(cx, ipv6) {
             // Keep the owner in: open everything, leave TESTING on, say what failed.
-            let flushed = csf(cx, "-f");
+            let flushed = flush(cx);
             let testing = write_conf(cx, true);
             let mut e = e.context("enabling csf failed; rules flushed and TESTING left on");
             if let Err(f) = flushed {
@@ -250,6 +301,8 @@ impl Step for FirewallStep {
     fn check(&self, cx: &Context) -> Result<Vec<String>> {
         let conf = match read_conf(cx) {
             Ok(c) => c,
+            // Under --root csf (and so its csf.conf) arrives at first boot.
+            Err(_) if !cx.live() => return Ok(vec![]),
             Err(_) => return Ok(vec![format!("{CSF_CONF} is missing")]),
         };
         let mut drift: Vec<String> = csfconf::drift(&conf, &policy(cx))
@@ -295,6 +348,23 @@ mod tests {
         ));
         assert!(!rules_accept(
             "-A INPUT -p udp --dport 2222 -j ACCEPT\n",
+            2222
+        ));
+        // Only INPUT and the chains it reaches count; no source-limited rules.
+        assert!(!rules_accept(
+            "-A OUTPUT -p tcp -m tcp --dport 2222 -j ACCEPT\n",
+            2222
+        ));
+        assert!(rules_accept(
+            "-A INPUT -j ALLOWIN\n-A ALLOWIN -p tcp -m tcp --dport 2222 -j ACCEPT\n",
+            2222
+        ));
+        assert!(!rules_accept(
+            "-A ORPHAN -p tcp -m tcp --dport 2222 -j ACCEPT\n",
+            2222
+        ));
+        assert!(!rules_accept(
+            "-A INPUT -s 10.0.0.1/32 -p tcp -m tcp --dport 2222 -j ACCEPT\n",
             2222
         ));
     }

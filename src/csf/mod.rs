@@ -177,21 +177,25 @@ impl InstallStep {
         version_in(&cx.root.path("/etc/csf"))
     }
 
+    /// csf will not run beside firewalld, and ufw would fight it: stop and disable whichever is
+    /// installed and running or enabled (csf's installer masks firewalld but never touches ufw).
     fn stop_rivals(cx: &Context) -> Result<Vec<String>> {
         let mut done = Vec::new();
         for unit in ["firewalld", "ufw"] {
-            let exists = crate::systemd::unit_exists(&cx.root, &format!("{unit}.service"));
-            if !exists {
+            let service = format!("{unit}.service");
+            if !crate::systemd::unit_exists(&cx.root, &service) {
+                continue;
+            }
+            let active = crate::systemd::active_state(cx.runner, &service)? == "active";
+            let enabled = crate::systemd::enabled_state(cx.runner, &service)? == "enabled";
+            if !active && !enabled {
                 continue;
             }
             if unit == "ufw" && cx.root.path("/usr/sbin/ufw").exists() {
                 cx.runner.check(&Cmd::new("ufw").arg("disable"))?;
             }
-            cx.runner.check(&Cmd::new("systemctl").args([
-                "disable",
-                "--now",
-                &format!("{unit}.service"),
-            ]))?;
+            cx.runner
+                .check(&Cmd::new("systemctl").args(["disable", "--now", &service]))?;
             done.push(unit.to_string());
         }
         Ok(done)
@@ -231,6 +235,13 @@ impl Step for InstallStep {
     }
 
     fn apply(&self, cx: &Context, _tx: &mut Transaction) -> Result<Applied> {
+        if !cx.live() {
+            // csf's installer chooses systemd units or SysV scripts by PID 1's name, which a
+            // chroot cannot show truthfully: the verified tarball waits in the cache instead.
+            return Ok(Applied::unchanged("").deferring(
+                "csf install deferred to first boot (its installer must see the booted system)",
+            ));
+        }
         let cfg = csf_config(cx)?;
         let tarball = cx.root.path(cached_tarball(cfg));
         let (_guard, dir) = unpack(cx, &tarball)?;
@@ -238,33 +249,12 @@ impl Step for InstallStep {
         let mut applied = if Self::installed(cx).as_deref() == Some(version.as_str()) {
             Applied::unchanged(format!("csf {version} already installed"))
         } else {
-            let inner = cx.root.host_path(&dir);
-            let cmd = if cx.live() {
-                Cmd::new("sh").arg("install.sh").cwd(&dir)
-            } else if cx.root.path("/bin/sh").exists() {
-                Cmd::new("/bin/sh")
-                    .args([
-                        "-c",
-                        &format!(
-                            "cd {} && sh install.sh",
-                            crate::runner::shell_quote(&inner.to_string_lossy())
-                        ),
-                    ])
-                    .chroot(cx.root.dir())
-            } else {
-                return Ok(Applied::unchanged("")
-                    .deferring("csf install deferred: no /bin/sh under the root"));
-            };
+            let cmd = Cmd::new("sh").arg("install.sh").cwd(&dir);
             cx.runner
                 .check(&cmd.timeout(std::time::Duration::from_secs(600)))
                 .context("csf's install.sh failed")?;
             Applied::changed(format!("installed csf {version}"))
         };
-        if !cx.live() {
-            return Ok(
-                applied.deferring("csftest and stopping firewalld/ufw deferred to a live run")
-            );
-        }
         let stopped = Self::stop_rivals(cx)?;
         if !stopped.is_empty() {
             applied.changed = true;
@@ -284,6 +274,8 @@ impl Step for InstallStep {
     fn check(&self, cx: &Context) -> Result<Vec<String>> {
         Ok(match Self::installed(cx) {
             Some(_) => vec![],
+            // Under --root the install waits for first boot (see apply).
+            None if !cx.live() => vec![],
             None => vec!["csf is not installed".to_string()],
         })
     }
