@@ -11,6 +11,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::facts::Facts;
 use crate::fsops::Transaction;
 use crate::root::Root;
 use crate::runner::Runner;
@@ -35,6 +36,7 @@ pub struct StepResult {
 }
 
 /// Everything a step may look at.
+#[derive(Clone)]
 pub struct Context<'a> {
     pub root: Root,
     pub config: &'a Config,
@@ -42,6 +44,11 @@ pub struct Context<'a> {
     /// Working on the running machine: services may be restarted and live checks run. True
     /// exactly when the root is `/`, except in tests that pair a temp root with a recording runner.
     pub live: bool,
+    /// The host as found before the run ([`Facts::gather`]); empty until gathered.
+    pub facts: Facts,
+    /// Set by [`apply`] while the run is in progress: sshd and the firewalls keep
+    /// `facts.old_ssh_ports` open beside `ssh.port`. `plan` and `check` see the final state.
+    pub keep_old_ports: bool,
 }
 
 impl<'a> Context<'a> {
@@ -52,11 +59,28 @@ impl<'a> Context<'a> {
             config,
             runner,
             live,
+            facts: Facts::default(),
+            keep_old_ports: false,
         }
+    }
+
+    /// Gather the host's facts once, before planning, applying or checking.
+    pub fn with_facts(mut self) -> Result<Self> {
+        self.facts = Facts::gather(&self)?;
+        Ok(self)
     }
 
     pub fn live(&self) -> bool {
         self.live
+    }
+
+    /// Ports sshd must keep listening on (and the firewalls keep open) besides `ssh.port`.
+    pub fn kept_ssh_ports(&self) -> &[u16] {
+        if self.keep_old_ports {
+            &self.facts.old_ssh_ports
+        } else {
+            &[]
+        }
     }
 }
 
@@ -143,6 +167,10 @@ pub trait Step {
     fn apply(&self, cx: &Context, tx: &mut Transaction) -> Result<Applied>;
     /// Drift of the effective state, one line each. Read-only.
     fn check(&self, cx: &Context) -> Result<Vec<String>>;
+    /// Does this step's desired state hold sshd's ports (so a port move's last pass reruns it)?
+    fn holds_ssh_ports(&self) -> bool {
+        false
+    }
 }
 
 /// The steps, in order.
@@ -193,95 +221,155 @@ fn ms(start: Instant) -> u64 {
 }
 
 /// Apply every step; stop at the first failure (its changes rolled back, later steps skipped).
+///
+/// A port move runs in two passes: the steps run with sshd and the firewalls keeping the old
+/// port(s) beside the new one, and only when every step succeeded does a last pass ("port-move")
+/// rerun the steps that hold sshd's ports with the final state, closing the old ones. Any failure
+/// before that leaves the old port working with keys.
 pub fn apply(cx: &Context, steps: &[Box<dyn Step>]) -> RunResult {
+    if let Some(refused) = preflight(cx, steps) {
+        return refused;
+    }
+    let mut moving = cx.clone();
+    moving.keep_old_ports = true;
     let mut results = Vec::new();
     let mut error = None;
-    for step in steps.iter().filter(|s| s.skip_reason(cx).is_none()) {
-        if let Err(e) = step.preflight(cx) {
-            tracing::error!(step = step.name(), "preflight failed: {e:#}");
-            let steps = steps
-                .iter()
-                .map(|s| StepResult {
-                    name: s.name().to_string(),
-                    outcome: if s.name() == step.name() {
-                        Outcome::Failed
-                    } else {
-                        Outcome::Skipped
-                    },
-                    duration_ms: 0,
-                    message: if s.name() == step.name() {
-                        format!("{e:#}")
-                    } else {
-                        "not run: a preflight check failed, nothing was changed".into()
-                    },
-                })
-                .collect();
-            return RunResult {
-                steps,
-                error: Some(e),
-            };
-        }
-    }
     for step in steps {
-        let start = Instant::now();
-        let name = step.name().to_string();
         if error.is_some() {
-            results.push(StepResult {
-                name,
-                outcome: Outcome::Skipped,
-                duration_ms: 0,
-                message: "not run: an earlier step failed".into(),
-            });
+            results.push(not_run(step.name(), "not run: an earlier step failed"));
             continue;
         }
-        if let Some(reason) = step.skip_reason(cx) {
-            tracing::info!(step = %name, "skipped: {reason}");
-            results.push(StepResult {
-                name,
-                outcome: Outcome::Skipped,
-                duration_ms: 0,
-                message: reason,
-            });
-            continue;
-        }
-        tracing::info!(step = %name, "applying");
-        let mut tx = Transaction::new(&cx.root);
-        match step.apply(cx, &mut tx) {
-            Ok(a) => {
-                tx.commit();
-                let outcome = match (a.changed, a.deferred) {
-                    (_, true) => Outcome::Deferred,
-                    (true, false) => Outcome::Changed,
-                    (false, false) => Outcome::Unchanged,
-                };
-                tracing::info!(step = %name, ?outcome, "{}", a.message);
-                results.push(StepResult {
-                    name,
-                    outcome,
-                    duration_ms: ms(start),
-                    message: a.message,
-                });
-            }
-            Err(e) => {
-                let e = match tx.rollback() {
-                    Ok(()) => e,
-                    Err(r) => e.context(format!("and restoring the step's files failed: {r:#}")),
-                };
-                tracing::error!(step = %name, "failed: {e:#}");
-                results.push(StepResult {
-                    name,
-                    outcome: Outcome::Failed,
-                    duration_ms: ms(start),
-                    message: format!("{e:#}"),
-                });
-                error = Some(e);
-            }
-        }
+        let (result, e) = apply_one(&moving, step.as_ref());
+        results.push(result);
+        error = e;
+    }
+    if error.is_none() && !cx.facts.old_ssh_ports.is_empty() {
+        let (result, e) = finish_port_move(cx, steps);
+        results.push(result);
+        error = e;
     }
     RunResult {
         steps: results,
         error,
     }
+}
+
+/// Every step's preflight, before anything changes; a refusal fails that step, skips the rest.
+fn preflight(cx: &Context, steps: &[Box<dyn Step>]) -> Option<RunResult> {
+    let (failed, e) = steps
+        .iter()
+        .filter(|s| s.skip_reason(cx).is_none())
+        .find_map(|s| s.preflight(cx).err().map(|e| (s.name(), e)))?;
+    tracing::error!(step = failed, "preflight failed: {e:#}");
+    let steps = steps
+        .iter()
+        .map(|s| match s.name() == failed {
+            true => StepResult {
+                name: failed.to_string(),
+                outcome: Outcome::Failed,
+                duration_ms: 0,
+                message: format!("{e:#}"),
+            },
+            false => not_run(
+                s.name(),
+                "not run: a preflight check failed, nothing was changed",
+            ),
+        })
+        .collect();
+    Some(RunResult {
+        steps,
+        error: Some(e),
+    })
+}
+
+fn not_run(name: &str, why: &str) -> StepResult {
+    StepResult {
+        name: name.to_string(),
+        outcome: Outcome::Skipped,
+        duration_ms: 0,
+        message: why.into(),
+    }
+}
+
+/// One step in its own transaction: committed on success, rolled back on failure.
+fn apply_one(cx: &Context, step: &dyn Step) -> (StepResult, Option<anyhow::Error>) {
+    let start = Instant::now();
+    let name = step.name().to_string();
+    if let Some(reason) = step.skip_reason(cx) {
+        tracing::info!(step = %name, "skipped: {reason}");
+        return (not_run(&name, &reason), None);
+    }
+    tracing::info!(step = %name, "applying");
+    let mut tx = Transaction::new(&cx.root);
+    match step.apply(cx, &mut tx) {
+        Ok(a) => {
+            tx.commit();
+            let outcome = match (a.changed, a.deferred) {
+                (_, true) => Outcome::Deferred,
+                (true, false) => Outcome::Changed,
+                (false, false) => Outcome::Unchanged,
+            };
+            tracing::info!(step = %name, ?outcome, "{}", a.message);
+            let r = StepResult {
+                name,
+                outcome,
+                duration_ms: ms(start),
+                message: a.message,
+            };
+            (r, None)
+        }
+        Err(e) => {
+            let e = match tx.rollback() {
+                Ok(()) => e,
+                Err(r) => e.context(format!("and restoring the step's files failed: {r:#}")),
+            };
+            tracing::error!(step = %name, "failed: {e:#}");
+            let r = StepResult {
+                name,
+                outcome: Outcome::Failed,
+                duration_ms: ms(start),
+                message: format!("{e:#}"),
+            };
+            (r, Some(e))
+        }
+    }
+}
+
+/// The last pass of a port move: the port-holding steps converge to the final state.
+fn finish_port_move(cx: &Context, steps: &[Box<dyn Step>]) -> (StepResult, Option<anyhow::Error>) {
+    let start = Instant::now();
+    let old = cx.facts.old_ssh_ports.clone();
+    tracing::info!(?old, "applying step=port-move: closing the old SSH port(s)");
+    let mut messages = Vec::new();
+    let mut outcome = Outcome::Unchanged;
+    for step in steps.iter().filter(|s| s.holds_ssh_ports()) {
+        let (r, e) = apply_one(cx, step.as_ref());
+        if let Some(e) = e {
+            let e = e.context(format!(
+                "closing the old SSH port(s) {old:?}: they stay open with key logins"
+            ));
+            let failed = StepResult {
+                name: "port-move".into(),
+                outcome: Outcome::Failed,
+                duration_ms: ms(start),
+                message: format!("{e:#}"),
+            };
+            return (failed, Some(e));
+        }
+        outcome = match (outcome, r.outcome) {
+            (Outcome::Deferred, _) | (_, Outcome::Deferred) => Outcome::Deferred,
+            (Outcome::Changed, _) | (_, Outcome::Changed) => Outcome::Changed,
+            _ => Outcome::Unchanged,
+        };
+        messages.push(format!("{}: {}", r.name, r.message));
+    }
+    let done = StepResult {
+        name: "port-move".into(),
+        outcome,
+        duration_ms: ms(start),
+        message: format!("old SSH port(s) {old:?} closed; {}", messages.join("; ")),
+    };
+    (done, None)
 }
 
 /// Plan every step: (step name, actions or the error that stopped planning it).

@@ -8,6 +8,8 @@ pub mod csf;
 pub mod csfconf;
 pub mod download;
 pub mod engine;
+pub mod facts;
+pub mod firewall;
 pub mod fsops;
 pub mod http;
 pub mod identity;

@@ -262,3 +262,101 @@ fn a_failed_restore_is_named_too() {
         "{err}"
     );
 }
+
+fn ufw_active(root: &Path, runner: &RecordingRunner) {
+    std::fs::write(root.join("usr/lib/systemd/system/ufw.service"), "[Unit]\n").unwrap();
+    runner.answer("systemctl is-active ufw.service", 0, "active\n", "");
+    runner.answer("ufw status", 0, "Status: active\n", "");
+}
+
+fn dropin_ports(root: &Path) -> Vec<String> {
+    std::fs::read_to_string(root.join("etc/ssh/sshd_config.d/00-brickup.conf"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("Port "))
+        .map(str::to_string)
+        .collect()
+}
+
+fn run_moving(
+    root: &Path,
+    config: &brickup::config::Config,
+    runner: &RecordingRunner,
+    old: u16,
+) -> engine::RunResult {
+    let mut cx = Context::new(brickup::root::Root::new(root), config, runner);
+    cx.live = true;
+    cx.facts.old_ssh_ports = vec![old];
+    engine::apply(
+        &cx,
+        &[
+            Box::new(brickup::keys::KeysStep),
+            Box::new(brickup::sshd::SshdStep),
+        ],
+    )
+}
+
+/// A port move: the active firewall (ufw) accepts the new port before sshd moves; sshd keeps the
+/// old port through the run; only the last pass drops it from sshd and from ufw.
+#[test]
+fn port_move_opens_first_keeps_the_old_port_and_closes_it_last() {
+    let port = banner_server();
+    let old = free_port();
+    let root = root_with(&["ssh.service"], &[]);
+    let config = config(root.path(), port);
+    let runner = RecordingRunner::new();
+    ufw_active(root.path(), &runner);
+    let r = run_moving(root.path(), &config, &runner, old);
+    assert!(r.error.is_none(), "{:?}", r.error);
+    let calls = runner.calls();
+    let at = |c: &str| {
+        calls
+            .iter()
+            .position(|x| x == c)
+            .unwrap_or_else(|| panic!("{c} not called: {calls:#?}"))
+    };
+    assert!(at(&format!("ufw allow {port}/tcp")) < at("systemctl restart ssh"));
+    let delete = at(&format!("ufw delete allow {old}/tcp"));
+    let restarts: Vec<usize> = (0..calls.len())
+        .filter(|i| calls[*i] == "systemctl restart ssh")
+        .collect();
+    assert_eq!(restarts.len(), 2, "{calls:#?}");
+    assert!(restarts[1] < delete, "{calls:#?}");
+    assert_eq!(dropin_ports(root.path()), vec![port.to_string()]);
+    let last = r.steps.last().unwrap();
+    assert_eq!(last.name, "port-move");
+    // No sshd binary in this root: the -t/-T proof is deferred, so the pass is too.
+    assert_eq!(last.outcome, engine::Outcome::Deferred, "{}", last.message);
+}
+
+/// When the last pass fails, the old port stays: sshd's config keeps both ports.
+#[test]
+fn a_failed_last_pass_leaves_the_old_port_open() {
+    let port = banner_server();
+    let old = free_port();
+    let root = root_with(&["ssh.service"], &[]);
+    let config = config(root.path(), port);
+    let runner = RecordingRunner::new();
+    runner.answer_once("systemctl restart ssh", 0, "", "");
+    runner.answer_once(
+        "systemctl restart ssh",
+        1,
+        "",
+        "Job for ssh.service failed.",
+    );
+    let r = run_moving(root.path(), &config, &runner, old);
+    let err = format!("{:#}", r.error.expect("the last pass must fail"));
+    assert!(
+        err.contains(&format!("closing the old SSH port(s) [{old}]")),
+        "{err}"
+    );
+    assert!(err.contains("they stay open with key logins"), "{err}");
+    let mut ports = dropin_ports(root.path());
+    ports.sort();
+    let mut want = vec![port.to_string(), old.to_string()];
+    want.sort();
+    assert_eq!(ports, want, "both ports stay in sshd's config");
+    let text =
+        std::fs::read_to_string(root.path().join("etc/ssh/sshd_config.d/00-brickup.conf")).unwrap();
+    assert!(text.contains("PasswordAuthentication no"), "{text}");
+}

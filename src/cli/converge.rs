@@ -82,7 +82,7 @@ pub struct Plan {
 impl Plan {
     pub fn run(self) -> Result<Exit> {
         let (root, loaded) = load(&self.target)?;
-        let cx = Context::new(root, &loaded.config, &SystemRunner);
+        let cx = Context::new(root, &loaded.config, &SystemRunner).with_facts()?;
         let mut failed = false;
         for (name, r) in engine::plan(&cx, &engine::steps()) {
             match r {
@@ -131,7 +131,7 @@ pub struct Summary<'a> {
 /// Converge under the run lock, reporting `started` and `finished`; used by `apply` and
 /// `firstboot`. A report that cannot be delivered never changes the run's outcome.
 pub fn converge(root: &Root, loaded: &Loaded, send_report: bool) -> Result<RunResult> {
-    let cx = Context::new(root.clone(), &loaded.config, &SystemRunner);
+    let cx = Context::new(root.clone(), &loaded.config, &SystemRunner).with_facts()?;
     let reporting = loaded.config.report.as_ref().filter(|_| send_report);
     let facts = reporting
         .map(|_| RunFacts::gather(root, loaded.text.as_bytes(), loaded.config.ssh.port.get()));
@@ -209,7 +209,7 @@ pub struct Check {
 impl Check {
     pub fn run(self) -> Result<Exit> {
         let (root, loaded) = load(&self.target)?;
-        let cx = Context::new(root, &loaded.config, &SystemRunner);
+        let cx = Context::new(root, &loaded.config, &SystemRunner).with_facts()?;
         let results = engine::check(&cx, &engine::steps());
         let drift: usize = results.iter().map(|(_, d)| d.len()).sum();
         if self.json {

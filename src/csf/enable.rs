@@ -138,6 +138,14 @@ fn verify_reachable(cx: &Context, ipv6: bool) -> Result<()> {
     if !crate::sshd::listening_ports()?.contains(&port) {
         bail!("check failed: sshd is not listening on port {port}");
     }
+    for p in std::iter::once(port).chain(cx.kept_ssh_ports().iter().copied()) {
+        verify_accepts(cx, p, ipv6)?;
+    }
+    Ok(())
+}
+
+/// The loaded rules (IPv4, and IPv6 when on) accept TCP `port`.
+fn verify_accepts(cx: &Context, port: u16, ipv6: bool) -> Result<()> {
     let mut families = vec!["iptables-save"];
     if ipv6 {
         families.push("ip6tables-save");
@@ -152,6 +160,48 @@ fn verify_reachable(cx: &Context, ipv6: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Before sshd moves to `port` on a node where csf holds rules (a rerun), add the port to TCP_IN
+/// (and TCP6_IN) and reload, proving the loaded rules accept it. True when anything changed.
+pub(crate) fn open_port(cx: &Context, port: u16) -> Result<bool> {
+    let Ok(conf) = read_conf(cx) else {
+        return Ok(false);
+    };
+    let keys = csfconf::read_keys(&conf);
+    let mut want = std::collections::BTreeMap::new();
+    for key in ["TCP_IN", "TCP6_IN"] {
+        let Some(list) = keys.get(key) else { continue };
+        if !list.split(',').any(|r| in_range(r.trim(), port)) {
+            let sep = if list.trim().is_empty() { "" } else { "," };
+            want.insert(key.to_string(), format!("{list}{sep}{port}"));
+        }
+    }
+    if want.is_empty() {
+        return Ok(false);
+    }
+    let new = csfconf::apply_policy(&conf, &want)?;
+    let mut tx = Transaction::new(&cx.root);
+    tx.write(Path::new(CSF_CONF), new.as_bytes(), NewFile::mode(0o600))?;
+    tx.commit();
+    if holds_rules(cx)? {
+        csf(cx, "-r")?;
+        let ipv6 = keys.get("IPV6").map(String::as_str) == Some("1");
+        verify_accepts(cx, port, ipv6)?;
+    }
+    Ok(true)
+}
+
+/// Does csf hold rules now (the loaded INPUT policy is DROP)?
+fn holds_rules(cx: &Context) -> Result<bool> {
+    if !cx.root.path("/usr/sbin/csf").exists() {
+        return Ok(false);
+    }
+    let dump = cx
+        .runner
+        .check(&Cmd::new("iptables-save").args(["-t", "filter"]))?
+        .stdout;
+    Ok(dump.lines().any(|l| l.starts_with(":INPUT DROP")))
 }
 
 /// Ports brickup needs (report, csf download, package sources) that csf.conf's TCP_OUT would drop.
@@ -226,6 +276,10 @@ impl FirewallStep {
 impl Step for FirewallStep {
     fn name(&self) -> &'static str {
         "firewall"
+    }
+
+    fn holds_ssh_ports(&self) -> bool {
+        true
     }
 
     fn skip_reason(&self, cx: &Context) -> Option<String> {

@@ -18,6 +18,7 @@ use crate::engine::{Action, Applied, Context, Step};
 use crate::fsops::Transaction;
 use crate::runner::Cmd;
 
+pub(crate) use enable::open_port;
 pub use enable::FirewallStep;
 pub use logs::LogStep;
 
@@ -333,6 +334,7 @@ pub fn policy(cx: &Context) -> BTreeMap<String, String> {
     let ports = |v: &[crate::config::Port]| v.iter().map(|p| p.get()).collect::<Vec<u16>>();
     let mn = ports(&fw.masternode());
     let mut tcp_in = vec![cx.config.ssh.port.get()];
+    tcp_in.extend(cx.kept_ssh_ports());
     tcp_in.extend(&mn);
     tcp_in.extend(ports(&fw.extra_tcp_in));
     let mut tcp_out = fw
@@ -350,12 +352,7 @@ pub fn policy(cx: &Context) -> BTreeMap<String, String> {
     let ipv6 = match fw.ipv6 {
         Ipv6Mode::On => true,
         Ipv6Mode::Off => false,
-        Ipv6Mode::Auto => {
-            cx.live()
-                && fs::read_to_string("/proc/net/if_inet6")
-                    .map(|t| has_global_ipv6(&t))
-                    .unwrap_or(false)
-        }
+        Ipv6Mode::Auto => cx.facts.global_ipv6,
     };
     let mut m = BTreeMap::new();
     let mut put = |k: &str, v: String| {

@@ -5,7 +5,7 @@
 pub mod edit;
 mod service;
 
-pub use service::listening_ports;
+pub use service::{answers, current_ports, listening_ports};
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -139,12 +139,17 @@ pub fn authorized_keys_file(root: &Root) -> Result<String> {
     Ok(found.unwrap_or_else(|| ".ssh/authorized_keys".to_string()))
 }
 
-/// The settings brickup writes, in order: its own, then `ssh.settings`.
-pub fn settings(cx: &Context) -> edit::Settings {
+/// The settings brickup owns, in order. `Port` repeats while a port move keeps old ports.
+pub fn owned_settings(cx: &Context) -> edit::Settings {
     let ssh = &cx.config.ssh;
     let yn = |b: bool| if b { "yes" } else { "no" }.to_string();
-    let mut s: edit::Settings = vec![
-        ("Port".into(), ssh.port.to_string()),
+    let mut s: edit::Settings = vec![("Port".into(), ssh.port.to_string())];
+    s.extend(
+        cx.kept_ssh_ports()
+            .iter()
+            .map(|p| ("Port".into(), p.to_string())),
+    );
+    s.extend([
         (
             "PasswordAuthentication".into(),
             yn(ssh.password_authentication),
@@ -169,8 +174,20 @@ pub fn settings(cx: &Context) -> edit::Settings {
         ),
         ("PubkeyAuthentication".into(), "yes".into()),
         ("PermitEmptyPasswords".into(), "no".into()),
-    ];
-    s.extend(ssh.settings.iter().map(|(k, v)| (k.clone(), v.clone())));
+    ]);
+    s
+}
+
+/// The settings brickup writes, in order: its own, then `ssh.settings`.
+pub fn settings(cx: &Context) -> edit::Settings {
+    let mut s = owned_settings(cx);
+    s.extend(
+        cx.config
+            .ssh
+            .settings
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
     s
 }
 
@@ -190,10 +207,11 @@ fn desired(cx: &Context) -> Result<Vec<(PathBuf, String, String)>> {
         ));
         // Port accumulates: every other Port line would add a listener. Files read before the
         // drop-in would win over it: brickup's keywords are disabled there too (a repair).
-        let owned: Vec<String> = settings
+        let mut owned: Vec<String> = settings
             .iter()
             .map(|(k, _)| k.to_ascii_lowercase())
             .collect();
+        owned.dedup();
         let main_new = edit::disable_before_include(&edit::disable_keywords(&main, &port), &owned);
         files.push((PathBuf::from(SSHD_CONFIG), main.clone(), main_new));
         for f in glob(&cx.root, &format!("{DROPIN_DIR}/*.conf"))? {
@@ -257,6 +275,10 @@ impl Step for SshdStep {
         "sshd"
     }
 
+    fn holds_ssh_ports(&self) -> bool {
+        true
+    }
+
     fn plan(&self, cx: &Context) -> Result<Vec<Action>> {
         let mut actions: Vec<Action> = desired(cx)?
             .into_iter()
@@ -266,6 +288,13 @@ impl Step for SshdStep {
                 new,
             })
             .collect();
+        let old = &cx.facts.old_ssh_ports;
+        if !old.is_empty() {
+            actions.push(Action::Note(format!(
+                "sshd keeps answering on port(s) {old:?} beside {} until the whole run has succeeded; then only {} stays open",
+                cx.config.ssh.port, cx.config.ssh.port
+            )));
+        }
         if !actions.is_empty() {
             actions.push(Action::Command(service::validate_cmd(cx).display()));
             if cx.live() {
@@ -318,7 +347,10 @@ impl Step for SshdStep {
             .collect();
         drift.extend(service::effective_drift(cx)?);
         if cx.live() {
-            drift.extend(service::listening_drift(cx.config.ssh.port.get())?);
+            drift.extend(service::listening_drift(
+                cx.config.ssh.port.get(),
+                cx.kept_ssh_ports(),
+            )?);
         }
         Ok(drift)
     }

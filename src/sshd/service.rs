@@ -85,21 +85,53 @@ fn normalise(keyword: &str, value: &str) -> String {
 /// (keyword, wanted, effective) for each owned setting sshd would not use as brickup wants.
 fn mismatches(cx: &Context, eff: &BTreeMap<String, Vec<String>>) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
-    for (k, v) in super::settings(cx).into_iter().take(7) {
+    let owned = super::owned_settings(cx);
+    let mut ports: Vec<String> = owned
+        .iter()
+        .filter(|(k, _)| k == "Port")
+        .map(|(_, v)| v.clone())
+        .collect();
+    ports.sort();
+    let mut got_ports = eff.get("port").cloned().unwrap_or_default();
+    got_ports.sort();
+    if got_ports != ports {
+        out.push(("port".into(), ports.join(","), got_ports.join(",")));
+    }
+    for (k, v) in owned {
         let k = k.to_ascii_lowercase();
-        if k == "challengeresponseauthentication" {
-            continue; // An alias: sshd -T prints it as kbdinteractiveauthentication.
+        if k == "port" || k == "challengeresponseauthentication" {
+            continue; // ports above; an alias sshd -T prints as kbdinteractiveauthentication.
         }
         let got: Vec<String> = eff.get(&k).cloned().unwrap_or_default();
-        let ok = match k.as_str() {
-            "port" => got == vec![v.clone()],
-            _ => got.first().map(|g| normalise(&k, g)) == Some(normalise(&k, &v)),
-        };
-        if !ok {
+        if got.first().map(|g| normalise(&k, g)) != Some(normalise(&k, &v)) {
             out.push((k, v, got.join(",")));
         }
     }
     out
+}
+
+/// sshd's ports as its current config and socket override say (before any change).
+pub fn current_ports(cx: &Context) -> Vec<u16> {
+    let mut ports: Vec<u16> = match effective(cx) {
+        Ok(Some(eff)) => eff
+            .get("port")
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.parse().ok())
+            .collect(),
+        Ok(None) => vec![],
+        Err(e) => {
+            tracing::warn!("reading sshd's current ports: {e:#}");
+            vec![]
+        }
+    };
+    let over = std::fs::read_to_string(cx.root.path(SOCKET_OVERRIDE)).unwrap_or_default();
+    ports.extend(
+        over.lines()
+            .filter_map(|l| l.trim().strip_prefix("ListenStream="))
+            .filter_map(|v| v.rsplit(':').next()?.parse::<u16>().ok()),
+    );
+    ports
 }
 
 /// The files (file:line) that set `keyword` to something other than `wanted`.
@@ -203,13 +235,16 @@ pub fn listening_ports() -> Result<Vec<u16>> {
     Ok(ports)
 }
 
-pub fn listening_drift(port: u16) -> Result<Vec<String>> {
+/// The SSH port not listening, or port 22 listening when it is neither the port nor kept.
+pub fn listening_drift(port: u16, kept: &[u16]) -> Result<Vec<String>> {
     let ports = listening_ports()?;
     let mut drift = Vec::new();
-    if !ports.contains(&port) {
-        drift.push(format!("nothing is listening on the SSH port {port}"));
+    for p in std::iter::once(port).chain(kept.iter().copied()) {
+        if !ports.contains(&p) {
+            drift.push(format!("nothing is listening on the SSH port {p}"));
+        }
     }
-    if port != 22 && ports.contains(&22) {
+    if port != 22 && !kept.contains(&22) && ports.contains(&22) {
         drift.push("port 22 is still listening".into());
     }
     Ok(drift)
@@ -269,10 +304,12 @@ fn label_port_for_selinux(cx: &Context, port: u16) -> Result<()> {
 /// Restart sshd when its config changed or it is not on the wanted port; prove it answers.
 pub fn restart_if_needed(cx: &Context, tx: &mut Transaction, changed: bool) -> Result<()> {
     let port = cx.config.ssh.port.get();
-    if !changed && listening_drift(port)?.is_empty() {
+    if !changed && listening_drift(port, cx.kept_ssh_ports())?.is_empty() {
         return Ok(());
     }
     label_port_for_selinux(cx, port)?;
+    // Every active firewall accepts the new port before sshd moves to it.
+    crate::firewall::open_port(cx, port)?;
     let socket = socket_active(cx)?;
     let proven = restart(cx, tx, socket, port)
         .context("restarting sshd")
@@ -285,7 +322,7 @@ pub fn restart_if_needed(cx: &Context, tx: &mut Transaction, changed: bool) -> R
         });
     let Err(e) = proven else {
         tracing::info!(port, "sshd answers on its new port");
-        return Ok(());
+        return close_old_ports(cx);
     };
     // Whatever failed, sshd must not stay down or on an unproven config: restore and restart.
     tracing::error!(port, "{e:#}; restoring the previous sshd config");
@@ -300,12 +337,30 @@ pub fn restart_if_needed(cx: &Context, tx: &mut Transaction, changed: bool) -> R
     })
 }
 
+/// The last pass of a port move: sshd left the old ports, so ufw/firewalld drop their rules.
+fn close_old_ports(cx: &Context) -> Result<()> {
+    if cx.keep_old_ports {
+        return Ok(());
+    }
+    for p in &cx.facts.old_ssh_ports {
+        let closed = crate::firewall::close_port(cx, *p)?;
+        if !closed.is_empty() {
+            tracing::info!(port = p, firewalls = ?closed, "closed the old SSH port");
+        }
+    }
+    Ok(())
+}
+
 fn restart(cx: &Context, tx: &mut Transaction, socket: bool, port: u16) -> Result<()> {
     if socket {
         let generator = GENERATORS.iter().any(|g| cx.root.path(g).exists());
         if !generator && port != 0 {
             // Without the generator the socket unit owns the port: override its ListenStream.
-            let text = format!("# Written by brickup: sshd's port lives in the socket unit here.\n[Socket]\nListenStream=\nListenStream={port}\n");
+            let listen: String = std::iter::once(port)
+                .chain(cx.kept_ssh_ports().iter().copied())
+                .map(|p| format!("ListenStream={p}\n"))
+                .collect();
+            let text = format!("# Written by brickup: sshd's port lives in the socket unit here.\n[Socket]\nListenStream=\n{listen}");
             tx.write(
                 Path::new(SOCKET_OVERRIDE),
                 text.as_bytes(),
@@ -316,7 +371,7 @@ fn restart(cx: &Context, tx: &mut Transaction, socket: bool, port: u16) -> Resul
         // Each connection starts a fresh sshd that reads the new config, so the socket is only
         // restarted to move the port: a restart fails while connections (ssh@ instances) are open,
         // as when repairing over SSH. port 0 is the rollback, which always restarts.
-        if port == 0 || !listening_drift(port)?.is_empty() {
+        if port == 0 || !listening_drift(port, cx.kept_ssh_ports())?.is_empty() {
             systemctl(cx, &["restart", "ssh.socket"])?;
         }
     } else {
