@@ -79,8 +79,8 @@ impl UserTree {
     }
 
     /// Open `host_dir` (the top or below it) one component at a time without following links.
-    /// With `make`, missing directories are created (owned by the user, `make.mode`) and
-    /// group/other write is cleared on existing ones. None when something does not exist.
+    /// With `make`, missing directories are created (owned by the user, `make.mode`) and existing
+    /// ones writable by group/others get `make.mode`. None when something does not exist.
     pub(super) fn walk(
         &self,
         root: &Root,
@@ -123,10 +123,9 @@ impl UserTree {
             self.check_owner(&st, &at)?;
             if let Some(m) = make.as_deref_mut() {
                 if st.st_mode & 0o022 != 0 {
-                    let mode = st.st_mode & 0o7777 & !0o022;
-                    rustix::fs::fchmod(&child, Mode::from_raw_mode(mode))
+                    rustix::fs::fchmod(&child, Mode::from_raw_mode(m.mode))
                         .with_context(|| format!("setting mode of {}", at.display()))?;
-                    tracing::warn!(path = %at.display(), "cleared group/other write (StrictModes)");
+                    tracing::warn!(path = %at.display(), "was writable by group/others; mode set for StrictModes");
                     m.fixed = true;
                 }
             }
@@ -218,7 +217,7 @@ pub fn read_user_file(root: &Root, tree: &UserTree, host_path: &Path) -> Result<
 
 impl Transaction {
     /// Make `host_path` in a user's tree and the missing directories down to it, owned by the
-    /// user with `mode`; clear group/other write on existing ones. Returns whether anything
+    /// user with `mode`; existing ones writable by group/others get `mode`. Returns whether anything
     /// changed. A missing top is made root's, mode 0755.
     pub fn create_user_dir(&mut self, tree: &UserTree, host_path: &Path, mode: u32) -> Result<bool> {
         let mut changed = false;
