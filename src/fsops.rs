@@ -161,7 +161,10 @@ fn read_at(dir: &OwnedFd, name: &OsStr, shown: &Path) -> Result<Option<(OwnedFd,
     File::from(fd.try_clone()?)
         .read_to_end(&mut content)
         .with_context(|| format!("reading {}", shown.display()))?;
-    Ok(Some((fd, (content, st.st_mode & 0o7777, st.st_uid, st.st_gid))))
+    Ok(Some((
+        fd,
+        (content, st.st_mode & 0o7777, st.st_uid, st.st_gid),
+    )))
 }
 
 struct Original {

@@ -17,14 +17,15 @@ use std::process::Command;
 
 use brickup::config::Config;
 use brickup::engine::{self, Context, Step};
-use brickup::fsops::{NewFile, Transaction};
+use brickup::fsops::{NewFile, Transaction, UserTree};
 use brickup::keys::KeysStep;
 use brickup::root::Root;
 use brickup::runner::RecordingRunner;
 use common::*;
 
 const UID: u32 = 1000;
-const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG1bh5Dyv/MbhAvzLRXQqVpyA9GJmaBkNt9CSFBOhuZi owner@laptop";
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG1bh5Dyv/MbhAvzLRXQqVpyA9GJmaBkNt9CSFBOhuZi owner@laptop";
 const SHADOW: &str = "root:$y$j9T$STAND-IN-SECRET:19000:0:99999:7:::\n";
 
 /// A made-up root: the test rootfs's passwd plus user `mn` (uid 1000, home /home/mn owned by mn),
@@ -33,7 +34,12 @@ fn tree() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     let r = d.path();
     let src = test_rootfs();
-    for dir in ["etc/ssh/sshd_config.d", "etc/brickup", "etc/apt/apt.conf.d", "home/mn"] {
+    for dir in [
+        "etc/ssh/sshd_config.d",
+        "etc/brickup",
+        "etc/apt/apt.conf.d",
+        "home/mn",
+    ] {
         fs::create_dir_all(r.join(dir)).unwrap();
     }
     let passwd = fs::read_to_string(src.join("etc/passwd")).unwrap();
@@ -42,7 +48,11 @@ fn tree() -> tempfile::TempDir {
         format!("{passwd}mn:x:{UID}:{UID}:masternode:/home/mn:/bin/bash\n"),
     )
     .unwrap();
-    fs::copy(src.join("etc/ssh/sshd_config"), r.join("etc/ssh/sshd_config")).unwrap();
+    fs::copy(
+        src.join("etc/ssh/sshd_config"),
+        r.join("etc/ssh/sshd_config"),
+    )
+    .unwrap();
     fs::write(r.join("etc/brickup/brickup.yaml"), yaml()).unwrap();
     fs::set_permissions(r.join("etc/brickup/brickup.yaml"), mode(0o600)).unwrap();
     fs::write(r.join("etc/shadow"), SHADOW).unwrap();
@@ -121,7 +131,10 @@ fn a_clean_home_gets_the_key_with_strict_modes_and_rerun_changes_nothing() {
     let r = d.path();
     assert_eq!(apply_keys(r), "");
     let ssh = fs::metadata(r.join("home/mn/.ssh")).unwrap();
-    assert_eq!((ssh.mode() & 0o7777, ssh.uid(), ssh.gid()), (0o700, UID, UID));
+    assert_eq!(
+        (ssh.mode() & 0o7777, ssh.uid(), ssh.gid()),
+        (0o700, UID, UID)
+    );
     let (content, m, uid) = state(&r.join("home/mn/.ssh/authorized_keys"));
     assert_eq!((content, m, uid), (format!("{KEY}\n"), 0o600, UID));
     assert!(plan_keys(r).unwrap().is_empty());
@@ -191,7 +204,10 @@ fn key_file_linked_or_hard_linked_to_shadow_is_refused_and_never_copied() {
     let err = plan_keys(r).unwrap_err().to_string();
     assert!(!err.contains("STAND-IN"), "{err}");
     assert!(fs::symlink_metadata(&keys).unwrap().is_symlink());
-    assert_eq!(files_containing(&r.join("home"), "STAND-IN"), Vec::<PathBuf>::new());
+    assert_eq!(
+        files_containing(&r.join("home"), "STAND-IN"),
+        Vec::<PathBuf>::new()
+    );
 
     // A hard link is the same file under a second name.
     fs::remove_file(&keys).unwrap();
@@ -242,6 +258,31 @@ fn home_or_ssh_dir_owned_by_someone_else_or_group_writable_is_refused() {
     assert!(!ssh.join("authorized_keys").exists());
 }
 
+#[test]
+fn rollback_does_not_follow_a_link_swapped_in_after_the_write() {
+    let d = tree();
+    let r = d.path();
+    let ssh = user_ssh_dir(r);
+    fs::write(ssh.join("authorized_keys"), "# mine\n").unwrap();
+    chown(ssh.join("authorized_keys"), Some(UID), Some(UID)).unwrap();
+    let apt = r.join("etc/apt/apt.conf.d");
+    let mn = UserTree {
+        top: "/home/mn".into(),
+        user: "mn".into(),
+        uid: UID,
+        gid: UID,
+    };
+    {
+        let mut tx = Transaction::new(&Root::new(r));
+        let keys = Path::new("/home/mn/.ssh/authorized_keys");
+        assert!(tx.write_user_file(&mn, keys, b"new\n", 0o600).unwrap());
+        // mn swaps ~/.ssh for a link before brickup rolls the write back.
+        fs::rename(&ssh, r.join("home/mn/old-ssh")).unwrap();
+        symlink(&apt, &ssh).unwrap();
+    }
+    assert_eq!(fs::read_dir(&apt).unwrap().count(), 0);
+}
+
 /// A name that does not exist on this machine, to be the target of absolute links in the image.
 fn host_absent() -> String {
     let name = format!("brickup-test-{:016x}", fastrand::u64(..));
@@ -255,7 +296,10 @@ fn assert_host_untouched(name: &str) {
     if fs::symlink_metadata(&host).is_ok() {
         let _ = fs::remove_dir_all(&host);
         let _ = fs::remove_file(&host);
-        panic!("{} was written on the machine running the test", host.display());
+        panic!(
+            "{} was written on the machine running the test",
+            host.display()
+        );
     }
 }
 
@@ -272,7 +316,11 @@ fn absolute_links_in_the_image_are_re_rooted_for_writes_and_rollback() {
     let root = Root::new(r);
     {
         let mut tx = Transaction::new(&root);
-        let wrote = tx.write(Path::new("/etc/brickup-target"), b"one", NewFile::mode(0o600));
+        let wrote = tx.write(
+            Path::new("/etc/brickup-target"),
+            b"one",
+            NewFile::mode(0o600),
+        );
         assert_host_untouched(&name);
         assert!(wrote.unwrap());
         let dropin = Path::new("/etc/ssh/sshd_config.d/00-brickup.conf");

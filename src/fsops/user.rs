@@ -88,7 +88,11 @@ impl UserTree {
         mut make: Option<&mut Make>,
     ) -> Result<Option<OwnedFd>> {
         let rel = host_dir.strip_prefix(&self.top).with_context(|| {
-            format!("{} is not inside {}", host_dir.display(), self.top.display())
+            format!(
+                "{} is not inside {}",
+                host_dir.display(),
+                self.top.display()
+            )
         })?;
         let Some(mut fd) = self.open_top(root)? else {
             return Ok(None);
@@ -96,7 +100,11 @@ impl UserTree {
         let mut at = self.top.clone();
         for c in rel.components() {
             let Component::Normal(name) = c else {
-                bail!("{}: only plain names below {}", host_dir.display(), self.top.display());
+                bail!(
+                    "{}: only plain names below {}",
+                    host_dir.display(),
+                    self.top.display()
+                );
             };
             let parent = at.clone();
             at.push(name);
@@ -194,7 +202,10 @@ fn why_unsafe(st: &Stat) -> String {
     if st.st_uid != 0 {
         format!("owned by uid {}", st.st_uid)
     } else {
-        format!("writable by group or others (mode {:o})", st.st_mode & 0o7777)
+        format!(
+            "writable by group or others (mode {:o})",
+            st.st_mode & 0o7777
+        )
     }
 }
 
@@ -219,7 +230,12 @@ impl Transaction {
     /// Make `host_path` in a user's tree and the missing directories down to it, owned by the
     /// user with `mode`; existing ones writable by group/others get `mode`. Returns whether anything
     /// changed. A missing top is made root's, mode 0755.
-    pub fn create_user_dir(&mut self, tree: &UserTree, host_path: &Path, mode: u32) -> Result<bool> {
+    pub fn create_user_dir(
+        &mut self,
+        tree: &UserTree,
+        host_path: &Path,
+        mode: u32,
+    ) -> Result<bool> {
         let mut changed = false;
         if tree.open_top(&self.root)?.is_none() {
             self.create_dir(&tree.top, NewFile::mode(0o755))?;
