@@ -3,14 +3,13 @@
 //! sshd_config(5) TOKENS), keeping every line already there.
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use base64::Engine as _;
 
 use crate::engine::{Action, Applied, Context, Step};
-use crate::fsops::{NewFile, Transaction};
+use crate::fsops::{read_user_file, Transaction, UserTree};
 use crate::root::Root;
 
 /// Key types sshd accepts today (ssh-dss is disabled by OpenSSH 9.8+ and refused here).
@@ -188,14 +187,27 @@ pub fn target(cx: &Context) -> Result<(PathBuf, User)> {
     Ok((expand_keys_file(&pattern, &user), user))
 }
 
-fn wanted_content(cx: &Context, path: &Path) -> Result<(String, String)> {
-    let real = cx.root.path(path);
-    let current = match fs::read(&real) {
-        Ok(b) => {
-            String::from_utf8(b).with_context(|| format!("{} is not UTF-8", path.display()))?
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", real.display())),
+/// The tree brickup must not follow links in: the user's home when the file is below it (sshd
+/// reads it as root from a directory the user controls), else the file's own directory.
+pub fn tree(path: &Path, user: &User) -> UserTree {
+    let top = if path.starts_with(&user.home) && path != user.home {
+        user.home.clone()
+    } else {
+        path.parent().unwrap_or(Path::new("/")).to_path_buf()
+    };
+    UserTree {
+        top,
+        user: user.name.clone(),
+        uid: user.uid,
+        gid: user.gid,
+    }
+}
+
+fn wanted_content(cx: &Context, path: &Path, user: &User) -> Result<(String, String)> {
+    let current = match read_user_file(&cx.root, &tree(path, user), path)? {
+        Some(f) => String::from_utf8(f.content)
+            .with_context(|| format!("{} is not UTF-8", path.display()))?,
+        None => String::new(),
     };
     let new = merge(&current, &cx.config.ssh.authorized_keys);
     Ok((current, new))
@@ -218,8 +230,8 @@ impl Step for KeysStep {
     }
 
     fn plan(&self, cx: &Context) -> Result<Vec<Action>> {
-        let (path, _) = target(cx)?;
-        let (old, new) = wanted_content(cx, &path)?;
+        let (path, user) = target(cx)?;
+        let (old, new) = wanted_content(cx, &path, &user)?;
         Ok(if old == new {
             vec![]
         } else {
@@ -233,24 +245,11 @@ impl Step for KeysStep {
 
     fn apply(&self, cx: &Context, tx: &mut Transaction) -> Result<Applied> {
         let (path, user) = target(cx)?;
-        let owner = NewFile {
-            mode: 0o700,
-            uid: Some(user.uid),
-            gid: Some(user.gid),
-        };
-        if let Some(dir) = path.parent() {
-            tx.create_dir(dir, owner)?;
-        }
-        let (_, new) = wanted_content(cx, &path)?;
-        let mut changed = tx.write(
-            &path,
-            new.as_bytes(),
-            NewFile {
-                mode: 0o600,
-                ..owner
-            },
-        )?;
-        changed |= fix_mode_owner(&cx.root.path(&path), 0o600, &user)?;
+        let tree = tree(&path, &user);
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        let mut changed = tx.create_user_dir(&tree, dir, 0o700)?;
+        let (_, new) = wanted_content(cx, &path, &user)?;
+        changed |= tx.write_user_file(&tree, &path, new.as_bytes(), 0o600)?;
         Ok(if changed {
             Applied::changed(format!("installed key(s) in {}", path.display()))
         } else {
@@ -260,41 +259,23 @@ impl Step for KeysStep {
 
     fn check(&self, cx: &Context) -> Result<Vec<String>> {
         let (path, user) = target(cx)?;
-        let (old, new) = wanted_content(cx, &path)?;
+        let (old, new) = wanted_content(cx, &path, &user)?;
         let mut drift = Vec::new();
         if old != new {
             drift.push(format!("{}: a configured key is missing", path.display()));
         }
-        let real = cx.root.path(&path);
-        if let Ok(m) = fs::metadata(&real) {
-            if m.mode() & 0o022 != 0 || m.uid() != user.uid {
+        if let Some(f) = read_user_file(&cx.root, &tree(&path, &user), &path)? {
+            if f.mode & 0o022 != 0 || f.uid != user.uid {
                 drift.push(format!(
                     "{}: mode {:o} owner {} (sshd's StrictModes may ignore it)",
                     path.display(),
-                    m.mode() & 0o777,
-                    m.uid()
+                    f.mode & 0o777,
+                    f.uid
                 ));
             }
         }
         Ok(drift)
     }
-}
-
-fn fix_mode_owner(path: &Path, mode: u32, user: &User) -> Result<bool> {
-    let m =
-        fs::metadata(path).with_context(|| format!("reading metadata of {}", path.display()))?;
-    let mut changed = false;
-    if m.mode() & 0o7777 != mode {
-        fs::set_permissions(path, fs::Permissions::from_mode(mode))
-            .with_context(|| format!("chmod {}", path.display()))?;
-        changed = true;
-    }
-    if m.uid() != user.uid || m.gid() != user.gid {
-        std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid))
-            .with_context(|| format!("chown {}", path.display()))?;
-        changed = true;
-    }
-    Ok(changed)
 }
 
 #[cfg(test)]
