@@ -1,11 +1,12 @@
 //! A small receiver for brickup's status reports (`brickup receive`): checks the bearer token
-//! and the HMAC signature described in `report/sign.rs`, appends each accepted
-//! report as one line to a JSON-lines file and prints a one-line summary. It reads
+//! and the HMAC signature described in `report/sign.rs`, refuses replayed signatures, appends each
+//! accepted report as one line to a JSON-lines file and prints a one-line summary. It reads
 //! requests itself (`http.rs`, with a deadline per connection) on a bounded pool of threads
 //! (`server.rs` says why), so a slow client cannot hold up the others.
 
 mod handle;
 mod http;
+mod replay;
 mod server;
 
 use std::net::SocketAddr;

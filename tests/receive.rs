@@ -1,6 +1,6 @@
 //! `brickup receive` end to end on 127.0.0.1: a real sender's report is appended and answered
-//! 200; bad tokens, bad or stale signatures and malformed requests are refused and not stored;
-//! slow clients hold neither the receiver nor other senders up.
+//! 200; bad tokens, bad or stale signatures, replays and malformed requests are refused and not
+//! stored; slow clients hold neither the receiver nor other senders up.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -220,8 +220,9 @@ fn accepts_a_signed_report_and_refuses_the_rest() {
     assert_eq!(get.status().as_u16(), 405);
 
     assert_eq!(lines(&out).len(), 1, "nothing refused was appended");
-    // A second good report is appended as its own line.
-    assert_eq!(post(rx.addr, &signed(HMAC, ts, &body), &body), 200);
+    // A second good report is appended as its own line (signed a second earlier: the sender's
+    // signature may be for this very second, and a repeated signature is a replay).
+    assert_eq!(post(rx.addr, &signed(HMAC, ts - 1, &body), &body), 200);
     assert_eq!(lines(&out).len(), 2);
     assert_eq!(
         rx.printed(),
@@ -429,6 +430,34 @@ fn a_slow_client_is_cut_off_at_the_deadline() {
     let mut answer = String::new();
     slow.read_to_string(&mut answer).unwrap();
     assert_eq!(status_of(&answer), 408, "{answer}");
+    rx.finish();
+}
+
+#[test]
+fn a_replayed_signature_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.jsonl");
+    let rx = Running::start(&out);
+    let body = sample_report(&dir.path().join("root")).to_json();
+    let ts = now();
+    let signature = report::sign(&Secret::new(HMAC), ts, &body);
+    let head = signed_head(&ts.to_string(), &signature, &body);
+    assert_eq!(raw(rx.addr, &head, &body).0, 200);
+    let (code, text) = raw(rx.addr, &head, &body);
+    assert_eq!(code, 409, "{text}");
+    assert!(text.contains("replayed report"), "{text}");
+    // Spelling the same signature differently does not make it new.
+    let upper = format!("sha256={}", signature[7..].to_uppercase());
+    let respelled = signed_head(&ts.to_string(), &upper, &body);
+    assert_eq!(raw(rx.addr, &respelled, &body).0, 409, "upper-case hex");
+    let padded = signed_head(&format!("0{ts}"), &signature, &body);
+    assert_eq!(raw(rx.addr, &padded, &body).0, 409, "zero-padded timestamp");
+    assert_eq!(lines(&out).len(), 1, "the replays were not stored");
+    // The same report signed anew (as the sender does on each retry) is a new delivery.
+    let again = report::sign(&Secret::new(HMAC), ts - 1, &body);
+    let fresh = signed_head(&(ts - 1).to_string(), &again, &body);
+    assert_eq!(raw(rx.addr, &fresh, &body).0, 200);
+    assert_eq!(lines(&out).len(), 2);
     rx.finish();
 }
 

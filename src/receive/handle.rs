@@ -1,5 +1,6 @@
 //! What the receiver does with one connection: read the request in time, check content type,
-//! token, signature and freshness, store the report as one JSON line and print its summary.
+//! token, signature and freshness, refuse a replayed signature, store the report as one JSON line
+//! and print its summary.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -7,12 +8,13 @@ use std::net::TcpStream;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 
 use super::http::{self, Refusal, Request};
-use super::{verify, verify_token, ReceiveOptions, VerifyError};
+use super::replay::ReplayCache;
+use super::{signature_bytes, verify, verify_token, ReceiveOptions, VerifyError};
 use crate::report::{self, Report, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
 /// Reports are a few KiB; anything far larger is not one.
@@ -23,18 +25,32 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// State the workers share.
 pub(crate) struct Handler<'a> {
     opts: &'a ReceiveOptions,
+    replay: Mutex<ReplayCache>,
     summaries: Mutex<&'a mut (dyn Write + Send)>,
     appending: Mutex<()>,
+}
+
+/// A signature that passed, to be claimed in the replay cache.
+struct Signed {
+    mac: [u8; 32],
+    timestamp: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 impl<'a> Handler<'a> {
     pub(crate) fn new(opts: &'a ReceiveOptions, summaries: &'a mut (dyn Write + Send)) -> Self {
         Handler {
             opts,
+            replay: Mutex::new(ReplayCache::new()),
             summaries: Mutex::new(summaries),
             appending: Mutex::new(()),
         }
@@ -77,23 +93,35 @@ impl<'a> Handler<'a> {
             let why = format!("expected application/json, got {content_type:?}");
             return Err(Refusal::new(415, why));
         }
-        self.authenticate(request)
+        let signed = self
+            .authenticate(request)
             .map_err(|e| Refusal::new(401, e.to_string()))?;
         let (value, report) = parse(&request.body)?;
+        if let Some(s) = &signed {
+            let expires = s.timestamp.saturating_add(self.opts.max_skew.as_secs());
+            if !lock(&self.replay).claim(s.mac, expires, unix_now()) {
+                let why =
+                    "replayed report: this signature was accepted before (sign each POST anew)";
+                return Err(Refusal::new(409, why));
+            }
+        }
         if let Err(e) = self.store(&value, &report) {
             tracing::error!("{e:#}");
+            if let Some(s) = &signed {
+                lock(&self.replay).release(&s.mac);
+            }
             return Err(Refusal::new(500, "cannot store the report"));
         }
         Ok(())
     }
 
-    /// Token and signature as configured.
-    fn authenticate(&self, request: &Request) -> Result<(), VerifyError> {
+    /// Token and signature as configured; the signature, when one is required.
+    fn authenticate(&self, request: &Request) -> Result<Option<Signed>, VerifyError> {
         if let Some(token) = &self.opts.token {
             verify_token(token, request.header("Authorization"))?;
         }
         let Some(secret) = &self.opts.secret else {
-            return Ok(());
+            return Ok(None);
         };
         let ts = request
             .header(TIMESTAMP_HEADER)
@@ -102,7 +130,14 @@ impl<'a> Handler<'a> {
             .header(SIGNATURE_HEADER)
             .ok_or(VerifyError::MissingHeader(SIGNATURE_HEADER))?;
         let now = SystemTime::now();
-        verify(secret, ts, &request.body, sig, now, self.opts.max_skew)
+        verify(secret, ts, &request.body, sig, now, self.opts.max_skew)?;
+        // verify() parsed both already.
+        let mac = signature_bytes(sig).ok_or(VerifyError::MalformedSignature)?;
+        let timestamp = ts
+            .trim()
+            .parse()
+            .map_err(|_| VerifyError::BadTimestamp(ts.into()))?;
+        Ok(Some(Signed { mac, timestamp }))
     }
 
     /// Appends the report and prints its summary. The report is stored once appended: a failed
