@@ -9,6 +9,7 @@ mod http;
 mod replay;
 mod server;
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -143,6 +144,33 @@ pub fn serve(
     Receiver::bind(listen)?.run(&opts, stop)
 }
 
+/// `s` with what could steer a terminal or fake a line escaped: control characters (newline,
+/// ESC, DEL, C1), bidirectional overrides, and the backslash itself so escapes stay unambiguous.
+pub(crate) fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x80 && c.is_control() => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if c.is_control() || is_bidi_control(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Unicode's explicit bidirectional formatting characters (UAX #9), which reorder what follows.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{61c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +226,21 @@ mod tests {
             verify(&secret, "1700000000", body, &sig[7..], at(T), skew),
             Err(VerifyError::MalformedSignature)
         );
+    }
+
+    #[test]
+    fn printable_escapes_what_steers_a_terminal() {
+        for (raw, shown) in [
+            ("mn-1.example", "mn-1.example"),
+            ("h\n\x1b[31mred", "h\\n\\x1b[31mred"),
+            ("a\rb\tc\0d\x7f", "a\\rb\\tc\\x00d\\x7f"),
+            ("back\\slash", "back\\\\slash"),
+            ("c1\u{9b}31m", "c1\\u{9b}31m"),
+            ("rlo\u{202e}txt", "rlo\\u{202e}txt"),
+            ("π ünïcode", "π ünïcode"),
+        ] {
+            assert_eq!(printable(raw), shown, "{raw:?}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `brickup receive` end to end on 127.0.0.1: a real sender's report is appended and answered
 //! 200; bad tokens, bad or stale signatures, replays and malformed requests are refused and not
-//! stored; slow clients hold neither the receiver nor other senders up.
+//! stored; slow clients hold neither the receiver nor other senders up; printed fields are
+//! escaped.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -458,6 +459,38 @@ fn a_replayed_signature_is_refused() {
     let fresh = signed_head(&(ts - 1).to_string(), &again, &body);
     assert_eq!(raw(rx.addr, &fresh, &body).0, 200);
     assert_eq!(lines(&out).len(), 2);
+    rx.finish();
+}
+
+#[test]
+fn printed_fields_are_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.jsonl");
+    let rx = Running::start(&out);
+    let mut doc = sample_report(&dir.path().join("root"));
+    doc.hostname = "evil\n\x1b[31mred".into();
+    doc.instance_id = "i-\x07\u{202e}1".into();
+    assert_eq!(send_signed(rx.addr, &doc.to_json()).0, 200);
+    let printed = rx.printed();
+    let want =
+        "i-\\x07\\u{202e}1 evil\\n\\x1b[31mred finished succeeded ssh=2222 firewall=enforcing\n";
+    assert_eq!(printed, want);
+    assert!(
+        !printed.trim_end().chars().any(char::is_control),
+        "{printed:?}"
+    );
+    // The stored report keeps what was sent.
+    assert_eq!(lines(&out)[0]["hostname"], "evil\n\x1b[31mred");
+
+    let mut value = serde_json::to_value(&doc).unwrap();
+    value["status"] = "\x1b[2J".into();
+    let (code, text) = send_signed(rx.addr, &serde_json::to_vec(&value).unwrap());
+    assert_eq!(code, 400);
+    assert!(
+        text.contains("\\x1b[2J") && !text.contains('\x1b'),
+        "{text:?}"
+    );
+    assert_eq!(rx.printed(), want, "nothing printed for the refused one");
     rx.finish();
 }
 

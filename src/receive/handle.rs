@@ -1,6 +1,6 @@
 //! What the receiver does with one connection: read the request in time, check content type,
 //! token, signature and freshness, refuse a replayed signature, store the report as one JSON line
-//! and print its summary.
+//! and print its summary with control characters escaped.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 
 use super::http::{self, Refusal, Request};
 use super::replay::ReplayCache;
-use super::{signature_bytes, verify, verify_token, ReceiveOptions, VerifyError};
+use super::{printable, signature_bytes, verify, verify_token, ReceiveOptions, VerifyError};
 use crate::report::{self, Report, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
 /// Reports are a few KiB; anything far larger is not one.
@@ -65,7 +65,8 @@ impl<'a> Handler<'a> {
         let (code, reason, drain) = match result {
             Ok(()) => (200, "ok".to_string(), false),
             Err(r) => {
-                let reason = r.reason;
+                // The reason can quote what the client sent.
+                let reason = printable(&r.reason);
                 tracing::warn!("refused a report from {peer:?}: {} {reason}", r.code);
                 (r.code, reason, r.drain)
             }
@@ -144,7 +145,7 @@ impl<'a> Handler<'a> {
     /// print must not make the sender retry.
     fn store(&self, value: &serde_json::Value, report: &Report) -> Result<()> {
         record(&self.opts.out, value, &self.appending)?;
-        let line = report::summary_line(report);
+        let line = summary(report);
         let mut out = lock(&self.summaries);
         if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
             tracing::warn!("printing the summary: {e}");
@@ -165,6 +166,15 @@ fn parse(body: &[u8]) -> Result<(serde_json::Value, Report), Refusal> {
         return Err(Refusal::new(400, why));
     }
     Ok((value, report))
+}
+
+/// The report's summary line with every string the sender chose made safe for a terminal.
+fn summary(report: &Report) -> String {
+    let mut shown = report.clone();
+    shown.instance_id = printable(&report.instance_id);
+    shown.hostname = printable(&report.hostname);
+    // The error line is printed with `{:?}`, which escapes it already.
+    report::summary_line(&shown)
 }
 
 /// Appends the report as one line: one write while holding `appending`, so lines never
