@@ -58,7 +58,7 @@ impl<'a> Handler<'a> {
 
     /// Reads one request (all of it within the read timeout), answers it and closes.
     pub(crate) fn serve_connection(&self, mut stream: TcpStream) {
-        let peer = stream.peer_addr().ok();
+        let peer = super::peer(&stream);
         let deadline = Instant::now() + self.opts.read_timeout;
         let result = http::read_request(&mut stream, deadline, MAX_BODY)
             .and_then(|request| self.handle(&request));
@@ -67,7 +67,7 @@ impl<'a> Handler<'a> {
             Err(r) => {
                 // The reason can quote what the client sent.
                 let reason = printable(&r.reason);
-                tracing::warn!("refused a report from {peer:?}: {} {reason}", r.code);
+                tracing::warn!("refused a report from {peer}: {} {reason}", r.code);
                 (r.code, reason, r.drain)
             }
         };
@@ -80,7 +80,7 @@ impl<'a> Handler<'a> {
             .set_write_timeout(Some(WRITE_TIMEOUT))
             .and_then(|()| http::respond(&mut stream, code, &reason, allow));
         if let Err(e) = sent {
-            tracing::debug!("answering {peer:?}: {e}");
+            tracing::debug!("answering {peer}: {e}");
         }
         if drain {
             http::linger(&mut stream, deadline);

@@ -60,8 +60,8 @@ impl Receiver {
         self.run_with(opts, stop, &mut std::io::stdout())
     }
 
-    /// [`Receiver::run`], writing the summary lines to `summaries`. Connections being served
-    /// when `stop` is set are finished first.
+    /// [`Receiver::run`], writing the summary lines to `summaries`. Connections accepted before
+    /// `stop` is set are still served.
     pub fn run_with(
         &self,
         opts: &ReceiveOptions,
@@ -137,14 +137,14 @@ fn work(waiting: &Mutex<Queue<TcpStream>>, handler: &Handler) {
 
 /// Answers 503 without blocking the acceptor: the answer fits in a new socket's send buffer.
 fn shed(mut stream: TcpStream) {
-    let peer = stream.peer_addr().ok();
-    tracing::warn!("{ACCEPT_QUEUE} connections waiting: answering 503 to {peer:?}");
+    let peer = super::peer(&stream);
+    tracing::warn!("{ACCEPT_QUEUE} connections waiting: answering 503 to {peer}");
     let sent = stream.set_nonblocking(true).and_then(|()| {
         let reason = "too many connections waiting, retry later";
         http::respond(&mut stream, 503, reason, &[("Retry-After", "1")])
     });
     if let Err(e) = sent {
-        tracing::debug!("answering 503 to {peer:?}: {e}");
+        tracing::debug!("answering 503 to {peer}: {e}");
     }
 }
 
