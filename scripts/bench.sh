@@ -3,6 +3,8 @@
 #   - release musl binary: size and gzip -9 size (budget: 4 MB stripped)
 #   - `brickup check` on a converged root (the test rootfs): wall time and peak RSS
 #   - verified download of 5 MB and 200 MB: wall time and peak RSS (memory must stay flat)
+#   - `brickup receive` on loopback: 200 signed reports from 20 senders while 50 slow clients
+#     hold connections open: throughput and p50/p99 latency of the reports
 # Needs root and the test rootfs (scripts/build-test-rootfs.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,3 +51,6 @@ cargo build --release --example bench_download -q
 for mb in 5 200; do
   target/release/examples/bench_download "$mb"
 done
+
+cargo build --release --example bench_receive -q
+target/release/examples/bench_receive 200 20 50

@@ -1,27 +1,35 @@
 //! A small receiver for brickup's status reports (`brickup receive`): checks the bearer token
-//! and the HMAC signature described in `report/sign.rs`, appends each accepted report as one
-//! line to a JSON-lines file and prints a one-line summary. Built on tiny_http.
+//! and the HMAC signature described in `report/sign.rs`, refuses replayed signatures, appends each
+//! accepted report as one line to a JSON-lines file and prints a one-line summary. It reads
+//! requests itself (`http.rs`, with a deadline per connection) on a bounded pool of threads
+//! (`server.rs` says why), so a slow client cannot hold up the others.
 
-use std::fs::OpenOptions;
-use std::io::{Read, Write};
+mod handle;
+mod http;
+mod replay;
+mod server;
+
+use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::Result;
 use hmac::Mac;
 use sha2::{Digest, Sha256};
-use tiny_http::{Header, Method, Request, Response, Server};
 
-use crate::report::{self, Report, Secret, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use crate::report::{self, Secret};
+
+pub use server::Receiver;
 
 /// How far a signed timestamp may be from the receiver's clock.
 pub const DEFAULT_MAX_SKEW: Duration = Duration::from_secs(300);
-/// Reports are a few KiB; anything far larger is not one.
-const MAX_BODY: u64 = 1 << 20;
+/// How long one connection may take to deliver its whole request.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once (see `server.rs` for the choice).
+pub const DEFAULT_WORKERS: usize = 64;
 
 /// Why a request was not authenticated.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -62,15 +70,16 @@ pub fn verify(
             max_secs: max_skew.as_secs(),
         });
     }
-    let expected = signature
-        .trim()
-        .strip_prefix("sha256=")
-        .and_then(|h| hex::decode(h).ok())
-        .filter(|b| b.len() == 32)
-        .ok_or(VerifyError::MalformedSignature)?;
+    let expected = signature_bytes(signature).ok_or(VerifyError::MalformedSignature)?;
     report::sign::mac(secret, ts, body)
         .verify_slice(&expected)
         .map_err(|_| VerifyError::Mismatch)
+}
+
+/// The 32 MAC bytes of a `sha256=<64 hex digits>` signature header.
+fn signature_bytes(signature: &str) -> Option<[u8; 32]> {
+    let hex = signature.trim().strip_prefix("sha256=")?;
+    hex::decode(hex).ok()?.try_into().ok()
 }
 
 /// Checks an `Authorization` header value against `Bearer <token>` in constant time.
@@ -97,55 +106,23 @@ pub struct ReceiveOptions {
     pub token: Option<Secret>,
     pub out: PathBuf,
     pub max_skew: Duration,
+    /// How long one connection may take to send its request, head and body.
+    pub read_timeout: Duration,
+    /// How many connections are served at once.
+    pub workers: usize,
 }
 
-/// A bound receiver; [`Receiver::local_addr`] tells the port when bound to port 0.
-pub struct Receiver {
-    server: Server,
-    addr: SocketAddr,
-}
-
-impl Receiver {
-    pub fn bind(listen: SocketAddr) -> Result<Receiver> {
-        let server = Server::http(listen).map_err(|e| anyhow!("listening on {listen}: {e}"))?;
-        let addr = server
-            .server_addr()
-            .to_ip()
-            .with_context(|| format!("{listen} is not an IP listener"))?;
-        Ok(Receiver { server, addr })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Serves until `stop` is set (checked at least every 200 ms), or forever, printing one
-    /// summary line per accepted report to stdout.
-    pub fn run(&self, opts: &ReceiveOptions, stop: Option<Arc<AtomicBool>>) -> Result<()> {
-        self.run_with(opts, stop, &mut std::io::stdout())
-    }
-
-    /// [`Receiver::run`], writing the summary lines to `summaries`.
-    pub fn run_with(
-        &self,
-        opts: &ReceiveOptions,
-        stop: Option<Arc<AtomicBool>>,
-        summaries: &mut dyn Write,
-    ) -> Result<()> {
-        if opts.secret.is_none() && opts.token.is_none() {
-            tracing::warn!("receiving reports without a token or HMAC secret: anyone can post");
+impl ReceiveOptions {
+    /// No token or secret, appending to `out`, the default limits.
+    pub fn new(out: impl Into<PathBuf>) -> ReceiveOptions {
+        ReceiveOptions {
+            secret: None,
+            token: None,
+            out: out.into(),
+            max_skew: DEFAULT_MAX_SKEW,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            workers: DEFAULT_WORKERS,
         }
-        tracing::info!("receiving reports on http://{}", self.addr);
-        while !stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
-            let request = self
-                .server
-                .recv_timeout(Duration::from_millis(200))
-                .context("waiting for a request")?;
-            if let Some(request) = request {
-                handle(request, opts, summaries);
-            }
-        }
-        Ok(())
     }
 }
 
@@ -161,111 +138,44 @@ pub fn serve(
     let opts = ReceiveOptions {
         secret,
         token,
-        out: out.to_path_buf(),
         max_skew,
+        ..ReceiveOptions::new(out)
     };
     Receiver::bind(listen)?.run(&opts, stop)
 }
 
-fn handle(mut request: Request, opts: &ReceiveOptions, summaries: &mut dyn Write) {
-    let peer = request.remote_addr().copied();
-    let (code, answer) = match accept(&mut request, opts) {
-        Ok((value, report)) => match record(&opts.out, &value) {
-            Ok(()) => {
-                // The report is stored: a failed print must not make the sender retry.
-                let line = report::summary_line(&report);
-                if let Err(e) = writeln!(summaries, "{line}").and_then(|()| summaries.flush()) {
-                    tracing::warn!("printing the summary: {e}");
-                }
-                (200, "ok".to_string())
+/// The client's address for the log.
+fn peer(stream: &std::net::TcpStream) -> String {
+    stream
+        .peer_addr()
+        .map_or_else(|_| "an unknown peer".to_string(), |a| a.to_string())
+}
+
+/// `s` with what could steer a terminal or fake a line escaped: control characters (newline,
+/// ESC, DEL, C1), bidirectional overrides, and the backslash itself so escapes stay unambiguous.
+pub(crate) fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x80 && c.is_control() => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
             }
-            Err(e) => {
-                tracing::error!("{e:#}");
-                (500, "cannot store the report".to_string())
+            c if c.is_control() || is_bidi_control(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
             }
-        },
-        Err((code, reason)) => {
-            tracing::warn!("rejected a report from {peer:?}: {code} {reason}");
-            (code, reason)
+            c => out.push(c),
         }
-    };
-    if let Err(e) = request.respond(Response::from_string(answer + "\n").with_status_code(code)) {
-        tracing::warn!("answering {peer:?}: {e}");
     }
+    out
 }
 
-/// The report, as JSON (so fields this version does not know are stored too) and parsed, or
-/// the status code and reason to answer with.
-fn accept(
-    request: &mut Request,
-    opts: &ReceiveOptions,
-) -> Result<(serde_json::Value, Report), (u16, String)> {
-    if *request.method() != Method::Post {
-        return Err((405, "only POST is accepted".into()));
-    }
-    let content_type = header(request, "Content-Type").unwrap_or_default();
-    if content_type.split(';').next().map(str::trim) != Some("application/json") {
-        return Err((
-            415,
-            format!("expected application/json, got {content_type:?}"),
-        ));
-    }
-    let mut body = Vec::new();
-    let read = request
-        .as_reader()
-        .take(MAX_BODY + 1)
-        .read_to_end(&mut body);
-    read.map_err(|e| (400, format!("reading the body: {e}")))?;
-    if body.len() as u64 > MAX_BODY {
-        return Err((413, format!("body larger than {MAX_BODY} bytes")));
-    }
-    authenticate(request, &body, opts).map_err(|e| (401, e.to_string()))?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| (400, format!("not JSON: {e}")))?;
-    let report: Report = serde_json::from_value(value.clone())
-        .map_err(|e| (400, format!("not a brickup report: {e}")))?;
-    if report.api_version != report::API_VERSION || report.kind != report::KIND {
-        let (v, k) = (&report.api_version, &report.kind);
-        return Err((400, format!("unsupported apiVersion/kind {v}/{k}")));
-    }
-    Ok((value, report))
-}
-
-fn authenticate(request: &Request, body: &[u8], opts: &ReceiveOptions) -> Result<(), VerifyError> {
-    if let Some(token) = &opts.token {
-        verify_token(token, header(request, "Authorization").as_deref())?;
-    }
-    if let Some(secret) = &opts.secret {
-        let ts = header(request, TIMESTAMP_HEADER)
-            .ok_or(VerifyError::MissingHeader(TIMESTAMP_HEADER))?;
-        let sig = header(request, SIGNATURE_HEADER)
-            .ok_or(VerifyError::MissingHeader(SIGNATURE_HEADER))?;
-        verify(secret, &ts, body, &sig, SystemTime::now(), opts.max_skew)?;
-    }
-    Ok(())
-}
-
-fn header(request: &Request, name: &str) -> Option<String> {
-    request
-        .headers()
-        .iter()
-        .find(|h: &&Header| h.field.as_str().as_str().eq_ignore_ascii_case(name))
-        .map(|h| h.value.as_str().to_string())
-}
-
-/// Appends the report as one line (one write, then fsync).
-fn record(out: &Path, value: &serde_json::Value) -> Result<()> {
-    let mut line = serde_json::to_vec(value).context("serializing the report")?;
-    line.push(b'\n');
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(out)
-        .with_context(|| format!("opening {}", out.display()))?;
-    file.write_all(&line)
-        .and_then(|()| file.sync_data())
-        .with_context(|| format!("appending to {}", out.display()))
+/// Unicode's explicit bidirectional formatting characters (UAX #9), which reorder what follows.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{61c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 #[cfg(test)]
@@ -323,6 +233,21 @@ mod tests {
             verify(&secret, "1700000000", body, &sig[7..], at(T), skew),
             Err(VerifyError::MalformedSignature)
         );
+    }
+
+    #[test]
+    fn printable_escapes_what_steers_a_terminal() {
+        for (raw, shown) in [
+            ("mn-1.example", "mn-1.example"),
+            ("h\n\x1b[31mred", "h\\n\\x1b[31mred"),
+            ("a\rb\tc\0d\x7f", "a\\rb\\tc\\x00d\\x7f"),
+            ("back\\slash", "back\\\\slash"),
+            ("c1\u{9b}31m", "c1\\u{9b}31m"),
+            ("rlo\u{202e}txt", "rlo\\u{202e}txt"),
+            ("π ünïcode", "π ünïcode"),
+        ] {
+            assert_eq!(printable(raw), shown, "{raw:?}");
+        }
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! `brickup receive` end to end on 127.0.0.1: a real sender's report is appended and answered
-//! 200; bad tokens, bad or stale signatures and malformed bodies are refused and not stored.
+//! 200; bad tokens, bad or stale signatures, replays and malformed requests are refused and not
+//! stored; slow clients hold neither the receiver nor other senders up; printed fields are
+//! escaped.
 
+use std::collections::BTreeSet;
 use std::fs;
-use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,16 +42,23 @@ struct Running {
     thread: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
+/// Token and HMAC required, the default limits.
+fn options(out: &Path) -> ReceiveOptions {
+    ReceiveOptions {
+        secret: Some(Secret::new(HMAC)),
+        token: Some(Secret::new(TOKEN)),
+        ..ReceiveOptions::new(out)
+    }
+}
+
 impl Running {
     fn start(out: &Path) -> Running {
+        Running::start_with(options(out))
+    }
+
+    fn start_with(opts: ReceiveOptions) -> Running {
         let receiver = Receiver::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = receiver.local_addr();
-        let opts = ReceiveOptions {
-            secret: Some(Secret::new(HMAC)),
-            token: Some(Secret::new(TOKEN)),
-            out: out.to_path_buf(),
-            max_skew: receive::DEFAULT_MAX_SKEW,
-        };
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let printed = Sink::default();
@@ -211,8 +221,9 @@ fn accepts_a_signed_report_and_refuses_the_rest() {
     assert_eq!(get.status().as_u16(), 405);
 
     assert_eq!(lines(&out).len(), 1, "nothing refused was appended");
-    // A second good report is appended as its own line.
-    assert_eq!(post(rx.addr, &signed(HMAC, ts, &body), &body), 200);
+    // A second good report is appended as its own line (signed a second earlier: the sender's
+    // signature may be for this very second, and a repeated signature is a replay).
+    assert_eq!(post(rx.addr, &signed(HMAC, ts - 1, &body), &body), 200);
     assert_eq!(lines(&out).len(), 2);
     assert_eq!(
         rx.printed(),
@@ -270,4 +281,272 @@ fn serve_runs_until_stopped() {
     stop.store(true, Ordering::SeqCst);
     t.join().unwrap().unwrap();
     assert_eq!(lines(&out).len(), 1);
+}
+
+/// Read timeout of the raw clients below. Not a speed check: it turns a request the receiver
+/// never serves into a failure instead of a test that never ends.
+const HANG_GUARD: Duration = Duration::from_secs(120);
+
+/// Sends `head` (request line and headers, no blank line) and `body` on a new connection and
+/// returns the answer's status code and whole text (the receiver closes after answering).
+fn raw(addr: SocketAddr, head: &str, body: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(HANG_GUARD)).unwrap();
+    stream
+        .write_all(format!("{head}\r\n\r\n").as_bytes())
+        .unwrap();
+    stream.write_all(body).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    (status_of(&answer), answer)
+}
+
+fn status_of(answer: &str) -> u16 {
+    let code = answer.strip_prefix("HTTP/1.1 ").and_then(|a| a.get(..3));
+    code.and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"))
+}
+
+/// The head of a signed POST of `body` with timestamp text `ts`.
+fn signed_head(ts: &str, signature: &str, body: &[u8]) -> String {
+    format!(
+        "POST /hook HTTP/1.1\r\nHost: rx\r\nContent-Type: application/json\r\n\
+         Authorization: Bearer {TOKEN}\r\nX-Brickup-Timestamp: {ts}\r\n\
+         X-Brickup-Signature: {signature}\r\nContent-Length: {}",
+        body.len()
+    )
+}
+
+/// A correctly signed raw POST of `body`, signed now.
+fn send_signed(addr: SocketAddr, body: &[u8]) -> (u16, String) {
+    let ts = now();
+    let signature = report::sign(&Secret::new(HMAC), ts, body);
+    raw(addr, &signed_head(&ts.to_string(), &signature, body), body)
+}
+
+/// A client that announces a large body, sends one byte of it and holds the connection.
+fn slow_client(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let head = "POST / HTTP/1.1\r\nHost: slow\r\nContent-Type: application/json\r\n\
+                Content-Length: 1000000\r\n\r\n{";
+    stream.write_all(head.as_bytes()).unwrap();
+    stream
+}
+
+/// Whether the receiver has neither answered nor closed `stream` yet (looked at without waiting).
+fn unanswered(stream: &TcpStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    let result = (&*stream).read(&mut byte);
+    stream.set_nonblocking(false).unwrap();
+    matches!(result, Err(e) if e.kind() == ErrorKind::WouldBlock)
+}
+
+#[test]
+fn framing_is_checked_before_the_body_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.jsonl");
+    let rx = Running::start(&out);
+    let json = "Content-Type: application/json";
+    let chunked = format!("POST / HTTP/1.1\r\n{json}\r\nTransfer-Encoding: chunked");
+    let (code, text) = raw(rx.addr, &chunked, b"2\r\n{}\r\n0\r\n\r\n");
+    assert_eq!(code, 411, "{text}");
+    assert_eq!(
+        raw(rx.addr, &format!("POST / HTTP/1.1\r\n{json}"), b"").0,
+        411
+    );
+    let huge = format!("POST / HTTP/1.1\r\n{json}\r\nContent-Length: 2000000");
+    assert_eq!(raw(rx.addr, &huge, b"").0, 413, "announced body over 1 MiB");
+    let twice = format!("POST / HTTP/1.1\r\n{json}\r\nContent-Length: 2\r\nContent-Length: 3");
+    assert_eq!(raw(rx.addr, &twice, b"{}").0, 400, "conflicting lengths");
+    assert_eq!(
+        raw(rx.addr, "POST / HTTP/2\r\nContent-Length: 0", b"").0,
+        400
+    );
+    let (code, text) = raw(rx.addr, "PUT / HTTP/1.1\r\nContent-Length: 0", b"");
+    assert_eq!(code, 405);
+    assert!(text.contains("\r\nAllow: POST\r\n"), "{text}");
+    assert!(lines(&out).is_empty());
+    rx.finish();
+}
+
+#[test]
+fn expect_100_continue_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.jsonl");
+    let rx = Running::start(&out);
+    let body = sample_report(&dir.path().join("root")).to_json();
+    let ts = now();
+    let signature = report::sign(&Secret::new(HMAC), ts, &body);
+    let head = signed_head(&ts.to_string(), &signature, &body);
+    let mut stream = TcpStream::connect(rx.addr).unwrap();
+    stream.set_read_timeout(Some(HANG_GUARD)).unwrap();
+    write!(stream, "{head}\r\nExpect: 100-continue\r\n\r\n").unwrap();
+    let mut interim = [0u8; 25];
+    stream.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(&body).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    assert_eq!(lines(&out).len(), 1);
+    rx.finish();
+}
+
+#[test]
+fn a_slow_client_holds_one_worker_not_the_receiver() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.jsonl");
+    // The deadline is out of the way here: only the worker pool lets the report through.
+    let opts = ReceiveOptions {
+        read_timeout: Duration::from_secs(3600),
+        ..options(&out)
+    };
+    let rx = Running::start_with(opts);
+    let slow = slow_client(rx.addr);
+    let body = sample_report(&dir.path().join("root")).to_json();
+    assert_eq!(send_signed(rx.addr, &body).0, 200);
+    assert_eq!(lines(&out).len(), 1);
+    assert!(unanswered(&slow), "the slow client is still being read");
+    drop(slow);
+    rx.finish();
+}
+
+#[test]
+fn a_slow_client_is_cut_off_at_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.jsonl");
+    // One worker: the slow client takes it first, and only its deadline frees it.
+    let opts = ReceiveOptions {
+        workers: 1,
+        read_timeout: Duration::from_millis(300),
+        ..options(&out)
+    };
+    let rx = Running::start_with(opts);
+    let mut slow = slow_client(rx.addr);
+    let body = sample_report(&dir.path().join("root")).to_json();
+    assert_eq!(send_signed(rx.addr, &body).0, 200);
+    assert_eq!(lines(&out).len(), 1);
+    slow.set_read_timeout(Some(HANG_GUARD)).unwrap();
+    let mut answer = String::new();
+    slow.read_to_string(&mut answer).unwrap();
+    assert_eq!(status_of(&answer), 408, "{answer}");
+    rx.finish();
+}
+
+#[test]
+fn a_replayed_signature_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.jsonl");
+    let rx = Running::start(&out);
+    let body = sample_report(&dir.path().join("root")).to_json();
+    let ts = now();
+    let signature = report::sign(&Secret::new(HMAC), ts, &body);
+    let head = signed_head(&ts.to_string(), &signature, &body);
+    assert_eq!(raw(rx.addr, &head, &body).0, 200);
+    let (code, text) = raw(rx.addr, &head, &body);
+    assert_eq!(code, 409, "{text}");
+    assert!(text.contains("replayed report"), "{text}");
+    // Spelling the same signature differently does not make it new.
+    let upper = format!("sha256={}", signature[7..].to_uppercase());
+    let respelled = signed_head(&ts.to_string(), &upper, &body);
+    assert_eq!(raw(rx.addr, &respelled, &body).0, 409, "upper-case hex");
+    let padded = signed_head(&format!("0{ts}"), &signature, &body);
+    assert_eq!(raw(rx.addr, &padded, &body).0, 409, "zero-padded timestamp");
+    assert_eq!(lines(&out).len(), 1, "the replays were not stored");
+    // The same report signed anew (as the sender does on each retry) is a new delivery.
+    let again = report::sign(&Secret::new(HMAC), ts - 1, &body);
+    let fresh = signed_head(&(ts - 1).to_string(), &again, &body);
+    assert_eq!(raw(rx.addr, &fresh, &body).0, 200);
+    assert_eq!(lines(&out).len(), 2);
+    rx.finish();
+}
+
+#[test]
+fn printed_fields_are_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.jsonl");
+    let rx = Running::start(&out);
+    let mut doc = sample_report(&dir.path().join("root"));
+    doc.hostname = "evil\n\x1b[31mred".into();
+    doc.instance_id = "i-\x07\u{202e}1".into();
+    assert_eq!(send_signed(rx.addr, &doc.to_json()).0, 200);
+    let printed = rx.printed();
+    let want =
+        "i-\\x07\\u{202e}1 evil\\n\\x1b[31mred finished succeeded ssh=2222 firewall=enforcing\n";
+    assert_eq!(printed, want);
+    assert!(
+        !printed.trim_end().chars().any(char::is_control),
+        "{printed:?}"
+    );
+    // The stored report keeps what was sent.
+    assert_eq!(lines(&out)[0]["hostname"], "evil\n\x1b[31mred");
+
+    let mut value = serde_json::to_value(&doc).unwrap();
+    value["status"] = "\x1b[2J".into();
+    let (code, text) = send_signed(rx.addr, &serde_json::to_vec(&value).unwrap());
+    assert_eq!(code, 400);
+    assert!(
+        text.contains("\\x1b[2J") && !text.contains('\x1b'),
+        "{text:?}"
+    );
+    assert_eq!(rx.printed(), want, "nothing printed for the refused one");
+    rx.finish();
+}
+
+#[test]
+fn fifty_slow_clients_do_not_starve_twenty_senders() {
+    const SENDERS: usize = 20;
+    const EACH: usize = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.jsonl");
+    // The deadline is out of the way: the slow clients hold their workers throughout, and
+    // only the pool's size keeps the senders going.
+    let opts = ReceiveOptions {
+        read_timeout: Duration::from_secs(3600),
+        ..options(&out)
+    };
+    let rx = Running::start_with(opts);
+    // Connected first, so they are ahead of every sender in the accept queue.
+    let slow: Vec<TcpStream> = (0..50).map(|_| slow_client(rx.addr)).collect();
+    let base = sample_report(&dir.path().join("root"));
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|s| {
+            let (base, addr) = (base.clone(), rx.addr);
+            thread::spawn(move || {
+                let mut refused = Vec::new();
+                for i in 0..EACH {
+                    let mut doc = base.clone();
+                    doc.instance_id = format!("load-{s}-{i}");
+                    let (code, text) = send_signed(addr, &doc.to_json());
+                    if code != 200 {
+                        refused.push(format!("{}: {text}", doc.instance_id));
+                    }
+                }
+                refused
+            })
+        })
+        .collect();
+    let refused: Vec<String> = senders
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert_eq!(refused, Vec::<String>::new(), "valid reports refused");
+    assert!(
+        slow.iter().all(unanswered),
+        "the slow clients held on throughout"
+    );
+
+    let stored: Vec<String> = lines(&out)
+        .iter()
+        .map(|v| v["instanceId"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(stored.len(), SENDERS * EACH, "each report stored once");
+    let wanted: BTreeSet<String> = (0..SENDERS)
+        .flat_map(|s| (0..EACH).map(move |i| format!("load-{s}-{i}")))
+        .collect();
+    assert_eq!(stored.into_iter().collect::<BTreeSet<_>>(), wanted);
+    assert_eq!(rx.printed().lines().count(), SENDERS * EACH);
+    drop(slow);
+    rx.finish();
 }

@@ -2,10 +2,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Result;
 
 use super::Exit;
+use crate::receive::{self, ReceiveOptions, Receiver};
 use crate::report::{self, Secret};
 use crate::root::Root;
 
@@ -53,6 +55,17 @@ pub struct Receive {
     /// JSON-lines file good reports are appended to.
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
+    /// Seconds a connection may take to send its whole request before it is answered 408.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = receive::DEFAULT_READ_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    read_timeout: u64,
+    /// Connections served at once (more wait in a bounded queue; past it, 503).
+    #[arg(long, value_name = "N", default_value_t = receive::DEFAULT_WORKERS)]
+    workers: usize,
 }
 
 impl Receive {
@@ -72,14 +85,14 @@ impl Receive {
                 "no --hmac-secret-file or --token-file: accepting unauthenticated reports"
             );
         }
-        crate::receive::serve(
-            self.listen,
+        let opts = ReceiveOptions {
             secret,
             token,
-            &self.out,
-            crate::receive::DEFAULT_MAX_SKEW,
-            None,
-        )?;
+            read_timeout: Duration::from_secs(self.read_timeout),
+            workers: self.workers,
+            ..ReceiveOptions::new(self.out)
+        };
+        Receiver::bind(self.listen)?.run(&opts, None)?;
         Ok(Exit::Ok)
     }
 }
