@@ -165,8 +165,9 @@ PY
 }
 # serial_tail - the console's last brickup line, printable, for progress lines.
 serial_tail() {
+    # "[  62.38] cloud-init[421]: 2026-11-26T09:32:27.68Z  INFO msg" -> "INFO msg"
     grep -a 'brickup' "$VM_SERIAL_LOG" 2>/dev/null | tail -n1 | sed 's/\x1b\[[0-9;]*[A-Za-z]//g' |
-        tr -cd '[:print:]' | cut -c1-110
+        tr -cd '[:print:]' | sed -E 's/^\[ *[0-9.]+\] [^:]+: //; s/^[0-9T:.-]+Z +//' | cut -c1-110
 }
 vm_stage "waiting for first boot: cloud-init fetches brickup, brickup hardens sshd, installs csf and its prerequisites, reports (typically 3-6 min)"
 deadline=$((SECONDS + 1200)) next=$((SECONDS + 30))
@@ -312,7 +313,15 @@ ok | baked)
     node_sound "after first boot"
     vm_stage "rerun and drift repair"
     apply_json=$(vm_ssh brickup apply --json 2>/dev/null)
-    check "a second apply changes nothing" python3 -c 'import json,sys; d=json.loads(sys.argv[1]); sys.exit(0 if d["changed"] is False and d["status"]=="succeeded" else 1)' "$apply_json"
+    unchanged_rerun() { # the steps that changed are named on failure
+        python3 -c 'import json, sys
+d = json.loads(sys.argv[1] or "{}")
+if d.get("changed") is False and d.get("status") == "succeeded":
+    sys.exit(0)
+print("    status %s; changed: %s" % (d.get("status"), [(s.get("name"), s.get("message")) for s in d.get("steps", []) if s.get("outcome") != "unchanged"]))
+sys.exit(1)' "$1"
+    }
+    check "a second apply changes nothing" unchanged_rerun "$apply_json"
     # Drift: an early drop-in turning passwords back on, csf back in TESTING, and SSHD_LOG's
     # writer gone (rsyslog and its socket stopped: lfd would be blind).
     vm_ssh "printf 'PasswordAuthentication yes\\n' > /etc/ssh/sshd_config.d/00-aaa-drift.conf && sed -i 's/^TESTING = \"0\"/TESTING = \"1\"/' /etc/csf/csf.conf && systemctl stop syslog.socket rsyslog.service"
