@@ -86,6 +86,57 @@ impl PublicKey {
     pub fn same_key(&self, other: &PublicKey) -> bool {
         self.kind == other.kind && self.blob == other.blob
     }
+
+    /// Does this entry let its key open a shell? Options that run a fixed command (cloud-init's
+    /// "Please login as ..." line), limit the source, expire, or take the terminal do not
+    /// (sshd(8) AUTHORIZED_KEYS FILE FORMAT).
+    pub fn usable(&self) -> bool {
+        let Some(opts) = &self.options else {
+            return true;
+        };
+        !option_names(opts)
+            .iter()
+            .any(|o| RESTRICTING.contains(&o.as_str()))
+    }
+}
+
+/// authorized_keys options that keep a key from giving its owner a normal login.
+const RESTRICTING: &[&str] = &[
+    "command",
+    "from",
+    "restrict",
+    "expiry-time",
+    "principals",
+    "cert-authority",
+    "no-pty",
+];
+
+/// The lower-case names of an options string (`a,b="x,y",c`), quotes respected.
+fn option_names(opts: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in opts.chars().chain(std::iter::once(',')) {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                let name = cur
+                    .split('=')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
+                if !name.is_empty() {
+                    names.push(name);
+                }
+                cur.clear();
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    names
 }
 
 /// The key type string at the head of a key blob (a uint32 length, then the name).
@@ -95,32 +146,48 @@ fn embedded_type(raw: &[u8]) -> Option<String> {
     String::from_utf8(name.to_vec()).ok()
 }
 
-/// `current` with every missing key appended; lines already there are kept byte for byte.
+/// `current` with every wanted key usable: sshd uses the *first* entry of a key, so a key whose
+/// first entry is restricted (e.g. `command="echo Please login as..."`) gets its plain line
+/// inserted just before that entry; a missing key is appended. Other lines are kept byte for byte.
 pub fn merge(current: &str, wanted: &[String]) -> String {
-    let have: Vec<PublicKey> = current
-        .lines()
-        .filter_map(|l| PublicKey::parse(l).ok())
-        .collect();
-    let mut out = current.to_string();
+    let mut lines: Vec<String> = current.lines().map(str::to_string).collect();
+    let mut changed = false;
     for line in wanted {
         let Ok(key) = PublicKey::parse(line) else {
             continue;
         };
-        if have.iter().any(|h| h.same_key(&key))
-            || out
-                .lines()
-                .filter_map(|l| PublicKey::parse(l).ok())
-                .any(|h| h.same_key(&key))
-        {
-            continue;
+        let first = lines
+            .iter()
+            .position(|l| PublicKey::parse(l).is_ok_and(|h| h.same_key(&key)));
+        match first {
+            Some(i) if PublicKey::parse(&lines[i]).is_ok_and(|h| h.usable()) => continue,
+            Some(i) => lines.insert(i, line.trim().to_string()),
+            None => lines.push(line.trim().to_string()),
         }
-        if !out.is_empty() && !out.ends_with('\n') {
-            out.push('\n');
-        }
-        out.push_str(line.trim());
-        out.push('\n');
+        changed = true;
     }
+    if !changed {
+        return current.to_string();
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
     out
+}
+
+/// Is one of `keys` usable as the first entry of its key in this authorized_keys text?
+pub fn has_usable_key(text: &str, keys: &[String]) -> bool {
+    let entries: Vec<PublicKey> = text
+        .lines()
+        .filter_map(|l| PublicKey::parse(l).ok())
+        .collect();
+    keys.iter()
+        .filter_map(|k| PublicKey::parse(k).ok())
+        .any(|k| {
+            entries
+                .iter()
+                .find(|e| e.same_key(&k))
+                .is_some_and(|e| e.usable())
+        })
 }
 
 /// A user's passwd entry.
@@ -130,6 +197,7 @@ pub struct User {
     pub uid: u32,
     pub gid: u32,
     pub home: PathBuf,
+    pub shell: PathBuf,
 }
 
 /// Look `name` up in the root's `/etc/passwd`.
@@ -145,6 +213,7 @@ pub fn user(root: &Root, name: &str) -> Result<User> {
                     uid: f[2].parse().ok()?,
                     gid: f[3].parse().ok()?,
                     home: PathBuf::from(f[5]),
+                    shell: PathBuf::from(f[6]),
                 })
             })?
         })
@@ -262,7 +331,10 @@ impl Step for KeysStep {
         let (old, new) = wanted_content(cx, &path, &user)?;
         let mut drift = Vec::new();
         if old != new {
-            drift.push(format!("{}: a configured key is missing", path.display()));
+            drift.push(format!(
+                "{}: a configured key is missing, or its first entry restricts it (command=, from=, ...)",
+                path.display()
+            ));
         }
         if let Some(f) = read_user_file(&cx.root, &tree(&path, &user), &path)? {
             if f.mode & 0o022 != 0 || f.uid != user.uid {
@@ -321,12 +393,50 @@ mod tests {
     }
 
     #[test]
+    fn restricted_entries_do_not_count() {
+        let blob = ED.split_whitespace().nth(1).unwrap();
+        // cloud-init's line for root when disable_root is on.
+        let cloud = format!("no-port-forwarding,no-agent-forwarding,no-X11-forwarding,command=\"echo 'Please login as the user \\\"debian\\\" rather than the user \\\"root\\\".';echo;sleep 10;exit 142\" ssh-ed25519 {blob} cloud");
+        assert!(!PublicKey::parse(&cloud).unwrap().usable());
+        assert!(!has_usable_key(&cloud, &[ED.to_string()]));
+        let out = merge(&format!("# top\n{cloud}\n"), &[ED.to_string()]);
+        assert_eq!(
+            out,
+            format!("# top\n{ED}\n{cloud}\n"),
+            "the plain line goes first"
+        );
+        assert!(has_usable_key(&out, &[ED.to_string()]));
+        assert_eq!(merge(&out, &[ED.to_string()]), out);
+        for opts in [
+            "from=\"10.0.0.1\"",
+            "restrict",
+            "no-pty",
+            "expiry-time=\"20200101\"",
+        ] {
+            assert!(
+                !PublicKey::parse(&format!("{opts} {ED}")).unwrap().usable(),
+                "{opts}"
+            );
+        }
+        for opts in [
+            "no-agent-forwarding,no-port-forwarding",
+            "environment=\"A=command\"",
+        ] {
+            assert!(
+                PublicKey::parse(&format!("{opts} {ED}")).unwrap().usable(),
+                "{opts}"
+            );
+        }
+    }
+
+    #[test]
     fn expands_tokens() {
         let u = User {
             name: "mn".into(),
             uid: 1000,
             gid: 1000,
             home: "/home/mn".into(),
+            shell: "/bin/bash".into(),
         };
         assert_eq!(
             expand_keys_file(".ssh/authorized_keys", &u),

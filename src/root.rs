@@ -63,6 +63,14 @@ impl Root {
         if self.is_live() {
             return Path::new("/").join(host_path);
         }
+        if !self.dir.exists() {
+            // No tree yet, so no link to follow: the path is where the tree will be made.
+            let parts = lexical(host_path);
+            let parts: Vec<&OsStr> = parts.iter().collect();
+            let mut out = self.dir.clone();
+            out.extend(cancel_dotdot(&parts).iter().filter(|c| *c != ".."));
+            return out;
+        }
         match self.resolve(host_path) {
             Ok(p) => p,
             Err(e) => {

@@ -283,3 +283,97 @@ fn no_key_where_sshd_reads_means_passwords_stay_on() {
         .join("etc/ssh/sshd_config.d/00-brickup.conf")
         .exists());
 }
+
+/// Appends `extra` to the rootfs's sshd_config and runs `apply --root` with the real sshd -T.
+fn apply_with_sshd_config(extra: &str) -> (tempfile::TempDir, std::process::Output, String) {
+    let (root, keys, _key, public) = setup();
+    let main = root.path().join("etc/ssh/sshd_config");
+    let stock = std::fs::read_to_string(&main).unwrap();
+    let edited = format!("{stock}\n{extra}\n");
+    std::fs::write(&main, &edited).unwrap();
+    let cfg = write_config(keys.path(), 2222, &public);
+    let r = root.path().to_str().unwrap();
+    let o = brickup(&["apply", "--root", r, "--config", cfg.to_str().unwrap()]);
+    (root, o, edited)
+}
+
+fn assert_refused_and_rolled_back(root: &Path, o: &std::process::Output, edited: &str, why: &str) {
+    assert_eq!(o.status.code(), Some(3), "{}", text(o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(why),
+        "{}",
+        text(o)
+    );
+    assert!(!root.join("etc/ssh/sshd_config.d/00-brickup.conf").exists());
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/ssh/sshd_config")).unwrap(),
+        edited
+    );
+}
+
+/// The candidate config is the truth: a `Match LocalPort` block for the new port makes sshd read
+/// keys from a file the key step never wrote. Asked only about port 22 and 127.0.0.1, the guard
+/// would miss it.
+#[test]
+fn match_local_port_keys_file_is_refused() {
+    let (root, o, edited) =
+        apply_with_sshd_config("Match LocalPort 2222\n    AuthorizedKeysFile /etc/ssh/nowhere/%u");
+    assert_refused_and_rolled_back(
+        root.path(),
+        &o,
+        &edited,
+        "refusing to disable password logins",
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("/etc/ssh/nowhere/root"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// Passwords back on for connections from the internet only (`Match Address`).
+#[test]
+fn match_address_override_for_public_clients_is_refused() {
+    let (root, o, edited) =
+        apply_with_sshd_config("Match Address 203.0.113.0/24\n    PasswordAuthentication yes");
+    assert_refused_and_rolled_back(root.path(), &o, &edited, "addr=203.0.113.7");
+}
+
+/// AllowUsers that leaves the owner out would lock them out.
+#[test]
+fn allow_users_without_the_owner_is_refused() {
+    let (root, o, edited) = apply_with_sshd_config("AllowUsers deploy admin@10.*");
+    assert_refused_and_rolled_back(
+        root.path(),
+        &o,
+        &edited,
+        "AllowUsers/DenyUsers would refuse root",
+    );
+}
+
+/// cloud-init's restricted entry of the owner's own key (`command="echo Please login as..."`)
+/// does not count as installed: brickup puts a plain entry before it, and the real sshd lets the
+/// key in.
+#[test]
+fn restricted_entry_of_the_same_key_is_not_a_login() {
+    let (root, keys, key, public) = setup();
+    let ssh_dir = root.path().join("root/.ssh");
+    std::fs::create_dir_all(&ssh_dir).unwrap();
+    let restricted = format!("no-port-forwarding,no-agent-forwarding,no-X11-forwarding,command=\"echo 'Please login as the user \\\"debian\\\" rather than the user \\\"root\\\".';echo;sleep 1;exit 142\" {public}");
+    std::fs::write(ssh_dir.join("authorized_keys"), format!("{restricted}\n")).unwrap();
+    let port = free_port();
+    let cfg = write_config(keys.path(), port, &public);
+    let r = root.path().to_str().unwrap();
+    let o = brickup(&["apply", "--root", r, "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let text_now = std::fs::read_to_string(ssh_dir.join("authorized_keys")).unwrap();
+    assert_eq!(text_now, format!("{public}\n{restricted}\n"));
+    let _sshd = start_sshd(root.path(), &[]);
+    wait_port(port);
+    let login = ssh_key(&key, port);
+    assert!(
+        String::from_utf8_lossy(&login.stdout).contains("key-login-ok"),
+        "{}",
+        text(&login)
+    );
+}

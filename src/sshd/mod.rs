@@ -23,7 +23,7 @@ const DROPIN_DIR: &str = "/etc/ssh/sshd_config.d";
 /// Refusals that keep the owner from being locked out.
 #[derive(Debug, thiserror::Error)]
 pub enum LockoutGuard {
-    #[error("refusing to disable password logins: no configured key is installed in {path}, the file sshd reads for {user}")]
+    #[error("refusing to disable password logins: no configured key is usable in {path}, the file(s) sshd reads for {user} (missing, or only with restricting options such as command=)")]
     NoKeyInstalled { path: String, user: String },
     #[error("sshd would not use brickup's {keyword} (wants {wanted:?}, effective {effective:?}): it is overridden by {by}; rolled back")]
     Overridden {
@@ -36,6 +36,8 @@ pub enum LockoutGuard {
         "sshd is not listening on port {port} after the restart; the previous config was restored"
     )]
     NotListening { port: u16 },
+    #[error("sshd's AllowUsers/DenyUsers would refuse {user}: rolled back")]
+    UserNotAllowed { user: String },
 }
 
 /// One directive in the order sshd reads it.
@@ -238,33 +240,31 @@ fn read_text(root: &Root, host: &Path) -> Result<String> {
     fs::read_to_string(&real).with_context(|| format!("reading {}", real.display()))
 }
 
-/// Password logins go off only once a configured key is where sshd reads it.
-fn guard_key_installed(cx: &Context) -> Result<()> {
+/// Password logins go off only once a configured key is usable (its first entry unrestricted)
+/// in one of the files sshd reads for the user: `patterns` are `AuthorizedKeysFile`'s entries as
+/// the candidate config has them. Read without following the user's links.
+pub(crate) fn guard_key_usable(cx: &Context, patterns: &[String]) -> Result<()> {
     if cx.config.ssh.password_authentication {
         return Ok(());
     }
-    let (path, user) = crate::keys::target(cx)?;
-    let text = fs::read_to_string(cx.root.path(&path)).unwrap_or_default();
-    let installed: Vec<crate::keys::PublicKey> = text
-        .lines()
-        .filter_map(|l| crate::keys::PublicKey::parse(l).ok())
-        .collect();
-    let ok = cx
-        .config
-        .ssh
-        .authorized_keys
-        .iter()
-        .filter_map(|k| crate::keys::PublicKey::parse(k).ok())
-        .any(|k| installed.iter().any(|i| i.same_key(&k)));
-    if ok {
-        Ok(())
-    } else {
-        Err(LockoutGuard::NoKeyInstalled {
-            path: path.display().to_string(),
-            user: user.name,
+    let user = crate::keys::user(&cx.root, &cx.config.ssh.user)?;
+    let mut tried = Vec::new();
+    for pattern in patterns.iter().filter(|p| p.as_str() != "none") {
+        let path = crate::keys::expand_keys_file(pattern, &user);
+        let tree = crate::keys::tree(&path, &user);
+        let text = crate::fsops::read_user_file(&cx.root, &tree, &path)?
+            .map(|f| String::from_utf8_lossy(&f.content).into_owned())
+            .unwrap_or_default();
+        if crate::keys::has_usable_key(&text, &cx.config.ssh.authorized_keys) {
+            return Ok(());
         }
-        .into())
+        tried.push(path.display().to_string());
     }
+    Err(LockoutGuard::NoKeyInstalled {
+        path: tried.join(", "),
+        user: user.name,
+    }
+    .into())
 }
 
 /// Hardens sshd.
@@ -308,7 +308,6 @@ impl Step for SshdStep {
     }
 
     fn apply(&self, cx: &Context, tx: &mut Transaction) -> Result<Applied> {
-        guard_key_installed(cx)?;
         let files = desired(cx)?;
         if files.is_empty() && !cx.live() {
             return Ok(Applied::unchanged("sshd config already hardened"));

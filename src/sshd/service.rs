@@ -33,12 +33,35 @@ pub fn validate_cmd(cx: &Context) -> Cmd {
         .args(["-t", "-f", SSHD_CONFIG])
 }
 
-fn test_spec(cx: &Context) -> String {
-    format!("user={},host=localhost,addr=127.0.0.1", cx.config.ssh.user)
+/// The connections sshd -T is asked about: every port it will listen on, from a local, a
+/// public IPv4 and a public IPv6 address (documentation ranges), so `Match Address`,
+/// `Match LocalPort` and `Match LocalAddress` blocks that apply to the owner are seen.
+fn test_specs(cx: &Context) -> Vec<String> {
+    let user = &cx.config.ssh.user;
+    let ports =
+        std::iter::once(cx.config.ssh.port.get()).chain(cx.kept_ssh_ports().iter().copied());
+    ports
+        .flat_map(|p| {
+            [
+                ("127.0.0.1", "127.0.0.1"),
+                ("203.0.113.7", "192.0.2.7"),
+                ("2001:db8::7", "2001:db8::1"),
+            ]
+            .map(|(addr, laddr)| {
+                format!("user={user},host=brickup-check,addr={addr},laddr={laddr},lport={p}")
+            })
+        })
+        .collect()
 }
 
-/// `sshd -T` for the configured user: keyword -> values (Port repeats).
+/// `sshd -t` of the candidate config, then `sshd -T -C SPEC`: keyword -> values (Port repeats).
+/// None when the root has no usable sshd.
 fn effective(cx: &Context) -> Result<Option<BTreeMap<String, Vec<String>>>> {
+    let spec = test_specs(cx).swap_remove(0);
+    effective_for(cx, &spec)
+}
+
+fn effective_for(cx: &Context, spec: &str) -> Result<Option<BTreeMap<String, Vec<String>>>> {
     let Some(cmd) = sshd_cmd(&cx.root) else {
         return Ok(None);
     };
@@ -62,7 +85,7 @@ fn effective(cx: &Context) -> Result<Option<BTreeMap<String, Vec<String>>>> {
     }
     let out = cx
         .runner
-        .check(&cmd.args(["-T", "-C", &test_spec(cx), "-f", SSHD_CONFIG]))?;
+        .check(&cmd.args(["-T", "-C", spec, "-f", SSHD_CONFIG]))?;
     let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for line in out.stdout.lines() {
         if let Some((k, v)) = line.split_once(' ') {
@@ -162,36 +185,76 @@ fn culprits(cx: &Context, keyword: &str, wanted: &str) -> String {
     }
 }
 
-/// Check the candidate config with the target's own sshd; an override is a [`LockoutGuard`].
+/// Check the candidate config with the target's own sshd, for every connection of
+/// [`test_specs`]: brickup's values win, the user may log in, and a configured key is usable in
+/// the file(s) sshd reads for the user. Anything else is a [`LockoutGuard`].
 pub fn verify_effective(cx: &Context) -> Result<Verified> {
-    let Some(eff) = effective(cx)? else {
+    if sshd_cmd(&cx.root).is_none() {
+        // No sshd to ask: the candidate files, read as sshd would, are the next best truth.
+        super::guard_key_usable(cx, &[super::authorized_keys_file(&cx.root)?])?;
         return Ok(Verified::Deferred(
             "sshd -t/-T checks deferred: no usable sshd under the root".into(),
         ));
-    };
-    if let Some((keyword, wanted, effective)) = mismatches(cx, &eff).into_iter().next() {
-        let by = culprits(cx, &keyword, &wanted);
-        return Err(LockoutGuard::Overridden {
-            keyword,
-            wanted,
-            effective,
-            by,
-        }
-        .into());
     }
-    let akf = eff
-        .get("authorizedkeysfile")
-        .and_then(|v| v.first())
-        .and_then(|v| v.split_whitespace().next().map(str::to_string));
-    let ours = super::authorized_keys_file(&cx.root)?;
-    if let Some(akf) = akf {
-        if akf != ours {
-            bail!(
-                "sshd reads keys from {akf:?} but brickup resolved {ours:?} from the config files"
-            );
+    for spec in test_specs(cx) {
+        let Some(eff) = effective_for(cx, &spec)? else {
+            super::guard_key_usable(cx, &[super::authorized_keys_file(&cx.root)?])?;
+            return Ok(Verified::Deferred(
+                "sshd -t/-T checks deferred: the root's sshd has no host keys".into(),
+            ));
+        };
+        if let Some((keyword, wanted, effective)) = mismatches(cx, &eff).into_iter().next() {
+            let by = culprits(cx, &keyword, &wanted);
+            return Err(LockoutGuard::Overridden {
+                keyword,
+                wanted,
+                effective,
+                by: format!("{by} (for {spec})"),
+            }
+            .into());
         }
+        user_allowed(cx, &eff).with_context(|| format!("sshd -T -C {spec}"))?;
+        let files: Vec<String> = eff
+            .get("authorizedkeysfile")
+            .into_iter()
+            .flatten()
+            .flat_map(|v| v.split_whitespace().map(str::to_string))
+            .collect();
+        super::guard_key_usable(cx, &files).with_context(|| format!("sshd -T -C {spec}"))?;
     }
     Ok(Verified::Yes)
+}
+
+/// AllowUsers/DenyUsers (user part, `*`/`?` globs) must let the configured user in.
+fn user_allowed(cx: &Context, eff: &BTreeMap<String, Vec<String>>) -> Result<()> {
+    let user = &cx.config.ssh.user;
+    let matches = |key: &str| {
+        eff.get(key)
+            .into_iter()
+            .flatten()
+            .flat_map(|v| v.split_whitespace())
+            .any(|e| glob_match(e.split('@').next().unwrap_or(e), user))
+    };
+    let allow_listed = eff.contains_key("allowusers");
+    if matches("denyusers") || (allow_listed && !matches("allowusers")) {
+        return Err(LockoutGuard::UserNotAllowed { user: user.clone() }.into());
+    }
+    Ok(())
+}
+
+/// sshd's pattern match (ssh_config(5) PATTERNS): `*` any run, `?` one character.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    fn go(p: &[char], t: &[char]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some(('*', rest)) => (0..=t.len()).any(|i| go(rest, &t[i..])),
+            Some(('?', rest)) => !t.is_empty() && go(rest, &t[1..]),
+            Some((c, rest)) => t.first() == Some(c) && go(rest, &t[1..]),
+        }
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    go(&p, &t)
 }
 
 /// Drift between the effective config and brickup's settings.
