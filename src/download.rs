@@ -333,11 +333,12 @@ fn download_with_retries(
     opts: &FetchOptions,
 ) -> Result<(Sha256Digest, u64)> {
     let client = crate::http::client(&opts.http)?;
+    let (target, auth) = split_userinfo(parsed);
     let attempts = opts.attempts.max(1);
     let mut delay = opts.backoff;
     for attempt in 1..=attempts {
         info!(url = %shown, attempt, "downloading");
-        match download_once(&client, parsed, shown, partial, opts) {
+        match download_once(&client, (&target, &auth), shown, partial, opts) {
             Ok(v) => return Ok(v),
             Err(AttemptError::Fatal(e)) => return Err(e),
             Err(AttemptError::Retry(e)) if attempt == attempts => {
@@ -353,18 +354,45 @@ fn download_with_retries(
     unreachable!("the loop returns on its last attempt")
 }
 
+/// Username and password of a URL, percent-decoded.
+type Userinfo = Option<(String, Option<String>)>;
+
+/// Moves a URL's userinfo into a Basic Authorization header (RFC 7617), as reqwest would itself,
+/// but before the URL reaches hyper, whose trace logs print the authority with the userinfo.
+fn split_userinfo(url: &reqwest::Url) -> (reqwest::Url, Userinfo) {
+    if url.username().is_empty() && url.password().is_none() {
+        return (url.clone(), None);
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let userinfo = (decode(url.username()), url.password().map(decode));
+    let mut bare = url.clone();
+    // Cannot fail: a URL with userinfo has a host.
+    let _ = bare.set_username("");
+    let _ = bare.set_password(None);
+    (bare, Some(userinfo))
+}
+
 fn download_once(
     client: &reqwest::blocking::Client,
-    parsed: &reqwest::Url,
+    (target, auth): (&reqwest::Url, &Userinfo),
     shown: &str,
     partial: &Path,
     opts: &FetchOptions,
 ) -> Result<(Sha256Digest, u64), AttemptError> {
-    let resp = client
-        .get(parsed.clone())
+    let mut req = client.get(target.clone());
+    if let Some((user, password)) = auth {
+        req = req.basic_auth(user, password.as_ref());
+    }
+    let resp = req
         .send()
         // reqwest's message embeds the full URL (query and all): drop it, name `shown` instead.
-        .map_err(|e| AttemptError::Retry(anyhow!(e.without_url()).context(format!("requesting {shown}"))))?;
+        .map_err(|e| {
+            AttemptError::Retry(anyhow!(e.without_url()).context(format!("requesting {shown}")))
+        })?;
     let status = resp.status();
     if !status.is_success() {
         let err = DownloadError::HttpStatus {

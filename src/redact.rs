@@ -81,7 +81,10 @@ mod tests {
             ("https://host:8443/a/b?", "https://host:8443/a/b?***"),
             ("https://tok@host/", "https://***@host/"),
             ("https://:pw@host/", "https://***@host/"),
-            ("http://[::1]:8080/r?k=v#frag", "http://[::1]:8080/r?***#***"),
+            (
+                "http://[::1]:8080/r?k=v#frag",
+                "http://[::1]:8080/r?***#***",
+            ),
             ("http://127.0.0.1:9/r#x", "http://127.0.0.1:9/r#***"),
             ("file:///var/csf.tgz", "file:///var/csf.tgz"),
             ("file:///var/csf.tgz?x=1", "file:///var/csf.tgz?***"),
