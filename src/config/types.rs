@@ -285,8 +285,11 @@ impl SshConfig {
                     field,
                     "Match and Include blocks are not supported here".into(),
                 ));
-            } else if v.trim().is_empty() || v.contains('\n') {
-                p.push((field, "needs a one-line value".into()));
+            } else if v.trim().is_empty() || v.contains(|c: char| c.is_control()) {
+                p.push((
+                    field,
+                    "needs a one-line value (no line breaks or control characters)".into(),
+                ));
             }
         }
     }
@@ -339,10 +342,10 @@ impl FirewallConfig {
                     field,
                     "set by brickup itself from the firewall section".into(),
                 ));
-            } else if v.contains('"') || v.contains('\n') {
+            } else if v.contains(|c: char| c == '"' || c.is_control()) {
                 p.push((
                     field,
-                    "value may not contain a double quote or newline".into(),
+                    "value may not contain a double quote, line break or control character".into(),
                 ));
             }
         }
