@@ -376,11 +376,8 @@ fn lexical_target(link: &Path) -> Option<PathBuf> {
     for c in target.components() {
         match c {
             Component::RootDir => out = PathBuf::from("/"),
-            Component::ParentDir => {
-                if !out.pop() {
-                    return None;
-                }
-            }
+            // The guard pops as it tests: `..` above `/` ends the walk.
+            Component::ParentDir if !out.pop() => return None,
             Component::Normal(n) => out.push(n),
             _ => {}
         }
