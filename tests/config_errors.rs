@@ -363,6 +363,12 @@ fn leaking_configs() -> Vec<(&'static str, String, &'static str, &'static str)> 
             "invalid type: string, expected a sequence",
         ),
         (
+            "URL-shaped token under a key (no key of its own)",
+            key_as(&format!("\n    {TOKEN}://x.example/\n")),
+            "ssh.authorized_keys",
+            "invalid type: string, expected a sequence",
+        ),
+        (
             "token as the port",
             b.replace("2222", TOKEN),
             "ssh.port",

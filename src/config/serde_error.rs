@@ -55,19 +55,19 @@ fn field_of(path: &str, message: &str, source: &str, line: usize) -> String {
     if path.is_empty() {
         return "(document)".to_string();
     }
-    let key = source
-        .lines()
-        .nth(line.saturating_sub(1))
-        .and_then(|l| l.trim().trim_start_matches("- ").split_once(':'))
-        .map(|(k, _)| k.trim().to_string());
-    match key {
-        Some(k)
-            if !k.is_empty() && !path.ends_with(&k) && !path.ends_with(']') && !k.contains(' ') =>
-        {
-            join(&k)
-        }
+    match source.lines().nth(line.saturating_sub(1)).and_then(key_on) {
+        Some(k) if !path.ends_with(k) && !path.ends_with(']') => join(k),
         _ => path.to_string(),
     }
+}
+
+/// The key a line sets (`  key: value`, `- key:`), if it is shaped like a field name: the
+/// line may hold a value instead (`s3cret://x` is no key).
+fn key_on(line: &str) -> Option<&str> {
+    let body = line.trim().trim_start_matches("- ");
+    let (key, rest) = body.split_once(':')?;
+    let is_name = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    (is_name && (rest.is_empty() || rest.starts_with(' '))).then_some(key)
 }
 
 fn backticked(message: &str, prefix: &str) -> Option<String> {
