@@ -20,7 +20,7 @@ pub enum CsfConfError {
         line: usize,
         text: String,
     },
-    #[error("wanted value for {key} contains a double quote or newline: {value:?}")]
+    #[error("wanted value for {key} contains a double quote or a control character")]
     BadValue { key: String, value: String },
     #[error("{key:?} is not a csf.conf key name (A-Z, 0-9, _)")]
     BadKey { key: String },
@@ -98,7 +98,8 @@ fn check_wanted(wanted: &BTreeMap<String, String>) -> Result<(), CsfConfError> {
         if !valid_key(key) {
             return Err(CsfConfError::BadKey { key: key.clone() });
         }
-        if value.contains(['"', '\n', '\r']) {
+        // A line break would add a line of its own; NUL and the rest have no place in csf.conf.
+        if value.contains(|c: char| c == '"' || c.is_control()) {
             return Err(CsfConfError::BadValue {
                 key: key.clone(),
                 value: value.clone(),

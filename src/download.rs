@@ -129,17 +129,19 @@ pub fn fetch_verified(
     cache_dir: &Path,
     opts: &FetchOptions,
 ) -> Result<PathBuf> {
-    let source = parse_source(url, opts.allow_http)?;
+    // Presigned URLs carry their credentials: messages and logs name the redacted form only.
+    let shown = crate::redact::url(url);
+    let source = parse_source(url, &shown, opts.allow_http)?;
     ensure_private_dir(cache_dir)?;
     let dest = cache_dir.join(format!("{expected}.tgz"));
     if cached_copy_matches(&dest, expected)? {
-        info!(url, path = %dest.display(), "using verified cached copy");
+        info!(url = %shown, path = %dest.display(), "using verified cached copy");
         return Ok(dest);
     }
     let partial = cache_dir.join(format!("{expected}.partial"));
     let fetched = match &source {
-        Source::File(path) => copy_file(path, url, &partial, opts.max_size),
-        Source::Http(u) => download_with_retries(u, url, &partial, opts),
+        Source::File(path) => copy_file(path, &shown, &partial, opts.max_size),
+        Source::Http(u) => download_with_retries(u, &shown, &partial, opts),
     };
     let (actual, bytes) = match fetched {
         Ok(v) => v,
@@ -147,7 +149,7 @@ pub fn fetch_verified(
     };
     if actual != *expected {
         let e = DownloadError::HashMismatch {
-            url: url.to_string(),
+            url: shown,
             expected: *expected,
             actual,
         };
@@ -162,24 +164,25 @@ pub fn fetch_verified(
         return Err(discard(&partial, e));
     }
     sync_dir(cache_dir)?;
-    info!(url, bytes, path = %dest.display(), "download verified");
+    info!(url = %shown, bytes, path = %dest.display(), "download verified");
     Ok(dest)
 }
 
-fn parse_source(url: &str, allow_http: bool) -> Result<Source> {
-    let parsed = reqwest::Url::parse(url).with_context(|| format!("parsing URL {url:?}"))?;
+/// `shown` is the redacted `url`, the only form that goes into messages.
+fn parse_source(url: &str, shown: &str, allow_http: bool) -> Result<Source> {
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("parsing URL {shown}"))?;
     match parsed.scheme() {
         "https" => Ok(Source::Http(parsed)),
         "http" if allow_http => Ok(Source::Http(parsed)),
-        "http" => Err(DownloadError::HttpNotAllowed { url: url.into() }.into()),
+        "http" => Err(DownloadError::HttpNotAllowed { url: shown.into() }.into()),
         "file" => {
             let path = parsed
                 .to_file_path()
-                .map_err(|()| anyhow!("{url} does not name a local file path"))?;
+                .map_err(|()| anyhow!("{shown} does not name a local file path"))?;
             Ok(Source::File(path))
         }
         other => Err(DownloadError::UnsupportedScheme {
-            url: url.into(),
+            url: shown.into(),
             scheme: other.into(),
         }
         .into()),
@@ -298,7 +301,8 @@ fn stream_to_partial(
     Ok(result)
 }
 
-fn copy_file(path: &Path, url: &str, partial: &Path, limit: u64) -> Result<(Sha256Digest, u64)> {
+/// `shown` is the redacted URL, for messages.
+fn copy_file(path: &Path, shown: &str, partial: &Path, limit: u64) -> Result<(Sha256Digest, u64)> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let len = file
         .metadata()
@@ -306,13 +310,13 @@ fn copy_file(path: &Path, url: &str, partial: &Path, limit: u64) -> Result<(Sha2
         .len();
     if len > limit {
         return Err(DownloadError::TooLarge {
-            url: url.into(),
+            url: shown.into(),
             limit,
         }
         .into());
     }
-    info!(url, bytes = len, "copying local file");
-    stream_to_partial(file, url, partial, limit).map_err(|e| e.into_anyhow(url))
+    info!(url = %shown, bytes = len, "copying local file");
+    stream_to_partial(file, shown, partial, limit).map_err(|e| e.into_anyhow(shown))
 }
 
 /// One try's outcome class: worth another try (network trouble, 5xx, 429) or final.
@@ -321,25 +325,27 @@ enum AttemptError {
     Fatal(anyhow::Error),
 }
 
+/// `shown` is the redacted URL: the only form that goes into messages and logs.
 fn download_with_retries(
     parsed: &reqwest::Url,
-    url: &str,
+    shown: &str,
     partial: &Path,
     opts: &FetchOptions,
 ) -> Result<(Sha256Digest, u64)> {
     let client = crate::http::client(&opts.http)?;
+    let (target, auth) = split_userinfo(parsed);
     let attempts = opts.attempts.max(1);
     let mut delay = opts.backoff;
     for attempt in 1..=attempts {
-        info!(url, attempt, "downloading");
-        match download_once(&client, parsed, url, partial, opts) {
+        info!(url = %shown, attempt, "downloading");
+        match download_once(&client, (&target, &auth), shown, partial, opts) {
             Ok(v) => return Ok(v),
             Err(AttemptError::Fatal(e)) => return Err(e),
             Err(AttemptError::Retry(e)) if attempt == attempts => {
-                return Err(e.context(format!("giving up on {url} after {attempts} attempts")))
+                return Err(e.context(format!("giving up on {shown} after {attempts} attempts")))
             }
             Err(AttemptError::Retry(e)) => {
-                warn!(url, attempt, error = %format!("{e:#}"), ?delay, "download failed, retrying");
+                warn!(url = %shown, attempt, error = %format!("{e:#}"), ?delay, "download failed, retrying");
                 std::thread::sleep(delay);
                 delay = delay.saturating_mul(2);
             }
@@ -348,22 +354,49 @@ fn download_with_retries(
     unreachable!("the loop returns on its last attempt")
 }
 
+/// Username and password of a URL, percent-decoded.
+type Userinfo = Option<(String, Option<String>)>;
+
+/// Moves a URL's userinfo into a Basic Authorization header (RFC 7617), as reqwest would itself,
+/// but before the URL reaches hyper, whose trace logs print the authority with the userinfo.
+fn split_userinfo(url: &reqwest::Url) -> (reqwest::Url, Userinfo) {
+    if url.username().is_empty() && url.password().is_none() {
+        return (url.clone(), None);
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let userinfo = (decode(url.username()), url.password().map(decode));
+    let mut bare = url.clone();
+    // Cannot fail: a URL with userinfo has a host.
+    let _ = bare.set_username("");
+    let _ = bare.set_password(None);
+    (bare, Some(userinfo))
+}
+
 fn download_once(
     client: &reqwest::blocking::Client,
-    parsed: &reqwest::Url,
-    url: &str,
+    (target, auth): (&reqwest::Url, &Userinfo),
+    shown: &str,
     partial: &Path,
     opts: &FetchOptions,
 ) -> Result<(Sha256Digest, u64), AttemptError> {
-    let resp = client
-        .get(parsed.clone())
+    let mut req = client.get(target.clone());
+    if let Some((user, password)) = auth {
+        req = req.basic_auth(user, password.as_ref());
+    }
+    let resp = req
         .send()
-        .with_context(|| format!("requesting {url}"))
-        .map_err(AttemptError::Retry)?;
+        // reqwest's message embeds the full URL (query and all): drop it, name `shown` instead.
+        .map_err(|e| {
+            AttemptError::Retry(anyhow!(e.without_url()).context(format!("requesting {shown}")))
+        })?;
     let status = resp.status();
     if !status.is_success() {
         let err = DownloadError::HttpStatus {
-            url: url.into(),
+            url: shown.into(),
             status: status.as_u16(),
         };
         let retry = status.is_server_error() || status.as_u16() == 429;
@@ -375,30 +408,30 @@ fn download_once(
     }
     if resp.url().scheme() == "http" && !opts.allow_http {
         let e = DownloadError::HttpNotAllowed {
-            url: resp.url().to_string(),
+            url: crate::redact::parsed_url(resp.url()),
         };
         return Err(AttemptError::Fatal(
-            anyhow::Error::new(e).context(format!("redirected from {url}")),
+            anyhow::Error::new(e).context(format!("redirected from {shown}")),
         ));
     }
     let announced = resp.content_length();
     if announced.is_some_and(|len| len > opts.max_size) {
         let e = DownloadError::TooLarge {
-            url: url.into(),
+            url: shown.into(),
             limit: opts.max_size,
         };
         return Err(AttemptError::Fatal(e.into()));
     }
     let (digest, bytes) =
-        stream_to_partial(resp, url, partial, opts.max_size).map_err(|e| match e {
-            StreamError::Read(_) => AttemptError::Retry(e.into_anyhow(url)),
-            _ => AttemptError::Fatal(e.into_anyhow(url)),
+        stream_to_partial(resp, shown, partial, opts.max_size).map_err(|e| match e {
+            StreamError::Read(_) => AttemptError::Retry(e.into_anyhow(shown)),
+            _ => AttemptError::Fatal(e.into_anyhow(shown)),
         })?;
     if let Some(len) = announced.filter(|&len| len != bytes) {
-        let e = anyhow!("{url}: received {bytes} bytes but Content-Length announced {len}");
+        let e = anyhow!("{shown}: received {bytes} bytes but Content-Length announced {len}");
         return Err(AttemptError::Retry(e));
     }
-    info!(url, bytes, "received");
+    info!(url = %shown, bytes, "received");
     Ok((digest, bytes))
 }
 

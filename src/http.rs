@@ -9,6 +9,8 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use rustls_pki_types::{pem::PemObject as _, CertificateDer};
 
+const MAX_REDIRECTS: usize = 10;
+
 /// Settings shared by every request a client makes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpOptions {
@@ -45,7 +47,22 @@ pub fn builder(opts: &HttpOptions) -> Result<reqwest::blocking::ClientBuilder> {
         .tls_backend_preconfigured(tls)
         .connect_timeout(opts.connect_timeout)
         .timeout(opts.timeout)
+        .redirect(reqwest::redirect::Policy::custom(follow_redirect))
         .user_agent(opts.user_agent.clone()))
+}
+
+/// reqwest's default limit of 10 redirects, and none to a URL with userinfo: hyper's trace logs
+/// print the authority it connects to, credentials included (downloads move the configured URL's
+/// userinfo into a header for that reason; a redirect target cannot be treated the same way).
+fn follow_redirect(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::redirect::Action {
+    let url = attempt.url();
+    if !url.username().is_empty() || url.password().is_some() {
+        attempt.error("refusing a redirect to a URL with credentials in it")
+    } else if attempt.previous().len() >= MAX_REDIRECTS {
+        attempt.error(format!("too many redirects (more than {MAX_REDIRECTS})"))
+    } else {
+        attempt.follow()
+    }
 }
 
 /// The rustls configuration: ring provider, safe protocol versions, webpki roots plus `ca_file`.

@@ -17,6 +17,7 @@ pub mod keys;
 pub mod lock;
 pub mod packages;
 pub mod receive;
+pub mod redact;
 pub mod report;
 pub mod root;
 pub mod runner;

@@ -321,3 +321,234 @@ fn readme_config_reference_is_the_validated_example() {
     );
     brickup::config::parse(brickup::config::EXAMPLE, Path::new("example")).unwrap();
 }
+
+/// A line from the middle of a private key: what must never be printed.
+const PEM_BODY: &str = "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW";
+const TOKEN: &str = "tok-Q9x7-SECRET-never-shown";
+
+fn pem_lines(indent: &str) -> String {
+    [
+        "-----BEGIN OPENSSH PRIVATE KEY-----",
+        PEM_BODY,
+        "QyNTUxOQAAACBtW4eQ8r/zG4QL8y0V0KlacgPRiZmgZDbfQkhQTobmYgAAAJhJ",
+        "-----END OPENSSH PRIVATE KEY-----",
+    ]
+    .iter()
+    .map(|l| format!("{indent}{l}\n"))
+    .collect()
+}
+
+/// Secrets in the wrong place: (case, config text, field named, words of the message).
+fn leaking_configs() -> Vec<(&'static str, String, &'static str, &'static str)> {
+    let b = base();
+    let key_as =
+        |value: &str| format!("version: 1\nssh:\n  port: 2222\n  authorized_keys: {value}");
+    vec![
+        (
+            "private key as a block string",
+            key_as(&format!("|\n{}", pem_lines("    "))),
+            "ssh.authorized_keys",
+            "invalid type: string, expected a sequence",
+        ),
+        (
+            "private key as a quoted string",
+            key_as(&format!("{:?}\n", pem_lines(""))),
+            "ssh.authorized_keys",
+            "invalid type: string, expected a sequence",
+        ),
+        (
+            "private key as a plain multi-line string",
+            key_as(&pem_lines("    ").replace("-----BEGIN", "\n    BEGIN")),
+            "ssh.authorized_keys",
+            "invalid type: string, expected a sequence",
+        ),
+        (
+            "URL-shaped token under a key (no key of its own)",
+            key_as(&format!("\n    {TOKEN}://x.example/\n")),
+            "ssh.authorized_keys",
+            "invalid type: string, expected a sequence",
+        ),
+        (
+            "token as the port",
+            b.replace("2222", TOKEN),
+            "ssh.port",
+            "invalid type: string, expected i64",
+        ),
+        (
+            "token as the version",
+            b.replace("version: 1", &format!("version: {TOKEN}")),
+            "version",
+            "invalid type: string, expected u32",
+        ),
+        (
+            "token as a boolean",
+            format!("{b}  password_authentication: \"{TOKEN}\"\n"),
+            "ssh.password_authentication",
+            "invalid type: string, expected a boolean",
+        ),
+        (
+            "token as the settings map",
+            format!("{b}  settings: {TOKEN}\n"),
+            "ssh.settings",
+            "invalid type: string, expected a map",
+        ),
+        (
+            "token as the ipv6 mode",
+            format!("{b}firewall:\n  ipv6: {TOKEN}\n"),
+            "firewall.ipv6",
+            "unknown variant, expected one of",
+        ),
+        (
+            "token as a coin",
+            format!("{b}firewall:\n  masternode_ports: [{TOKEN}]\n"),
+            "firewall.masternode_ports[0]",
+            "unknown coin",
+        ),
+        (
+            "token as the package list",
+            format!("{b}packages:\n  extra: {TOKEN}\n"),
+            "packages.extra",
+            "invalid type: string, expected a sequence",
+        ),
+        (
+            "token as a package",
+            format!("{b}packages:\n  extra: [\"{TOKEN};x\"]\n"),
+            "packages.extra[0]",
+            "not a package name",
+        ),
+        (
+            "token as the user",
+            format!("{b}  user: \"{TOKEN} x\"\n"),
+            "ssh.user",
+            "not a user name",
+        ),
+        (
+            "token as the csf url",
+            format!("{b}csf:\n  url: {TOKEN}\n  sha256: {SHA}\n"),
+            "csf.url",
+            "is not an https://",
+        ),
+        (
+            "token as a report timeout",
+            format!(
+                "{b}report:\n  url: https://example.invalid/r\n  total_timeout_secs: {TOKEN}\n"
+            ),
+            "report.total_timeout_secs",
+            "invalid type: string, expected u64",
+        ),
+        (
+            "token with a newline as the ipv6 mode",
+            format!("{b}firewall:\n  ipv6: \"x\\n{TOKEN}\"\n"),
+            "firewall.ipv6",
+            "unknown variant",
+        ),
+    ]
+}
+
+fn leaked(text: &str) -> bool {
+    text.contains(PEM_BODY) || text.contains("PRIVATE KEY-----") || text.contains(TOKEN)
+}
+
+#[test]
+fn config_errors_never_echo_the_value() {
+    let bin = env!("CARGO_BIN_EXE_brickup");
+    let mut failures = Vec::new();
+    for (name, text, field, words) in leaking_configs() {
+        assert!(leaked(&text), "{name}: the case must hold a secret");
+        let err = brickup::config::parse(&text, Path::new("b.yaml")).unwrap_err();
+        let in_process = format!("{err}\n{err:?}");
+        let root = tempfile::tempdir().unwrap();
+        let cfg = root.path().join("brickup.yaml");
+        std::fs::write(&cfg, &text).unwrap();
+        let out = Command::new(bin)
+            .args(["apply", "--root"])
+            .arg(root.path())
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let placed =
+            err.problems.iter().any(|p| p.field == field && p.line > 1) || field == "version";
+        let ok = out.status.code() == Some(2)
+            && !leaked(&in_process)
+            && !leaked(&stderr)
+            && placed
+            && stderr.contains(&format!("{}:", cfg.display()))
+            && stderr.contains(&format!(": {field}: "))
+            && stderr.contains(words);
+        if !ok {
+            failures.push(format!(
+                "{name}: exit {:?}\n{stderr}\n{in_process}",
+                out.status.code()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// A receiver on 127.0.0.1 that answers 200 and keeps every body it gets.
+struct Receiver {
+    url: String,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    _thread: std::thread::JoinHandle<()>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/r", server.server_addr().to_ip().unwrap());
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = bodies.clone();
+        let thread = std::thread::spawn(move || {
+            for mut req in server.incoming_requests() {
+                let mut body = String::new();
+                let _ = std::io::Read::read_to_string(req.as_reader(), &mut body);
+                seen.lock().unwrap().push(body);
+                let _ = req.respond(tiny_http::Response::empty(200));
+            }
+        });
+        Receiver {
+            url,
+            bodies,
+            _thread: thread,
+        }
+    }
+}
+
+#[test]
+fn the_invalid_config_report_carries_the_field_not_the_secret() {
+    let rx = Receiver::start();
+    let text = format!(
+        "version: 1\nssh:\n  port: 2222\n  authorized_keys: |\n{}report:\n  url: {}\n  token: tok-report\n",
+        pem_lines("    "),
+        rx.url
+    );
+    let root = tempfile::tempdir().unwrap();
+    let cfg = root.path().join("brickup.yaml");
+    std::fs::write(&cfg, &text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_brickup"))
+        .args(["apply", "--report", "--root"])
+        .arg(root.path())
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let bodies = rx.bodies.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 1, "one failed report was sent: {stderr}");
+    let last = std::fs::read_to_string(root.path().join("var/lib/brickup/last-report.json"))
+        .expect("the report is recorded");
+    for doc in [&bodies[0], &last] {
+        let report: serde_json::Value = serde_json::from_str(doc).unwrap();
+        let error = report["error"].to_string();
+        assert_eq!(report["status"], "failed", "{doc}");
+        assert!(
+            error.contains(":4:") && error.contains("ssh.authorized_keys: invalid type: string"),
+            "the report names place and field: {error}"
+        );
+        assert!(!leaked(doc), "secret in the report: {doc}");
+    }
+    assert!(!leaked(&stderr), "{stderr}");
+}

@@ -100,7 +100,10 @@ impl Plan {
             }
         }
         if let Some(r) = &loaded.config.report {
-            println!("== report: POST started/finished to {}", r.url);
+            println!(
+                "== report: POST started/finished to {}",
+                crate::redact::url(&r.url)
+            );
         }
         Ok(if failed { Exit::Failed } else { Exit::Ok })
     }

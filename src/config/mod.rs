@@ -2,8 +2,11 @@
 //! names the file, line, column and field (`brickup.yaml:3:9: ssh.port: 70000 is not a TCP port`).
 //!
 //! YAML is read with `serde_norway`, the maintained continuation of the archived `serde_yaml`.
+//! No message carries a value from the file (it may be a secret pasted into the wrong field):
+//! only numbers brickup parsed itself, like a port, are shown.
 
 mod locate;
+mod serde_error;
 mod types;
 
 use std::fmt;
@@ -99,7 +102,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         problems,
     };
     let config: Config =
-        serde_norway::from_str(text).map_err(|e| fail(vec![serde_problem(&e, text)]))?;
+        serde_norway::from_str(text).map_err(|e| fail(vec![serde_error::problem(&e, text)]))?;
     let problems: Vec<Problem> = config
         .validate()
         .into_iter()
@@ -118,67 +121,6 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
     } else {
         Err(fail(problems))
     }
-}
-
-/// Turn serde_norway's "path: message at line L column C" into a [`Problem`].
-fn serde_problem(e: &serde_norway::Error, source: &str) -> Problem {
-    let (line, column) = e
-        .location()
-        .map(|l| (l.line(), l.column()))
-        .unwrap_or((1, 1));
-    let text = e.to_string();
-    let text = match text.rfind(" at line ") {
-        Some(i) => text[..i].to_string(),
-        None => text,
-    };
-    let (path, message) = match text.split_once(": ") {
-        Some((p, m)) if !p.contains(' ') => (p.to_string(), m.to_string()),
-        _ => (String::new(), text.clone()),
-    };
-    let join = |name: &str| {
-        if path.is_empty() || path == "." {
-            name.to_string()
-        } else {
-            format!("{path}.{name}")
-        }
-    };
-    let field = if let Some(name) = backticked(&message, "unknown field `") {
-        join(&name)
-    } else if let Some(name) = backticked(&message, "missing field `") {
-        join(&name)
-    } else if path.is_empty() {
-        "(document)".to_string()
-    } else {
-        // A custom error from a field's own Deserialize is reported at the parent's path but
-        // at the field's line: take the key written there.
-        let key = source
-            .lines()
-            .nth(line.saturating_sub(1))
-            .and_then(|l| l.trim().trim_start_matches("- ").split_once(':'))
-            .map(|(k, _)| k.trim().to_string());
-        match key {
-            Some(k)
-                if !k.is_empty()
-                    && !path.ends_with(&k)
-                    && !path.ends_with(']')
-                    && !k.contains(' ') =>
-            {
-                join(&k)
-            }
-            _ => path,
-        }
-    };
-    Problem {
-        line,
-        column,
-        field,
-        message,
-    }
-}
-
-fn backticked(message: &str, prefix: &str) -> Option<String> {
-    let rest = message.strip_prefix(prefix)?;
-    Some(rest.split('`').next()?.to_string())
 }
 
 #[cfg(test)]

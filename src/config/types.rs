@@ -233,7 +233,7 @@ impl Config {
             if !ok {
                 p.push((
                     format!("packages.extra[{i}]"),
-                    format!("{name:?} is not a package name"),
+                    "not a package name (letters, digits, `+-._:`, not starting with `-`)".into(),
                 ));
             }
         }
@@ -255,7 +255,7 @@ impl SshConfig {
         if !user_ok {
             p.push((
                 "ssh.user".into(),
-                format!("{:?} is not a user name", self.user),
+                "not a user name (letters, digits, `._-`, not starting with `-`)".into(),
             ));
         }
         for (i, line) in self.authorized_keys.iter().enumerate() {
@@ -285,8 +285,11 @@ impl SshConfig {
                     field,
                     "Match and Include blocks are not supported here".into(),
                 ));
-            } else if v.trim().is_empty() || v.contains('\n') {
-                p.push((field, "needs a one-line value".into()));
+            } else if v.trim().is_empty() || v.contains(|c: char| c.is_control()) {
+                p.push((
+                    field,
+                    "needs a one-line value (no line breaks or control characters)".into(),
+                ));
             }
         }
     }
@@ -296,13 +299,13 @@ impl FirewallConfig {
     fn validate(&self, ssh_port: Port, p: &mut Vec<(String, String)>) {
         for (i, m) in self.masternode_ports.iter().enumerate() {
             let field = format!("firewall.masternode_ports[{i}]");
-            if let MasternodePort::Coin(name) = m {
+            if let MasternodePort::Coin(_) = m {
                 if m.ports().is_empty() {
                     let known: Vec<&str> = COINS.iter().map(|(c, _)| *c).collect();
                     p.push((
                         field.clone(),
                         format!(
-                            "unknown coin {name:?} (known: {}; or give the port number)",
+                            "unknown coin (known: {}; or give the port number)",
                             known.join(", ")
                         ),
                     ));
@@ -339,10 +342,10 @@ impl FirewallConfig {
                     field,
                     "set by brickup itself from the firewall section".into(),
                 ));
-            } else if v.contains('"') || v.contains('\n') {
+            } else if v.contains(|c: char| c == '"' || c.is_control()) {
                 p.push((
                     field,
-                    "value may not contain a double quote or newline".into(),
+                    "value may not contain a double quote, line break or control character".into(),
                 ));
             }
         }
@@ -382,7 +385,7 @@ impl CsfConfig {
             )),
             _ => p.push((
                 "csf.url".into(),
-                format!("{:?} is not an https://, file:// or http:// URL", self.url),
+                "is not an https://, file:// or http:// URL".into(),
             )),
         }
     }

@@ -96,7 +96,8 @@ impl Step for DownloadStep {
         } else {
             vec![Action::Note(format!(
                 "download {} and verify sha256 {}",
-                cfg.url, cfg.sha256
+                crate::redact::url(&cfg.url),
+                cfg.sha256
             ))]
         })
     }

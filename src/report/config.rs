@@ -149,10 +149,13 @@ fn check_url(url: &str, allow_http: bool) -> std::result::Result<(), String> {
     match parsed.scheme() {
         "https" => Ok(()),
         "http" if allow_http || is_loopback(host) => Ok(()),
-        "http" => Err(format!(
-            "plain http to {host} sends the report in clear: use https, or set report.allow_http"
-        )),
-        other => Err(format!("unsupported scheme {other:?}; use https")),
+        // The host and scheme come from the file: messages do not repeat them.
+        "http" => Err(
+            "plain http to a host other than loopback sends the report in clear: use https, \
+             or set report.allow_http"
+                .into(),
+        ),
+        _ => Err("unsupported scheme; use https".into()),
     }
 }
 

@@ -21,7 +21,6 @@ const BACKOFF_CAP: Duration = Duration::from_secs(30);
 const MIN_ATTEMPT: Duration = Duration::from_millis(200);
 
 /// A configured report delivery: URL, secrets, client and retry policy.
-#[derive(Debug)]
 pub struct Sender {
     client: Client,
     url: Url,
@@ -29,6 +28,19 @@ pub struct Sender {
     attempt_timeout: Duration,
     total_timeout: Duration,
     backoff_base: Duration,
+}
+
+/// By hand: the derived form would print the URL with its query string.
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender")
+            .field("url", &crate::redact::parsed_url(&self.url))
+            .field("creds", &self.creds)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("total_timeout", &self.total_timeout)
+            .field("backoff_base", &self.backoff_base)
+            .finish_non_exhaustive()
+    }
 }
 
 enum Failure {
@@ -45,7 +57,8 @@ impl Sender {
         }
         Ok(Sender {
             client: client()?,
-            url: Url::parse(&cfg.url).with_context(|| format!("parsing report.url {}", cfg.url))?,
+            url: Url::parse(&cfg.url)
+                .with_context(|| format!("parsing report.url {}", crate::redact::url(&cfg.url)))?,
             creds: Credentials::load(root, cfg)?,
             attempt_timeout: Duration::from_secs(cfg.attempt_timeout_secs),
             total_timeout: Duration::from_secs(cfg.total_timeout_secs),
@@ -73,7 +86,7 @@ impl Sender {
     pub fn send_body(&self, body: &[u8]) -> Result<()> {
         let start = Instant::now();
         let deadline = start + self.total_timeout;
-        let target = display_url(&self.url);
+        let target = crate::redact::parsed_url(&self.url);
         for attempt in 1u32.. {
             let left = deadline.saturating_duration_since(Instant::now());
             let (err, retry_after) = match self.attempt(body, self.attempt_timeout.min(left)) {
@@ -178,9 +191,9 @@ fn judge(resp: Response, creds: &Credentials) -> Result<(), Failure> {
     if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
         Err(Failure::Retry(err, retry_after))
     } else if status.is_redirection() {
-        let to = location.unwrap_or_default();
+        let to = location.map_or_else(|| "nowhere".into(), |l| crate::redact::url(&l));
         Err(Failure::Final(err.context(format!(
-            "redirects are not followed (to {to:?}); set report.url to the final address"
+            "redirects are not followed (to {to}); set report.url to the final address"
         ))))
     } else {
         Err(Failure::Final(err))
@@ -211,16 +224,6 @@ fn redact(text: &str, creds: &Credentials) -> String {
         .fold(text.to_string(), |t, s| t.replace(s.expose(), "[redacted]"))
 }
 
-/// The URL without userinfo, query or fragment, for messages.
-fn display_url(url: &Url) -> String {
-    let mut shown = url.clone();
-    shown.set_query(None);
-    shown.set_fragment(None);
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
-    shown.to_string()
-}
-
 /// brickup's client, without redirects (a report is POSTed to exactly the configured URL) or
 /// proxies; per-attempt timeouts are set on each request.
 fn client() -> Result<Client> {
@@ -235,15 +238,4 @@ fn client() -> Result<Client> {
 /// Sends `doc` once under `cfg`'s retry policy.
 pub fn send(root: &Root, cfg: &ReportConfig, doc: &Report) -> Result<()> {
     Sender::new(root, cfg)?.send(doc)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn display_url_drops_query_and_userinfo() {
-        let url = Url::parse("https://u:p@example.com:8443/hook?key=abc#x").unwrap();
-        assert_eq!(display_url(&url), "https://example.com:8443/hook");
-    }
 }

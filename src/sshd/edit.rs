@@ -91,9 +91,14 @@ pub fn disable_before_include(text: &str, keywords: &[String]) -> String {
     out
 }
 
-/// The settings as sshd_config lines.
+/// The settings as sshd_config lines, one each: a line break (or any control character) in a
+/// keyword or value becomes a space, so a value can never add a directive of its own.
 pub fn render(settings: &Settings) -> String {
-    settings.iter().map(|(k, v)| format!("{k} {v}\n")).collect()
+    let one_line = |s: &str| s.replace(|c: char| c.is_control(), " ");
+    settings
+        .iter()
+        .map(|(k, v)| format!("{} {}\n", one_line(k), one_line(v)))
+        .collect()
 }
 
 /// The whole brickup drop-in.
