@@ -226,6 +226,36 @@ fn corpus() -> Vec<(&'static str, String, &'static str, &'static str)> {
             "not a package name",
         ),
         (
+            "package name apt reads as remove",
+            format!("{b}packages:\n  extra: [openssh-server-]\n"),
+            "packages.extra[0]",
+            "trailing `-`",
+        ),
+        (
+            "package with a version",
+            format!("{b}packages:\n  extra: [\"curl=7.88\"]\n"),
+            "packages.extra[0]",
+            "not a package name",
+        ),
+        (
+            "package glob",
+            format!("{b}packages:\n  extra: [\"openssh*\"]\n"),
+            "packages.extra[0]",
+            "not a package name",
+        ),
+        (
+            "package with a release",
+            format!("{b}packages:\n  extra: [\"curl/bookworm-backports\"]\n"),
+            "packages.extra[0]",
+            "not a package name",
+        ),
+        (
+            "keys file moved away from the key",
+            format!("{b}  settings:\n    AuthorizedKeysFile: /etc/ssh/authorized_keys/%u\n"),
+            "ssh.settings.AuthorizedKeysFile",
+            "brickup installs the key where sshd's own config says",
+        ),
+        (
             "report http",
             rep("  url: http://example.invalid/r\n"),
             "report.url",

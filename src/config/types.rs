@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::{de, Deserialize, Deserializer, Serialize};
 
 use crate::keys;
+use crate::sshd::edit::Keyword;
 
 /// A TCP/UDP port, 1-65535.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -195,17 +196,6 @@ pub struct PackagesConfig {
     pub extra: Vec<String>,
 }
 
-/// sshd keywords brickup sets itself; `ssh.settings` may not override them.
-pub const OWNED_SSHD_KEYWORDS: &[&str] = &[
-    "port",
-    "passwordauthentication",
-    "kbdinteractiveauthentication",
-    "challengeresponseauthentication",
-    "permitrootlogin",
-    "pubkeyauthentication",
-    "permitemptypasswords",
-];
-
 impl Config {
     /// Semantic checks serde cannot express: (field path, message) for each problem.
     pub fn validate(&self) -> Vec<(String, String)> {
@@ -225,15 +215,10 @@ impl Config {
             csf.validate(&mut p);
         }
         for (i, name) in self.packages.extra.iter().enumerate() {
-            let ok = !name.is_empty()
-                && !name.starts_with('-')
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "+-._:".contains(c));
-            if !ok {
+            if !package_name_ok(name) {
                 p.push((
                     format!("packages.extra[{i}]"),
-                    "not a package name (letters, digits, `+-._:`, not starting with `-`)".into(),
+                    "not a package name: letters, digits and `+-._:`, starting and ending with a letter or digit (apt reads a trailing `-` as \"remove\", `+` as \"install\", `=` and `/` as versions and releases)".into(),
                 ));
             }
         }
@@ -242,6 +227,17 @@ impl Config {
         }
         p
     }
+}
+
+/// A plain package name, as apt-get, dnf and yum take it literally: no operators at either end
+/// (a trailing `-` makes apt *remove* the package), no versions, releases, globs or spaces.
+pub fn package_name_ok(name: &str) -> bool {
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    edge(name.chars().next())
+        && edge(name.chars().last())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-._:".contains(c))
 }
 
 impl SshConfig {
@@ -275,15 +271,13 @@ impl SshConfig {
             let field = format!("ssh.settings.{k}");
             if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric()) {
                 p.push((field, "not an sshd_config keyword".into()));
-            } else if OWNED_SSHD_KEYWORDS.contains(&k.to_ascii_lowercase().as_str()) {
+            } else if let Some(rule) = crate::sshd::edit::keyword_rule(k) {
                 p.push((
                     field,
-                    "set by brickup itself (use ssh.port / ssh.password_authentication)".into(),
-                ));
-            } else if k.eq_ignore_ascii_case("match") || k.eq_ignore_ascii_case("include") {
-                p.push((
-                    field,
-                    "Match and Include blocks are not supported here".into(),
+                    match rule {
+                        Keyword::Owned(from) => format!("set by brickup itself (use {from})"),
+                        Keyword::Refused(why) => why.to_string(),
+                    },
                 ));
             } else if v.trim().is_empty() || v.contains(|c: char| c.is_control()) {
                 p.push((

@@ -8,6 +8,61 @@ pub const END: &str = "# END brickup";
 /// The drop-in brickup writes; it sorts before cloud-init's `50-cloud-init.conf`.
 pub const DROPIN: &str = "/etc/ssh/sshd_config.d/00-brickup.conf";
 
+/// What `ssh.settings` may do with an sshd keyword: one table, used by the config check and by
+/// plan, apply and check (through the owned settings it lists).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keyword {
+    /// brickup sets it itself, from the named config field.
+    Owned(&'static str),
+    /// brickup will not write it, and says why.
+    Refused(&'static str),
+}
+
+const KEYS_WHERE: &str = "brickup installs the key where sshd's own config says sshd reads it; moving that file here would leave the key behind (change it in sshd_config first, then rerun)";
+
+/// Lower-case keyword -> rule. Keywords not listed may be set freely.
+pub const KEYWORDS: &[(&str, Keyword)] = &[
+    ("port", Keyword::Owned("ssh.port")),
+    (
+        "passwordauthentication",
+        Keyword::Owned("ssh.password_authentication"),
+    ),
+    (
+        "kbdinteractiveauthentication",
+        Keyword::Owned("ssh.password_authentication"),
+    ),
+    (
+        "challengeresponseauthentication",
+        Keyword::Owned("ssh.password_authentication"),
+    ),
+    ("permitrootlogin", Keyword::Owned("ssh.user")),
+    (
+        "pubkeyauthentication",
+        Keyword::Owned("ssh.authorized_keys"),
+    ),
+    (
+        "permitemptypasswords",
+        Keyword::Owned("ssh.password_authentication"),
+    ),
+    ("authorizedkeysfile", Keyword::Refused(KEYS_WHERE)),
+    ("authorizedkeyscommand", Keyword::Refused(KEYS_WHERE)),
+    ("authorizedkeyscommanduser", Keyword::Refused(KEYS_WHERE)),
+    (
+        "match",
+        Keyword::Refused("Match blocks are not supported here"),
+    ),
+    ("include", Keyword::Refused("Include is not supported here")),
+];
+
+/// The rule for a keyword, if any (case-insensitive, as sshd reads keywords).
+pub fn keyword_rule(keyword: &str) -> Option<Keyword> {
+    let k = keyword.to_ascii_lowercase();
+    KEYWORDS
+        .iter()
+        .find(|(name, _)| *name == k)
+        .map(|(_, r)| *r)
+}
+
 /// The settings brickup wants, keyword (as written) -> value, in order.
 pub type Settings = Vec<(String, String)>;
 

@@ -362,3 +362,30 @@ pub(crate) fn sshd_cmd(root: &Root) -> Option<Cmd> {
         .find(|b| root.path(b).exists())?;
     Some(Cmd::new(bin).chroot(root.dir()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keyword table and the settings brickup writes name the same owned keywords.
+    #[test]
+    fn owned_settings_match_the_keyword_table() {
+        let text = "version: 1\nssh:\n  port: 2222\n  authorized_keys:\n    - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG1bh5Dyv/MbhAvzLRXQqVpyA9GJmaBkNt9CSFBOhuZi x\n";
+        let config = crate::config::parse(text, Path::new("t.yaml")).unwrap();
+        let runner = crate::runner::SystemRunner;
+        let cx = Context::new(Root::new("/nonexistent-root"), &config, &runner);
+        let mut written: Vec<String> = owned_settings(&cx)
+            .into_iter()
+            .map(|(k, _)| k.to_ascii_lowercase())
+            .collect();
+        written.sort();
+        written.dedup();
+        let mut table: Vec<String> = edit::KEYWORDS
+            .iter()
+            .filter(|(_, r)| matches!(r, edit::Keyword::Owned(_)))
+            .map(|(k, _)| k.to_string())
+            .collect();
+        table.sort();
+        assert_eq!(written, table);
+    }
+}
