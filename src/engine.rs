@@ -84,6 +84,25 @@ impl<'a> Context<'a> {
     }
 }
 
+/// A preflight refusal: the config asks for something this host cannot do safely. Nothing was
+/// changed; the CLI exits 2, like for an invalid config.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {message}; nothing was changed")]
+pub struct Refused {
+    pub field: String,
+    pub message: String,
+}
+
+impl Refused {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> anyhow::Error {
+        Refused {
+            field: field.into(),
+            message: message.into(),
+        }
+        .into()
+    }
+}
+
 /// One thing `apply` would do, for `plan`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {

@@ -26,9 +26,16 @@ fn banner_server() -> u16 {
 fn root_with(units: &[&str], extra: &[&str]) -> tempfile::TempDir {
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
-    for d in ["etc/ssh/sshd_config.d", "root", "usr/lib/systemd/system"] {
+    for d in [
+        "etc/ssh/sshd_config.d",
+        "root",
+        "usr/lib/systemd/system",
+        "bin",
+    ] {
         std::fs::create_dir_all(r.join(d)).unwrap();
     }
+    // The login shell must exist for brickup's preflight.
+    std::fs::write(r.join("bin/bash"), "").unwrap();
     std::fs::write(r.join("etc/passwd"), "root:x:0:0:root:/root:/bin/bash\n").unwrap();
     std::fs::write(
         r.join("etc/ssh/sshd_config"),
@@ -359,4 +366,48 @@ fn a_failed_last_pass_leaves_the_old_port_open() {
     let text =
         std::fs::read_to_string(root.path().join("etc/ssh/sshd_config.d/00-brickup.conf")).unwrap();
     assert!(text.contains("PasswordAuthentication no"), "{text}");
+}
+
+/// Preflight refusals change nothing: a user whose shell refuses logins, a port taken by a
+/// program that is not sshd.
+#[test]
+fn preflight_refuses_a_nologin_user_and_a_taken_port() {
+    let root = root_with(&["ssh.service"], &[]);
+    let config = config(root.path(), free_port());
+    std::fs::write(
+        root.path().join("etc/passwd"),
+        "root:x:0:0:root:/root:/usr/sbin/nologin\n",
+    )
+    .unwrap();
+    let runner = RecordingRunner::new();
+    let r = run(root.path(), &config, &runner);
+    let err = r.error.expect("must refuse");
+    let refused = err
+        .downcast_ref::<engine::Refused>()
+        .expect("a Refused error");
+    assert_eq!(refused.field, "ssh.user");
+    assert!(refused.message.contains("refuses logins"), "{err:#}");
+    assert!(runner.calls().is_empty(), "{:?}", runner.calls());
+    assert!(!root
+        .path()
+        .join("etc/ssh/sshd_config.d/00-brickup.conf")
+        .exists());
+
+    // A web server (no SSH banner) on the wanted port.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let root = root_with(&["ssh.service"], &[]);
+    let taken_config = self::config(root.path(), port);
+    let runner = RecordingRunner::new();
+    let r = run(root.path(), &taken_config, &runner);
+    let err = r.error.expect("must refuse");
+    let refused = err
+        .downcast_ref::<engine::Refused>()
+        .expect("a Refused error");
+    assert_eq!(refused.field, "ssh.port");
+    assert!(
+        refused.message.contains("in use by another program"),
+        "{err:#}"
+    );
+    assert!(runner.calls().is_empty(), "{:?}", runner.calls());
 }

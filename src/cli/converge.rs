@@ -192,11 +192,7 @@ impl Apply {
         let _lock = crate::lock::acquire(&root, Duration::from_secs(self.target.lock_wait))?;
         let result = converge(&root, &loaded, send)?;
         print_result(&result, self.json)?;
-        Ok(if result.failed() {
-            Exit::Failed
-        } else {
-            Exit::Ok
-        })
+        Ok(result.error.as_ref().map_or(Exit::Ok, super::exit_for))
     }
 }
 

@@ -29,11 +29,13 @@ impl From<Exit> for ExitCode {
     }
 }
 
-/// An error that carries its exit code (config errors are 2, the rest 3).
+/// An error that carries its exit code (config errors and preflight refusals are 2, the rest 3).
 pub fn exit_for(e: &anyhow::Error) -> Exit {
-    if e.chain()
-        .any(|c| c.is::<crate::config::ConfigError>() || c.is::<UsageError>())
-    {
+    if e.chain().any(|c| {
+        c.is::<crate::config::ConfigError>()
+            || c.is::<UsageError>()
+            || c.is::<crate::engine::Refused>()
+    }) {
         Exit::Usage
     } else {
         Exit::Failed
