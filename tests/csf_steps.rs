@@ -712,3 +712,37 @@ fn flush_after_a_failed_start_clears_csf_error() {
     assert_eq!(flushes, 2, "{:?}", runner.calls());
     assert!(!root.path().join("etc/csf/csf.error").exists());
 }
+
+/// A mistyped `firewall.settings` key is refused before anything changes when the csf.conf that
+/// will be used is known: installed, or in the verified tarball already cached.
+#[test]
+fn unknown_firewall_setting_is_refused_in_preflight() {
+    let (root, _) = csf_root(2222);
+    let keys = tempfile::tempdir().unwrap();
+    let (_, public) = keypair(keys.path());
+    let yaml = |key: &str| {
+        format!("version: 1\nssh:\n  port: 2222\n  authorized_keys:\n    - {public}\nfirewall:\n  settings:\n    {key}: \"1\"\ncsf:\n  url: https://example.invalid/csf.tgz\n  sha256: {}\n", "ab".repeat(32))
+    };
+    let runner = RecordingRunner::new();
+    let typo = brickup::config::parse(&yaml("LF_TRIGGERR"), Path::new("t.yaml")).unwrap();
+    let cx = Context::new(brickup::root::Root::new(root.path()), &typo, &runner);
+    let err = brickup::csf::FirewallStep.preflight(&cx).unwrap_err();
+    let refused = err.downcast_ref::<engine::Refused>().expect("Refused");
+    assert_eq!(refused.field, "firewall.settings.LF_TRIGGERR");
+    let real = brickup::config::parse(&yaml("LF_DAEMON"), Path::new("t.yaml")).unwrap();
+    let cx = Context::new(brickup::root::Root::new(root.path()), &real, &runner);
+    brickup::csf::FirewallStep.preflight(&cx).unwrap();
+
+    // Not installed yet, but the verified tarball is cached: its csf.generic.conf decides.
+    let work = tempfile::tempdir().unwrap();
+    let tarball = fixture_tarball(work.path());
+    let fresh = tempfile::tempdir().unwrap();
+    let cache = fresh.path().join("var/lib/brickup/cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let text = yaml("LF_TRIGGERR").replace(&"ab".repeat(32), &sha256(&tarball));
+    let typo = brickup::config::parse(&text, Path::new("t.yaml")).unwrap();
+    std::fs::copy(&tarball, cache.join(format!("{}.tgz", sha256(&tarball)))).unwrap();
+    let cx = Context::new(brickup::root::Root::new(fresh.path()), &typo, &runner);
+    let err = brickup::csf::FirewallStep.preflight(&cx).unwrap_err();
+    assert!(err.downcast_ref::<engine::Refused>().is_some(), "{err:#}");
+}

@@ -282,6 +282,31 @@ impl Step for FirewallStep {
         true
     }
 
+    /// `firewall.settings` keys must exist in the csf.conf that will be used (installed, or the
+    /// cached tarball's): csf ignores unknown keys, and a typo would fail only after SSH moved.
+    fn preflight(&self, cx: &Context) -> Result<()> {
+        let settings = &cx.config.firewall.settings;
+        if settings.is_empty() {
+            return Ok(());
+        }
+        let conf = match read_conf(cx) {
+            Ok(c) => c,
+            Err(_) => match super::generic_conf_from_cache(cx)? {
+                Some(c) => c,
+                // Not downloaded yet: the firewall step checks before it writes anything.
+                None => return Ok(()),
+            },
+        };
+        let known = csfconf::read_keys(&conf);
+        match settings.keys().find(|k| !known.contains_key(*k)) {
+            Some(k) => Err(crate::engine::Refused::new(
+                format!("firewall.settings.{k}"),
+                "not a key of this csf's csf.conf",
+            )),
+            None => Ok(()),
+        }
+    }
+
     fn skip_reason(&self, cx: &Context) -> Option<String> {
         super::DownloadStep.skip_reason(cx)
     }

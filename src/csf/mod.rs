@@ -123,6 +123,33 @@ impl Step for DownloadStep {
     }
 }
 
+/// csf.conf as the verified, cached tarball ships it (`<top>/csf.generic.conf`), when cached.
+pub(crate) fn generic_conf_from_cache(cx: &Context) -> Result<Option<String>> {
+    use std::io::Read as _;
+    let cfg = csf_config(cx)?;
+    let path = cx.root.path(cached_tarball(cfg));
+    let Ok(file) = fs::File::open(&path) else {
+        return Ok(None);
+    };
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    for entry in archive
+        .entries()
+        .with_context(|| format!("reading {}", path.display()))?
+    {
+        let mut entry = entry.with_context(|| format!("reading {}", path.display()))?;
+        let name = entry.path()?.into_owned();
+        let parts: Vec<_> = name.components().collect();
+        if parts.len() == 2 && parts[1].as_os_str() == "csf.generic.conf" {
+            let mut text = String::new();
+            entry
+                .read_to_string(&mut text)
+                .with_context(|| format!("reading csf.generic.conf from {}", path.display()))?;
+            return Ok(Some(text));
+        }
+    }
+    Ok(None)
+}
+
 /// The version a tarball or an installed csf says it is.
 fn version_in(dir: &Path) -> Option<String> {
     fs::read_to_string(dir.join("version.txt"))
