@@ -94,7 +94,7 @@ pub struct Refused {
 }
 
 impl Refused {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> anyhow::Error {
+    pub fn error(field: impl Into<String>, message: impl Into<String>) -> anyhow::Error {
         Refused {
             field: field.into(),
             message: message.into(),

@@ -299,7 +299,7 @@ impl Step for FirewallStep {
         };
         let known = csfconf::read_keys(&conf);
         match settings.keys().find(|k| !known.contains_key(*k)) {
-            Some(k) => Err(crate::engine::Refused::new(
+            Some(k) => Err(crate::engine::Refused::error(
                 format!("firewall.settings.{k}"),
                 "not a key of this csf's csf.conf",
             )),

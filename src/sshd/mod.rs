@@ -282,22 +282,22 @@ impl Step for SshdStep {
     /// Before anything changes: the user can log in at all, and the port is free for sshd.
     fn preflight(&self, cx: &Context) -> Result<()> {
         let user = crate::keys::user(&cx.root, &cx.config.ssh.user)
-            .map_err(|_| Refused::new("ssh.user", "no such user in the target's /etc/passwd"))?;
+            .map_err(|_| Refused::error("ssh.user", "no such user in the target's /etc/passwd"))?;
         let shell = user.shell.to_string_lossy();
         if shell.ends_with("nologin") || shell.ends_with("/false") || shell.is_empty() {
-            return Err(Refused::new(
+            return Err(Refused::error(
                 "ssh.user",
                 format!("the user's login shell {shell} refuses logins"),
             ));
         }
         if !cx.root.path(&user.shell).exists() {
-            return Err(Refused::new(
+            return Err(Refused::error(
                 "ssh.user",
                 format!("the user's login shell {shell} does not exist"),
             ));
         }
         if !cx.root.path(&user.home).is_dir() {
-            return Err(Refused::new(
+            return Err(Refused::error(
                 "ssh.user",
                 format!("the user's home {} does not exist", user.home.display()),
             ));
@@ -307,7 +307,7 @@ impl Step for SshdStep {
             && listening_ports()?.contains(&port)
             && !answers(port, std::time::Duration::from_secs(2))
         {
-            return Err(Refused::new(
+            return Err(Refused::error(
                 "ssh.port",
                 format!("port {port} is in use by another program (it does not answer as sshd)"),
             ));
