@@ -282,6 +282,13 @@ bad-sha)
     ;;
 ok | baked)
     check "report says succeeded" test "$STATUS" == '"succeeded"'
+    if [[ $STATUS != '"succeeded"' ]]; then
+        # Everything below would fail in cascade (and wait minutes for SSH): show why instead.
+        echo "    brickup's errors and failed units on the console:"
+        sed 's/\x1b\[[0-9;]*[A-Za-z]//g' "$VM_SERIAL_LOG" | grep -aE 'ERROR|WARN|FAILED|Failed to|failed  ' |
+            cut -c1-240 | tail -n 20 | sed 's/^/    /'
+        exit 1
+    fi
     check "report's firewall state is enforcing" test "$(report_field finished firewall)" == '"enforcing"'
     check "report's SSH port is $SSH_PORT" test "$(report_field finished sshPort)" == "$SSH_PORT"
     VM_SSH_PORT=${VM_FWD[$SSH_PORT]}
