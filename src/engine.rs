@@ -190,6 +190,11 @@ pub trait Step {
     fn holds_ssh_ports(&self) -> bool {
         false
     }
+    /// Called by the engine after it rolled back this step's files for `error`: bring running
+    /// services back onto the restored files. Some(what was done) when anything was.
+    fn recover(&self, _cx: &Context, _error: &anyhow::Error) -> Result<Option<String>> {
+        Ok(None)
+    }
 }
 
 /// The steps, in order.
@@ -339,7 +344,11 @@ fn apply_one(cx: &Context, step: &dyn Step) -> (StepResult, Option<anyhow::Error
         }
         Err(e) => {
             let e = match tx.rollback() {
-                Ok(()) => e,
+                Ok(()) => match step.recover(cx, &e) {
+                    Ok(None) => e,
+                    Ok(Some(done)) => e.context(done),
+                    Err(r) => e.context(format!("{r:#}")),
+                },
                 Err(r) => e.context(format!("and restoring the step's files failed: {r:#}")),
             };
             tracing::error!(step = %name, "failed: {e:#}");

@@ -237,7 +237,18 @@ impl InstallStep {
         match parse_csftest(&out.stdout)? {
             CsfTest::Ok => Ok(None),
             CsfTest::Warn(w) => Ok(Some(w)),
-            CsfTest::Fatal(f) => bail!("csftest.pl: {f}; no firewall change was made"),
+            CsfTest::Fatal(f) => {
+                // The installer enabled the units: a csf that cannot work must not start at
+                // boot with its default policy.
+                let disabled = cx.runner.check(
+                    &Cmd::new("systemctl").args(["disable", "csf.service", "lfd.service"]),
+                );
+                let also = match disabled {
+                    Ok(_) => "csf.service and lfd.service disabled".to_string(),
+                    Err(e) => format!("disabling csf.service and lfd.service also failed: {e:#}"),
+                };
+                bail!("csftest.pl: {f}; no firewall change was made; {also}")
+            }
         }
     }
 }

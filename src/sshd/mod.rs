@@ -279,6 +279,10 @@ impl Step for SshdStep {
         true
     }
 
+    fn recover(&self, cx: &Context, error: &anyhow::Error) -> Result<Option<String>> {
+        service::recover(cx, error)
+    }
+
     /// Before anything changes: the user can log in at all, and the port is free for sshd.
     fn preflight(&self, cx: &Context) -> Result<()> {
         let user = crate::keys::user(&cx.root, &cx.config.ssh.user)

@@ -374,30 +374,62 @@ pub fn restart_if_needed(cx: &Context, tx: &mut Transaction, changed: bool) -> R
     // Every active firewall accepts the new port before sshd moves to it.
     crate::firewall::open_port(cx, port)?;
     let socket = socket_active(cx)?;
-    let proven = restart(cx, tx, socket, port)
+    if socket {
+        write_socket_override(cx, tx, port)?;
+    }
+    // From here on sshd may be down or on an unproven config: a failure is marked so that, once
+    // the engine has restored the files, sshd is started again on them (`recover`).
+    restart(cx, socket, Some(port))
         .context("restarting sshd")
-        .and_then(|()| {
-            if answers(port, Duration::from_secs(20)) {
-                Ok(())
-            } else {
-                Err(LockoutGuard::NotListening { port }.into())
-            }
-        });
-    let Err(e) = proven else {
-        tracing::info!(port, "sshd answers on its new port");
-        return close_old_ports(cx);
-    };
-    // Whatever failed, sshd must not stay down or on an unproven config: restore and restart.
-    tracing::error!(port, "{e:#}; restoring the previous sshd config");
-    let restored = tx
-        .rollback()
-        .and_then(|()| restart(cx, &mut Transaction::new(&cx.root), socket, 0));
-    Err(match restored {
-        Ok(()) => e.context("the previous sshd config was restored and sshd restarted"),
-        Err(r) => e.context(format!(
-            "restoring the previous sshd config and restarting sshd also failed: {r:#}"
-        )),
-    })
+        .context(Restarted)?;
+    if !answers(port, Duration::from_secs(20)) {
+        return Err(anyhow::Error::from(LockoutGuard::NotListening { port }).context(Restarted));
+    }
+    tracing::info!(port, "sshd answers on its new port");
+    close_old_ports(cx)
+}
+
+/// Marks a failure after sshd was (being) restarted with the candidate config.
+#[derive(Debug)]
+pub struct Restarted;
+
+impl std::fmt::Display for Restarted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("sshd was restarted with the new config")
+    }
+}
+
+/// After the engine restored sshd's files for a failure marked [`Restarted`]: start sshd on
+/// them again, so it is never left down or on the unproven config. None when nothing was needed.
+pub fn recover(cx: &Context, error: &anyhow::Error) -> Result<Option<String>> {
+    if error.downcast_ref::<Restarted>().is_none() || !cx.live() {
+        return Ok(None);
+    }
+    tracing::error!("{error:#}; restarting sshd on the restored config");
+    let socket = socket_active(cx)?;
+    restart(cx, socket, None)
+        .context("restoring the previous sshd config and restarting sshd also failed")?;
+    Ok(Some(
+        "the previous sshd config was restored and sshd restarted".into(),
+    ))
+}
+
+/// Without Ubuntu's generator the socket unit owns the port: override its ListenStream.
+fn write_socket_override(cx: &Context, tx: &mut Transaction, port: u16) -> Result<()> {
+    if GENERATORS.iter().any(|g| cx.root.path(g).exists()) {
+        return Ok(());
+    }
+    let listen: String = std::iter::once(port)
+        .chain(cx.kept_ssh_ports().iter().copied())
+        .map(|p| format!("ListenStream={p}\n"))
+        .collect();
+    let text = format!("# Written by brickup: sshd's port lives in the socket unit here.\n[Socket]\nListenStream=\n{listen}");
+    tx.write(
+        Path::new(SOCKET_OVERRIDE),
+        text.as_bytes(),
+        NewFile::mode(0o644),
+    )?;
+    Ok(())
 }
 
 /// The last pass of a port move: sshd left the old ports, so ufw/firewalld drop their rules.
@@ -414,27 +446,18 @@ fn close_old_ports(cx: &Context) -> Result<()> {
     Ok(())
 }
 
-fn restart(cx: &Context, tx: &mut Transaction, socket: bool, port: u16) -> Result<()> {
+/// Restart sshd on its config as written: moving to `port`, or (None) back on a restored one.
+fn restart(cx: &Context, socket: bool, port: Option<u16>) -> Result<()> {
     if socket {
-        let generator = GENERATORS.iter().any(|g| cx.root.path(g).exists());
-        if !generator && port != 0 {
-            // Without the generator the socket unit owns the port: override its ListenStream.
-            let listen: String = std::iter::once(port)
-                .chain(cx.kept_ssh_ports().iter().copied())
-                .map(|p| format!("ListenStream={p}\n"))
-                .collect();
-            let text = format!("# Written by brickup: sshd's port lives in the socket unit here.\n[Socket]\nListenStream=\n{listen}");
-            tx.write(
-                Path::new(SOCKET_OVERRIDE),
-                text.as_bytes(),
-                NewFile::mode(0o644),
-            )?;
-        }
         systemctl(cx, &["daemon-reload"])?;
         // Each connection starts a fresh sshd that reads the new config, so the socket is only
         // restarted to move the port: a restart fails while connections (ssh@ instances) are open,
-        // as when repairing over SSH. port 0 is the rollback, which always restarts.
-        if port == 0 || !listening_drift(port, cx.kept_ssh_ports())?.is_empty() {
+        // as when repairing over SSH. A restore always restarts.
+        let moved = match port {
+            Some(p) => listening_drift(p, cx.kept_ssh_ports())?.is_empty(),
+            None => false,
+        };
+        if !moved {
             systemctl(cx, &["restart", "ssh.socket"])?;
         }
     } else {
