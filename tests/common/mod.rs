@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests that use real parts.
 #![allow(dead_code)]
 
+pub mod live;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};

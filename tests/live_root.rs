@@ -1,0 +1,382 @@
+//! The real brickup binary as if on a booted machine (tests/common/live.rs): `brickup apply` runs
+//! inside a copy of the Debian test rootfs, live (its root is `/`), so everything is real but
+//! systemd - sshd -t/-T and the restarted sshd, apt-get from the local repository, the fixture
+//! csf's install.sh/csftest/csf/lfd with real iptables, rsyslogd - and a systemctl shim
+//! (tests/fixtures/systemctl-shim) stands in for systemd. The results are judged from outside:
+//! real `ssh` logins and TCP connects from the host side of a veth into the root's network
+//! namespace.
+//!
+//! Every test needs root: it creates network, mount and PID namespaces, mounts an overlay and
+//! API filesystems, and lets brickup and csf load iptables rules (inside the namespace only).
+
+mod common;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use common::live::{LiveConfig, LiveRoot, Timer};
+use common::text;
+
+/// The SSH port brickup moves sshd to.
+const PORT: u16 = 2849;
+/// A port nobody allows: a listener there must be unreachable from outside once csf enforces.
+const CLOSED: u16 = 8080;
+const FATAL: &str =
+    "csf will not function on this server due to FATAL errors from missing modules [ip_tables]";
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `apply` must exit 0; the failure message has brickup's output and the root's state.
+fn converge(lr: &LiveRoot) -> serde_json::Value {
+    let (o, summary) = lr.apply();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "apply: {}\n{}",
+        text(&o),
+        lr.diagnostics()
+    );
+    summary
+}
+
+fn assert_check(lr: &LiveRoot, code: i32) -> String {
+    let o = lr.check();
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "check: {}\n{}",
+        text(&o),
+        lr.diagnostics()
+    );
+    stdout(&o)
+}
+
+/// A listener on CLOSED inside the namespace answers there (positive control) but not from the
+/// host side of the veth: dropped by the loaded rules.
+fn assert_closed_port_dropped(lr: &LiveRoot, addr: IpAddr) {
+    let nc = lr.listen_inside(CLOSED, addr.is_ipv6());
+    assert!(
+        lr.connects_inside(addr, CLOSED),
+        "positive control: the listener on {CLOSED} answers inside the namespace"
+    );
+    let dropped = !lr.connects(addr, CLOSED, Duration::from_secs(3));
+    drop(nc);
+    assert!(
+        dropped,
+        "{addr} port {CLOSED} is not in TCP_IN but answers from outside\n{}",
+        lr.diagnostics()
+    );
+}
+
+fn assert_ssh_hardened(lr: &LiveRoot, addr: IpAddr, port: u16) {
+    let banner = lr.banner(addr, port, Duration::from_secs(5));
+    assert!(
+        banner.as_deref().is_some_and(|b| b.starts_with("SSH-2.0-")),
+        "no SSH banner on {addr} port {port}: {banner:?}\n{}",
+        lr.diagnostics()
+    );
+    let o = lr.host_ssh(addr, port, "echo key-login-ok");
+    assert!(
+        stdout(&o).contains("key-login-ok"),
+        "key login on {addr} port {port}: {}",
+        text(&o)
+    );
+    let o = lr.host_password_ssh(addr, port);
+    assert!(
+        !o.status.success() && !stdout(&o).contains("password-login-ok"),
+        "a password login on {port} must be refused: {}",
+        text(&o)
+    );
+    assert!(stderr(&o).contains("Permission denied"), "{}", text(&o));
+}
+
+fn assert_enforcing(lr: &LiveRoot, v6: bool) {
+    let rules = lr.rules(v6);
+    assert!(
+        rules.lines().any(|l| l.starts_with(":INPUT DROP")),
+        "INPUT policy is not DROP:\n{rules}"
+    );
+    let o = lr.sh("systemctl is-active csf.service lfd.service");
+    assert_eq!(
+        (o.status.code(), stdout(&o).as_str()),
+        (Some(0), "active\nactive\n"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// Before brickup: sshd on 22 takes the root password (the VPS-like config), so the refusals
+/// asserted later are brickup's doing.
+fn assert_stock_ssh(lr: &LiveRoot) {
+    let a = lr.addr4();
+    let banner = lr.banner(a, 22, Duration::from_secs(5));
+    assert!(
+        banner.as_deref().is_some_and(|b| b.starts_with("SSH-2.0-")),
+        "the booted root's sshd answers on 22: {banner:?}\n{}",
+        lr.diagnostics()
+    );
+    let o = lr.host_password_ssh(a, 22);
+    assert!(
+        stdout(&o).contains("password-login-ok"),
+        "before brickup the root password logs in on 22: {}",
+        text(&o)
+    );
+}
+
+#[test]
+fn first_boot_hardens_ssh_and_enforces_csf() {
+    let _t = Timer::start("first_boot_hardens_ssh_and_enforces_csf");
+    let lr = LiveRoot::new();
+    let a = lr.addr4();
+    assert_stock_ssh(&lr);
+    let sink = lr.report_sink();
+    let mut cfg = LiveConfig::new(PORT);
+    cfg.report_url = Some(sink.url.clone());
+    lr.configure(&cfg);
+
+    let summary = converge(&lr);
+    assert_eq!(summary["changed"], true, "{summary}");
+    // Both reports arrive; `finished` leaves after csf enforces, through TCP_OUT.
+    let reports = sink.wait_for(2);
+    let events: Vec<_> = reports.iter().map(|r| r["event"].clone()).collect();
+    assert_eq!(events, ["started", "finished"], "{reports:?}");
+    let fin = &reports[1];
+    assert_eq!(
+        (
+            &fin["status"],
+            &fin["firewall"],
+            &fin["sshPort"],
+            &fin["hostname"]
+        ),
+        (
+            &serde_json::json!("succeeded"),
+            &serde_json::json!("enforcing"),
+            &serde_json::json!(PORT),
+            &serde_json::json!("brickup-live")
+        ),
+        "{fin}"
+    );
+    assert_ssh_hardened(&lr, a, PORT);
+    assert!(
+        !lr.connects(a, 22, Duration::from_secs(3)),
+        "port 22 still answers from outside\n{}",
+        lr.diagnostics()
+    );
+    assert!(!lr.listening_ports().contains(&22), "{}", lr.diagnostics());
+    assert_closed_port_dropped(&lr, a);
+    assert_enforcing(&lr, false);
+
+    // lfd's eyes: sshd's log lines (the logins above) reach SSHD_LOG through the real rsyslogd.
+    let seen = (0..50).any(|_| {
+        let log = std::fs::read_to_string(lr.path("/var/log/auth.log")).unwrap_or_default();
+        if log.contains("sshd[") && log.contains("Accepted publickey for root") {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        false
+    });
+    assert!(
+        seen,
+        "auth.log has no sshd login line\n{}",
+        lr.diagnostics()
+    );
+
+    assert_check(&lr, 0);
+    let summary = converge(&lr);
+    assert_eq!(summary["changed"], false, "a second apply: {summary}");
+}
+
+#[test]
+fn first_boot_with_ipv6_enforces_tcp6_in() {
+    let _t = Timer::start("first_boot_with_ipv6_enforces_tcp6_in");
+    let lr = LiveRoot::new();
+    let mut cfg = LiveConfig::new(PORT);
+    cfg.ipv6 = true;
+    lr.configure(&cfg);
+    converge(&lr);
+
+    let conf = lr.read("/etc/csf/csf.conf");
+    for line in ["IPV6 = \"1\"", &format!("TCP6_IN = \"{PORT},9999\"")] {
+        assert!(conf.lines().any(|l| l == line), "{line} not in csf.conf");
+    }
+    let v6 = lr.addr6();
+    assert_ssh_hardened(&lr, v6, PORT);
+    assert_ssh_hardened(&lr, lr.addr4(), PORT);
+    assert!(!lr.connects(v6, 22, Duration::from_secs(3)));
+    assert_closed_port_dropped(&lr, v6);
+    assert_enforcing(&lr, true);
+    assert_enforcing(&lr, false);
+    assert_check(&lr, 0);
+}
+
+#[test]
+fn csftest_fatal_keeps_ssh_and_leaves_the_firewall_open() {
+    let _t = Timer::start("csftest_fatal_keeps_ssh_and_leaves_the_firewall_open");
+    let lr = LiveRoot::new();
+    let a = lr.addr4();
+    lr.configure(&LiveConfig::new(PORT));
+
+    let (o, _) = lr.apply_env(&[("CSF_FIXTURE_CSFTEST_RESULT", FATAL)]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}\n{}",
+        text(&o),
+        lr.diagnostics()
+    );
+    assert!(
+        stderr(&o).contains("csftest") && stderr(&o).contains("FATAL"),
+        "the error names csftest's verdict: {}",
+        text(&o)
+    );
+    assert!(
+        lr.key_login_works(a, PORT),
+        "SSH on the configured port after a csftest FATAL\n{}",
+        lr.diagnostics()
+    );
+    let rules = lr.rules(false);
+    assert!(
+        !rules.lines().any(|l| l.starts_with(":INPUT DROP")),
+        "csftest said FATAL, yet the firewall enforces:\n{rules}"
+    );
+    let drift = assert_check(&lr, 1);
+    assert!(
+        drift.contains("drift: firewall:"),
+        "check names the firewall: {drift}"
+    );
+
+    // The hook gone, a plain apply converges.
+    converge(&lr);
+    assert_check(&lr, 0);
+    assert_enforcing(&lr, false);
+    assert!(lr.key_login_works(a, PORT));
+}
+
+/// The invariant for any failed run: some port on which sshd answers a real key login from
+/// outside is accepted by the loaded firewall. Returns the ports that worked.
+fn assert_some_ssh_port_reachable(lr: &LiveRoot, what: &str) -> Vec<u16> {
+    let a = lr.addr4();
+    let listening = lr.listening_ports();
+    let working: Vec<u16> = listening
+        .iter()
+        .copied()
+        .filter(|p| lr.key_login_works(a, *p))
+        .collect();
+    assert!(
+        !working.is_empty(),
+        "LOCKED OUT after {what}: no listening port ({listening:?}) takes a key login from \
+         outside\n{}",
+        lr.diagnostics()
+    );
+    working
+}
+
+/// Converge on PORT, then move to NEW while something after the sshd step fails; afterwards the
+/// owner must still get in, and a fixed config converges on NEW alone.
+fn port_move_with_a_later_failure(fault: &str) {
+    const NEW: u16 = 3917;
+    let lr = LiveRoot::new();
+    let a = lr.addr4();
+    lr.configure(&LiveConfig::new(PORT));
+    converge(&lr);
+    assert!(lr.key_login_works(a, PORT));
+    assert_enforcing(&lr, false);
+
+    let mut broken = LiveConfig::new(NEW);
+    let expect = match fault {
+        "sha256" => {
+            broken.sha256 = Some("ab".repeat(32));
+            "sha256 mismatch"
+        }
+        "package" => {
+            broken.extra_packages = vec!["brickup-no-such-package".into()];
+            "brickup-no-such-package"
+        }
+        _ => unreachable!(),
+    };
+    lr.configure(&broken);
+    let (o, _) = lr.apply();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(stderr(&o).contains(expect), "{}", text(&o));
+    let working = assert_some_ssh_port_reachable(&lr, &format!("a failed port move ({fault})"));
+    eprintln!(
+        "after the failed move ({fault}): key login works on {working:?}, listening {:?}",
+        lr.listening_ports()
+    );
+
+    lr.configure(&LiveConfig::new(NEW));
+    converge(&lr);
+    assert_check(&lr, 0);
+    assert!(
+        lr.key_login_works(a, NEW),
+        "key login on {NEW}\n{}",
+        lr.diagnostics()
+    );
+    for old in [PORT, 22] {
+        assert!(
+            !lr.connects(a, old, Duration::from_secs(3)),
+            "{old} still answers after the move\n{}",
+            lr.diagnostics()
+        );
+    }
+    let sshd_ports: Vec<u16> = lr
+        .listening_ports()
+        .into_iter()
+        .filter(|p| *p == PORT || *p == 22)
+        .collect();
+    assert!(sshd_ports.is_empty(), "still listening on {sshd_ports:?}");
+}
+
+#[test]
+fn port_move_then_wrong_checksum_keeps_a_way_in() {
+    let _t = Timer::start("port_move_then_wrong_checksum_keeps_a_way_in");
+    port_move_with_a_later_failure("sha256");
+}
+
+#[test]
+fn port_move_then_missing_package_keeps_a_way_in() {
+    let _t = Timer::start("port_move_then_missing_package_keeps_a_way_in");
+    port_move_with_a_later_failure("package");
+}
+
+#[test]
+fn drift_is_named_and_repaired() {
+    let _t = Timer::start("drift_is_named_and_repaired");
+    let lr = LiveRoot::new();
+    let a = lr.addr4();
+    lr.configure(&LiveConfig::new(PORT));
+    converge(&lr);
+    assert_check(&lr, 0);
+
+    // An early drop-in wins over brickup's 00-brickup.conf (first value wins in sshd).
+    lr.write(
+        "/etc/ssh/sshd_config.d/00-aaa.conf",
+        "PasswordAuthentication yes\n",
+    );
+    lr.must_sh(r#"sed -i 's/^TESTING = "0"/TESTING = "1"/' /etc/csf/csf.conf"#);
+    assert!(lr.read("/etc/csf/csf.conf").contains("TESTING = \"1\""));
+    lr.must_sh("systemctl stop rsyslog.service");
+    let o = lr.sh("systemctl is-active rsyslog.service");
+    assert_eq!(stdout(&o), "inactive\n", "{}", text(&o));
+
+    let drift = assert_check(&lr, 1);
+    for needle in ["passwordauthentication", "testing", "rsyslog.service"] {
+        assert!(
+            drift.to_lowercase().contains(needle),
+            "check does not name {needle}:\n{drift}"
+        );
+    }
+
+    converge(&lr);
+    assert_check(&lr, 0);
+    assert_ssh_hardened(&lr, a, PORT);
+    assert_enforcing(&lr, false);
+    let o = lr.sh("systemctl is-active rsyslog.service");
+    assert_eq!(stdout(&o), "active\n", "{}", text(&o));
+}
