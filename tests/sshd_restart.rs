@@ -120,6 +120,8 @@ fn socket_calls() -> Vec<String> {
     let mut calls = vec![
         "systemctl is-active ssh.socket".to_string(),
         "systemctl daemon-reload".to_string(),
+        // Accept=no: a running ssh.service holds the listeners (here: not running).
+        "systemctl is-active ssh.service".to_string(),
     ];
     if brickup::sshd::listening_ports().unwrap().contains(&22) {
         calls.push("systemctl restart ssh.socket".to_string());
@@ -410,4 +412,38 @@ fn preflight_refuses_a_nologin_user_and_a_taken_port() {
         "{err:#}"
     );
     assert!(runner.calls().is_empty(), "{:?}", runner.calls());
+}
+
+/// Debian's ssh.socket is Accept=no: once a connection started ssh.service, that service holds the
+/// listening sockets and the config it read. A port move stops it first (else the socket cannot
+/// bind again: "Failed to listen", seen in the VM); a config change alone restarts it.
+#[test]
+fn accept_no_socket_stops_the_listening_service_to_move_and_restarts_it_for_config() {
+    let port = banner_server();
+    let root = root_with(&["ssh.service", "ssh.socket"], &[]);
+    let config = config(root.path(), port);
+    let runner = RecordingRunner::new();
+    runner.answer("systemctl is-active ssh.socket", 0, "active\n", "");
+    runner.answer("systemctl is-active ssh.service", 0, "active\n", "");
+    // The banner server already answers on `port`: only 22 (if the test machine listens there)
+    // makes this a move.
+    let r = run(root.path(), &config, &runner);
+    assert!(r.error.is_none(), "{:?}", r.error);
+    let calls = runner.calls();
+    if brickup::sshd::listening_ports().unwrap().contains(&22) {
+        let stop = calls.iter().position(|c| c == "systemctl stop ssh.service");
+        let restart = calls
+            .iter()
+            .position(|c| c == "systemctl restart ssh.socket");
+        assert!(stop.is_some() && stop < restart, "{calls:#?}");
+    } else {
+        assert!(
+            calls.contains(&"systemctl restart ssh.service".to_string()),
+            "{calls:#?}"
+        );
+        assert!(
+            !calls.contains(&"systemctl restart ssh.socket".to_string()),
+            "{calls:#?}"
+        );
+    }
 }

@@ -240,9 +240,11 @@ impl InstallStep {
             CsfTest::Fatal(f) => {
                 // The installer enabled the units: a csf that cannot work must not start at
                 // boot with its default policy.
-                let disabled = cx.runner.check(
-                    &Cmd::new("systemctl").args(["disable", "csf.service", "lfd.service"]),
-                );
+                let disabled = cx.runner.check(&Cmd::new("systemctl").args([
+                    "disable",
+                    "csf.service",
+                    "lfd.service",
+                ]));
                 let also = match disabled {
                     Ok(_) => "csf.service and lfd.service disabled".to_string(),
                     Err(e) => format!("disabling csf.service and lfd.service also failed: {e:#}"),

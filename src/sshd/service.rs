@@ -447,26 +447,36 @@ fn close_old_ports(cx: &Context) -> Result<()> {
 }
 
 /// Restart sshd on its config as written: moving to `port`, or (None) back on a restored one.
+///
+/// Socket activation: Debian's and Ubuntu's `ssh.socket` are `Accept=no`, so the first connection
+/// starts `ssh.service`, which then holds the listening sockets and the config it read. A port
+/// move stops it (its `KillMode=process` keeps open sessions alive) so the socket can bind the
+/// new set; a config change alone restarts it. With `Accept=yes` no `ssh.service` runs and each
+/// connection's sshd reads the config afresh.
 fn restart(cx: &Context, socket: bool, port: Option<u16>) -> Result<()> {
-    if socket {
-        systemctl(cx, &["daemon-reload"])?;
-        // Each connection starts a fresh sshd that reads the new config, so the socket is only
-        // restarted to move the port: a restart fails while connections (ssh@ instances) are open,
-        // as when repairing over SSH. A restore always restarts.
-        let moved = match port {
-            Some(p) => listening_drift(p, cx.kept_ssh_ports())?.is_empty(),
-            None => false,
-        };
-        if !moved {
-            systemctl(cx, &["restart", "ssh.socket"])?;
-        }
-    } else {
+    if !socket {
         let unit = if unit_exists(cx, "ssh.service") {
             "ssh"
         } else {
             "sshd"
         };
         systemctl(cx, &["restart", unit])?;
+        return Ok(());
+    }
+    systemctl(cx, &["daemon-reload"])?;
+    let moves = match port {
+        Some(p) => !listening_drift(p, cx.kept_ssh_ports())?.is_empty(),
+        None => true,
+    };
+    let listener = unit_exists(cx, "ssh.service")
+        && crate::systemd::active_state(cx.runner, "ssh.service")? == "active";
+    if moves {
+        if listener {
+            systemctl(cx, &["stop", "ssh.service"])?;
+        }
+        systemctl(cx, &["restart", "ssh.socket"])?;
+    } else if listener {
+        systemctl(cx, &["restart", "ssh.service"])?;
     }
     Ok(())
 }
