@@ -118,6 +118,9 @@ fn small_root(instance: &str) -> tempfile::TempDir {
     std::fs::create_dir_all(r.join("etc/ssh/sshd_config.d")).unwrap();
     std::fs::create_dir_all(r.join("root")).unwrap();
     std::fs::create_dir_all(r.join("run/cloud-init")).unwrap();
+    std::fs::create_dir_all(r.join("bin")).unwrap();
+    // root's login shell, which brickup's preflight looks for.
+    std::fs::write(r.join("bin/bash"), "").unwrap();
     std::fs::write(r.join("etc/passwd"), "root:x:0:0:root:/root:/bin/bash\n").unwrap();
     std::fs::write(r.join("etc/ssh/sshd_config"), "Include /etc/ssh/sshd_config.d/*.conf\n#Port 22\nKbdInteractiveAuthentication no\nUsePAM yes\n").unwrap();
     std::fs::write(r.join("etc/hostname"), "node-1\n").unwrap();

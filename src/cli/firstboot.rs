@@ -40,8 +40,8 @@ impl Firstboot {
         tracing::info!(instance = %id, "first boot of this instance: applying");
         let result = converge(&root, &loaded, true)?;
         print_result(&result, self.json)?;
-        if result.failed() {
-            return Ok(Exit::Failed);
+        if let Some(e) = &result.error {
+            return Ok(super::exit_for(e));
         }
         let mut tx = Transaction::new(&root);
         tx.write(
