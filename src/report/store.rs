@@ -2,9 +2,9 @@
 //! report that the next run sends first. Writes are atomic (afterburn's `write_ssh_keys`: temp
 //! file in the target directory, fsync, rename, fsync the directory).
 
-use std::fs::{self, File};
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::fs;
+use std::io::ErrorKind;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -128,8 +128,8 @@ pub fn status(root: &Root) -> Result<Report> {
     serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
-/// Writes `data` to `path` with mode 0600 so a reader sees the old file or the new one, never a
-/// half-written one. Creates the parent directory (0700) when missing.
+/// Writes `data` to `path` with mode 0600 through brickup's one atomic writer
+/// ([`crate::fsops::atomic_write`]). Creates the parent directory (0700) when missing.
 fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path
         .parent()
@@ -139,26 +139,13 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".brickup-")
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(0o600))
-        .context("setting mode 0600")?;
-    tmp.write_all(data)
-        .and_then(|()| tmp.as_file().sync_all())
-        .with_context(|| format!("writing {}", tmp.path().display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("renaming into {}", path.display()))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing {}", dir.display()))
+    crate::fsops::atomic_write(path, data, 0o600, None)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
 
     #[test]
     fn atomic_write_replaces_with_mode_0600() {
