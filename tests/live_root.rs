@@ -14,7 +14,7 @@ mod common;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use common::live::{LiveConfig, LiveRoot, Timer};
+use common::live::{LiveConfig, LiveRoot};
 use common::text;
 
 /// The SSH port brickup moves sshd to.
@@ -131,8 +131,7 @@ fn assert_stock_ssh(lr: &LiveRoot) {
 
 #[test]
 fn first_boot_hardens_ssh_and_enforces_csf() {
-    let _t = Timer::start("first_boot_hardens_ssh_and_enforces_csf");
-    let lr = LiveRoot::new();
+    let lr = LiveRoot::new("first_boot_hardens_ssh_and_enforces_csf");
     let a = lr.addr4();
     assert_stock_ssh(&lr);
     let sink = lr.report_sink();
@@ -194,8 +193,7 @@ fn first_boot_hardens_ssh_and_enforces_csf() {
 
 #[test]
 fn first_boot_with_ipv6_enforces_tcp6_in() {
-    let _t = Timer::start("first_boot_with_ipv6_enforces_tcp6_in");
-    let lr = LiveRoot::new();
+    let lr = LiveRoot::new("first_boot_with_ipv6_enforces_tcp6_in");
     let mut cfg = LiveConfig::new(PORT);
     cfg.ipv6 = true;
     lr.configure(&cfg);
@@ -217,8 +215,7 @@ fn first_boot_with_ipv6_enforces_tcp6_in() {
 
 #[test]
 fn csftest_fatal_keeps_ssh_and_leaves_the_firewall_open() {
-    let _t = Timer::start("csftest_fatal_keeps_ssh_and_leaves_the_firewall_open");
-    let lr = LiveRoot::new();
+    let lr = LiveRoot::new("csftest_fatal_keeps_ssh_and_leaves_the_firewall_open");
     let a = lr.addr4();
     lr.configure(&LiveConfig::new(PORT));
 
@@ -279,9 +276,9 @@ fn assert_some_ssh_port_reachable(lr: &LiveRoot, what: &str) -> Vec<u16> {
 
 /// Converge on PORT, then move to NEW while something after the sshd step fails; afterwards the
 /// owner must still get in, and a fixed config converges on NEW alone.
-fn port_move_with_a_later_failure(fault: &str) {
+fn port_move_with_a_later_failure(test: &'static str, fault: &str) {
     const NEW: u16 = 3917;
-    let lr = LiveRoot::new();
+    let lr = LiveRoot::new(test);
     let a = lr.addr4();
     lr.configure(&LiveConfig::new(PORT));
     converge(&lr);
@@ -335,20 +332,17 @@ fn port_move_with_a_later_failure(fault: &str) {
 
 #[test]
 fn port_move_then_wrong_checksum_keeps_a_way_in() {
-    let _t = Timer::start("port_move_then_wrong_checksum_keeps_a_way_in");
-    port_move_with_a_later_failure("sha256");
+    port_move_with_a_later_failure("port_move_then_wrong_checksum_keeps_a_way_in", "sha256");
 }
 
 #[test]
 fn port_move_then_missing_package_keeps_a_way_in() {
-    let _t = Timer::start("port_move_then_missing_package_keeps_a_way_in");
-    port_move_with_a_later_failure("package");
+    port_move_with_a_later_failure("port_move_then_missing_package_keeps_a_way_in", "package");
 }
 
 #[test]
 fn drift_is_named_and_repaired() {
-    let _t = Timer::start("drift_is_named_and_repaired");
-    let lr = LiveRoot::new();
+    let lr = LiveRoot::new("drift_is_named_and_repaired");
     let a = lr.addr4();
     lr.configure(&LiveConfig::new(PORT));
     converge(&lr);
