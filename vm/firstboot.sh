@@ -311,7 +311,9 @@ ok | baked)
             vm_ssh "journalctl -b -u brickup-firstboot.service | grep -q 'first boot of this instance'"
     fi
     vm_ssh "nohup python3 -m http.server $MN_PORT >/dev/null 2>&1 & nohup python3 -m http.server $CLOSED_PORT >/dev/null 2>&1 &"
-    sleep 3
+    # Both must listen before the firewall is judged (python starts slowly on a loaded host).
+    vm_ssh "timeout 60 sh -c 'until ss -Hltn | grep -q :$MN_PORT && ss -Hltn | grep -q :$CLOSED_PORT; do sleep 1; done'" ||
+        echo "    test servers in the guest not listening after 60 s"
     check "masternode port $MN_PORT (in TCP_IN) is reachable" fetch "${VM_FWD[$MN_PORT]}"
     check "port $CLOSED_PORT (not in TCP_IN) is filtered" not_fetch "${VM_FWD[$CLOSED_PORT]}"
     check "csf TESTING is 0 and INPUT policy is DROP" \
