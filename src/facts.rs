@@ -16,13 +16,19 @@ pub struct Facts {
     pub old_ssh_ports: Vec<u16>,
     /// A global IPv6 address is configured (`firewall.ipv6: auto` turns csf's IPv6 on then).
     pub global_ipv6: bool,
+    /// OS family and package tool (None: unsupported or unreadable; the packages step says why).
+    pub os: Option<crate::packages::Os>,
 }
 
 impl Facts {
     /// Look at the host. Under a root other than `/` nothing is running to look at: no facts.
     pub fn gather(cx: &Context) -> Result<Facts> {
+        let os = crate::packages::detect(&cx.root).ok();
         if !cx.live() {
-            return Ok(Facts::default());
+            return Ok(Facts {
+                os,
+                ..Facts::default()
+            });
         }
         let global_ipv6 = std::fs::read_to_string("/proc/net/if_inet6")
             .map(|t| crate::csf::has_global_ipv6(&t))
@@ -30,6 +36,7 @@ impl Facts {
         Ok(Facts {
             old_ssh_ports: old_ssh_ports(cx),
             global_ipv6,
+            os,
         })
     }
 }

@@ -304,11 +304,16 @@ impl PackageManager for Rpm<'_> {
     }
 }
 
-/// The package manager for the root's OS.
-pub fn manager<'a>(
-    root: &Root,
-    runner: &'a dyn Runner,
-) -> Result<(Family, Box<dyn PackageManager + 'a>)> {
+/// The target's OS family and package tool, from os-release(5) and the tools installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Os {
+    pub family: Family,
+    /// `apt-get`, `dnf` or `yum`.
+    pub tool: &'static str,
+}
+
+/// Read the root's os-release and look for dnf; an unsupported OS is an error naming it.
+pub fn detect(root: &Root) -> Result<Os> {
     let path = root.path("/etc/os-release");
     let path = if path.exists() {
         path
@@ -317,29 +322,39 @@ pub fn manager<'a>(
     };
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let fam = family(&parse_os_release(&text))?;
-    let pm: Box<dyn PackageManager> = match fam {
-        Family::Debian => Box::new(Apt {
-            root: root.clone(),
-            runner,
-        }),
-        Family::RedHat { .. } => {
-            let tool = if ["/usr/bin/dnf", "/usr/bin/dnf5", "/bin/dnf"]
+    let family = family(&parse_os_release(&text))?;
+    let tool = match family {
+        Family::Debian => "apt-get",
+        Family::RedHat { .. }
+            if ["/usr/bin/dnf", "/usr/bin/dnf5", "/bin/dnf"]
                 .iter()
-                .any(|p| root.path(Path::new(p)).exists())
-            {
-                "dnf"
-            } else {
-                "yum"
-            };
-            Box::new(Rpm {
-                root: root.clone(),
-                runner,
-                tool,
-            })
+                .any(|p| root.path(Path::new(p)).exists()) =>
+        {
+            "dnf"
         }
+        Family::RedHat { .. } => "yum",
     };
-    Ok((fam, pm))
+    Ok(Os { family, tool })
+}
+
+/// The package manager for the target's OS: from the run's facts, else read now.
+pub fn manager<'a>(cx: &Context<'a>) -> Result<(Family, Box<dyn PackageManager + 'a>)> {
+    let os = match cx.facts.os {
+        Some(os) => os,
+        None => detect(&cx.root)?,
+    };
+    let pm: Box<dyn PackageManager + 'a> = match os.tool {
+        "apt-get" => Box::new(Apt {
+            root: cx.root.clone(),
+            runner: cx.runner,
+        }),
+        tool => Box::new(Rpm {
+            root: cx.root.clone(),
+            runner: cx.runner,
+            tool,
+        }),
+    };
+    Ok((os.family, pm))
 }
 
 /// All packages wanted: csf's prerequisites (when csf is configured) plus `packages.extra`.
@@ -370,11 +385,11 @@ impl Step for PackagesStep {
     }
 
     fn preflight(&self, cx: &Context) -> Result<()> {
-        manager(&cx.root, cx.runner).map(|_| ())
+        manager(cx).map(|_| ())
     }
 
     fn plan(&self, cx: &Context) -> Result<Vec<Action>> {
-        let (fam, pm) = manager(&cx.root, cx.runner)?;
+        let (fam, pm) = manager(cx)?;
         let missing = pm.missing(&wanted(cx, fam))?;
         Ok(if missing.is_empty() {
             vec![]
@@ -384,7 +399,7 @@ impl Step for PackagesStep {
     }
 
     fn apply(&self, cx: &Context, _tx: &mut Transaction) -> Result<Applied> {
-        let (fam, pm) = manager(&cx.root, cx.runner)?;
+        let (fam, pm) = manager(cx)?;
         let missing = pm.missing(&wanted(cx, fam))?;
         if missing.is_empty() {
             return Ok(Applied::unchanged("all packages already installed"));
@@ -406,7 +421,7 @@ impl Step for PackagesStep {
     }
 
     fn check(&self, cx: &Context) -> Result<Vec<String>> {
-        let (fam, pm) = manager(&cx.root, cx.runner)?;
+        let (fam, pm) = manager(cx)?;
         Ok(pm
             .missing(&wanted(cx, fam))?
             .into_iter()
