@@ -1,9 +1,7 @@
 //! The engine: runs the steps in their fixed order for `plan`, `apply` and `check`, each apply in
 //! its own [`Transaction`] so a failed step restores what it changed, and later steps are skipped.
 //!
-//! The order shrinks the window in which the VPS is exposed: SSH key, sshd, then the csf download
-//! (verified before anything is installed), prerequisites, csf install, firewall policy, and the
-//! log files lfd watches.
+//! The steps themselves and their order live in [`crate::run`].
 
 use std::time::Instant;
 
@@ -195,19 +193,6 @@ pub trait Step {
     fn recover(&self, _cx: &Context, _error: &anyhow::Error) -> Result<Option<String>> {
         Ok(None)
     }
-}
-
-/// The steps, in order.
-pub fn steps() -> Vec<Box<dyn Step>> {
-    vec![
-        Box::new(crate::keys::KeysStep),
-        Box::new(crate::sshd::SshdStep),
-        Box::new(crate::csf::DownloadStep),
-        Box::new(crate::packages::PackagesStep),
-        Box::new(crate::csf::InstallStep),
-        Box::new(crate::csf::FirewallStep),
-        Box::new(crate::csf::LogStep),
-    ]
 }
 
 /// The result of a whole apply.

@@ -20,6 +20,7 @@ pub mod receive;
 pub mod redact;
 pub mod report;
 pub mod root;
+pub mod run;
 pub mod runner;
 pub mod sshd;
 pub mod systemd;

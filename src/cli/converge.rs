@@ -1,4 +1,4 @@
-//! `plan`, `apply` and `check`: load the config, take the run lock, drive the engine, report.
+//! `plan`, `apply` and `check`: parse the arguments, hand the run to [`crate::run`], print.
 
 use std::time::Duration;
 
@@ -6,71 +6,25 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::{Exit, Target};
-use crate::config::{self, Loaded};
+use crate::config::Loaded;
 use crate::engine::{self, Context, RunResult, StepResult};
-use crate::report::{self, RunFacts};
+use crate::report;
 use crate::root::Root;
+use crate::run;
 use crate::runner::SystemRunner;
 
 /// Load and validate the config for a target; nothing is written before this succeeds.
 pub fn load(t: &Target) -> Result<(Root, Loaded)> {
     let root = Root::new(&t.root);
-    let path = t
-        .config
-        .clone()
-        .unwrap_or_else(|| root.path(config::DEFAULT_PATH));
-    let loaded = config::load(&path)?;
-    for w in &loaded.warnings {
-        tracing::warn!("{w}");
-    }
+    let loaded = run::load(&root, t.config.as_deref())?;
     Ok((root, loaded))
 }
 
-/// Like [`load`], but a config that fails validation is still reported (as `failed`, with the
-/// reasons) when its `report` section alone is usable: the owner learns why nothing happened.
+/// Like [`load`], but an invalid config is still reported when its report section is usable.
 pub fn load_or_report(t: &Target, send_report: bool) -> Result<(Root, Loaded)> {
-    load(t).inspect_err(|e| {
-        if send_report && e.chain().any(|c| c.is::<config::ConfigError>()) {
-            let root = Root::new(&t.root);
-            let path = t
-                .config
-                .clone()
-                .unwrap_or_else(|| root.path(config::DEFAULT_PATH));
-            report_invalid_config(&root, &path, e);
-        }
-    })
-}
-
-fn report_invalid_config(root: &Root, path: &std::path::Path, e: &anyhow::Error) {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return;
-    };
-    let Ok(doc) = serde_norway::from_str::<serde_norway::Value>(&text) else {
-        return;
-    };
-    let Some(section) = doc.get("report") else {
-        return;
-    };
-    let Ok(cfg) = serde_norway::from_value::<report::ReportConfig>(section.clone()) else {
-        return;
-    };
-    if !cfg.validate().is_empty() {
-        return;
-    }
-    let port = doc
-        .get("ssh")
-        .and_then(|s| s.get("port"))
-        .and_then(|p| p.as_u64())
-        .and_then(|p| u16::try_from(p).ok())
-        .unwrap_or(0);
-    let facts = RunFacts::gather(root, text.as_bytes(), port);
-    let doc = facts.finished(
-        Vec::new(),
-        crate::csf::firewall_state(root),
-        Some(e),
-        time::OffsetDateTime::now_utc(),
-    );
-    report::deliver(root, &cfg, &doc);
+    let root = Root::new(&t.root);
+    let loaded = run::load_or_report(&root, t.config.as_deref(), send_report)?;
+    Ok((root, loaded))
 }
 
 #[derive(Debug, clap::Args)]
@@ -84,7 +38,7 @@ impl Plan {
         let (root, loaded) = load(&self.target)?;
         let cx = Context::new(root, &loaded.config, &SystemRunner).with_facts()?;
         let mut failed = false;
-        for (name, r) in engine::plan(&cx, &engine::steps()) {
+        for (name, r) in engine::plan(&cx, &run::steps()) {
             match r {
                 Ok(actions) if actions.is_empty() => println!("== {name}: nothing to do"),
                 Ok(actions) => {
@@ -131,32 +85,6 @@ pub struct Summary<'a> {
     pub error: Option<Vec<String>>,
 }
 
-/// Converge under the run lock, reporting `started` and `finished`; used by `apply` and
-/// `firstboot`. A report that cannot be delivered never changes the run's outcome.
-pub fn converge(root: &Root, loaded: &Loaded, send_report: bool) -> Result<RunResult> {
-    let cx = Context::new(root.clone(), &loaded.config, &SystemRunner).with_facts()?;
-    let reporting = loaded.config.report.as_ref().filter(|_| send_report);
-    let facts = reporting
-        .map(|_| RunFacts::gather(root, loaded.text.as_bytes(), loaded.config.ssh.port.get()));
-    if let (Some(cfg), Some(facts)) = (reporting, &facts) {
-        report::resend_pending(root, cfg);
-        report::deliver(root, cfg, &facts.started(crate::csf::firewall_state(root)));
-    } else if loaded.config.report.is_none() {
-        tracing::info!("no report section: no status report will be sent");
-    }
-    let result = engine::apply(&cx, &engine::steps());
-    if let (Some(cfg), Some(facts)) = (reporting, &facts) {
-        let doc = facts.finished(
-            result.steps.clone(),
-            crate::csf::firewall_state(root),
-            result.error.as_ref(),
-            time::OffsetDateTime::now_utc(),
-        );
-        report::deliver(root, cfg, &doc);
-    }
-    Ok(result)
-}
-
 /// Print the step table on stderr and, with `json`, the summary on stdout.
 pub fn print_result(result: &RunResult, json: bool) -> Result<()> {
     for s in &result.steps {
@@ -190,7 +118,7 @@ impl Apply {
         let send = self.target.root == std::path::Path::new("/") || self.report;
         let (root, loaded) = load_or_report(&self.target, send)?;
         let _lock = crate::lock::acquire(&root, Duration::from_secs(self.target.lock_wait))?;
-        let result = converge(&root, &loaded, send)?;
+        let result = run::converge(&root, &loaded, send)?;
         print_result(&result, self.json)?;
         Ok(result.error.as_ref().map_or(Exit::Ok, super::exit_for))
     }
@@ -209,7 +137,7 @@ impl Check {
     pub fn run(self) -> Result<Exit> {
         let (root, loaded) = load(&self.target)?;
         let cx = Context::new(root, &loaded.config, &SystemRunner).with_facts()?;
-        let results = engine::check(&cx, &engine::steps());
+        let results = engine::check(&cx, &run::steps());
         let drift: usize = results.iter().map(|(_, d)| d.len()).sum();
         if self.json {
             let map: serde_json::Map<String, serde_json::Value> = results

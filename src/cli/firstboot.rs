@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 
-use super::converge::{converge, load_or_report, print_result};
+use super::converge::{load_or_report, print_result};
 use super::{Exit, Target};
 use crate::fsops::{NewFile, Transaction};
+use crate::run::converge;
 
 /// Holds the instance id of the last successful first-boot run.
 pub const DONE_FILE: &str = "/var/lib/brickup/firstboot-done";

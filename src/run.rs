@@ -1,0 +1,115 @@
+//! A whole brickup run, as the CLI drives it: the steps in their order, loading the config (an
+//! invalid one is still reported when its report section is usable), gathering the facts once,
+//! applying under the engine, and the `started`/`finished` reports. The CLI only parses
+//! arguments and prints.
+//!
+//! The order shrinks the window in which the VPS is exposed: SSH key, sshd, then the csf download
+//! (verified before anything is installed), prerequisites, csf install, firewall policy, and the
+//! log files lfd watches.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use crate::config::{self, Loaded};
+use crate::engine::{self, Context, RunResult, Step};
+use crate::report::{self, RunFacts};
+use crate::root::Root;
+use crate::runner::SystemRunner;
+
+/// The steps, in order.
+pub fn steps() -> Vec<Box<dyn Step>> {
+    vec![
+        Box::new(crate::keys::KeysStep),
+        Box::new(crate::sshd::SshdStep),
+        Box::new(crate::csf::DownloadStep),
+        Box::new(crate::packages::PackagesStep),
+        Box::new(crate::csf::InstallStep),
+        Box::new(crate::csf::FirewallStep),
+        Box::new(crate::csf::LogStep),
+    ]
+}
+
+/// Load and validate the config (`path`, else `/etc/brickup/brickup.yaml` under the root);
+/// nothing is written before this succeeds.
+pub fn load(root: &Root, path: Option<&Path>) -> Result<Loaded> {
+    let path = config_path(root, path);
+    let loaded = config::load(&path)?;
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(loaded)
+}
+
+fn config_path(root: &Root, path: Option<&Path>) -> PathBuf {
+    path.map(Path::to_path_buf)
+        .unwrap_or_else(|| root.path(config::DEFAULT_PATH))
+}
+
+/// Like [`load`], but a config that fails validation is still reported (as `failed`, with the
+/// reasons) when its `report` section alone is usable: the owner learns why nothing happened.
+pub fn load_or_report(root: &Root, path: Option<&Path>, send_report: bool) -> Result<Loaded> {
+    load(root, path).inspect_err(|e| {
+        if send_report && e.chain().any(|c| c.is::<config::ConfigError>()) {
+            report_invalid_config(root, &config_path(root, path), e);
+        }
+    })
+}
+
+fn report_invalid_config(root: &Root, path: &std::path::Path, e: &anyhow::Error) {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return;
+    };
+    let Ok(doc) = serde_norway::from_str::<serde_norway::Value>(&text) else {
+        return;
+    };
+    let Some(section) = doc.get("report") else {
+        return;
+    };
+    let Ok(cfg) = serde_norway::from_value::<report::ReportConfig>(section.clone()) else {
+        return;
+    };
+    if !cfg.validate().is_empty() {
+        return;
+    }
+    let port = doc
+        .get("ssh")
+        .and_then(|s| s.get("port"))
+        .and_then(|p| p.as_u64())
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(0);
+    let facts = RunFacts::gather(root, text.as_bytes(), port);
+    let doc = facts.finished(
+        Vec::new(),
+        crate::csf::firewall_state(root),
+        Some(e),
+        time::OffsetDateTime::now_utc(),
+    );
+    report::deliver(root, &cfg, &doc);
+}
+
+/// Converge under the run lock, reporting `started` and `finished`; used by `apply` and
+/// `firstboot`. A report that cannot be delivered never changes the run's outcome.
+pub fn converge(root: &Root, loaded: &Loaded, send_report: bool) -> Result<RunResult> {
+    let cx = Context::new(root.clone(), &loaded.config, &SystemRunner).with_facts()?;
+    let reporting = loaded.config.report.as_ref().filter(|_| send_report);
+    let facts = reporting
+        .map(|_| RunFacts::gather(root, loaded.text.as_bytes(), loaded.config.ssh.port.get()));
+    if let (Some(cfg), Some(facts)) = (reporting, &facts) {
+        report::resend_pending(root, cfg);
+        report::deliver(root, cfg, &facts.started(crate::csf::firewall_state(root)));
+    } else if loaded.config.report.is_none() {
+        tracing::info!("no report section: no status report will be sent");
+    }
+    let result = engine::apply(&cx, &steps());
+    if let (Some(cfg), Some(facts)) = (reporting, &facts) {
+        let doc = facts.finished(
+            result.steps.clone(),
+            crate::csf::firewall_state(root),
+            result.error.as_ref(),
+            time::OffsetDateTime::now_utc(),
+        );
+        report::deliver(root, cfg, &doc);
+    }
+    Ok(result)
+}
