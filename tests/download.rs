@@ -324,7 +324,7 @@ fn file_url_is_copied_and_verified() {
     let src = tempfile::tempdir().unwrap();
     let file = src.path().join("csf.tgz");
     std::fs::write(&file, &data).unwrap();
-    let url = reqwest::Url::from_file_path(&file).unwrap().to_string();
+    let url = url::Url::from_file_path(&file).unwrap().to_string();
     let cache = tempfile::tempdir().unwrap();
 
     let path = fetch_verified(&url, &digest(&data), cache.path(), &opts()).unwrap();
