@@ -16,6 +16,8 @@ use tracing::{debug, info, warn};
 
 use crate::http::HttpOptions;
 
+mod remote;
+
 /// Read buffer size: memory use stays at this whatever the download size.
 const BUF_SIZE: usize = 64 * 1024;
 
@@ -118,7 +120,7 @@ impl Default for FetchOptions {
 /// Where the bytes come from, after the scheme policy was applied.
 enum Source {
     File(PathBuf),
-    Http(reqwest::Url),
+    Http(url::Url),
 }
 
 /// Returns `cache_dir/<expected>.tgz`, downloading `url` into it unless a copy that hashes to
@@ -141,7 +143,7 @@ pub fn fetch_verified(
     let partial = cache_dir.join(format!("{expected}.partial"));
     let fetched = match &source {
         Source::File(path) => copy_file(path, &shown, &partial, opts.max_size),
-        Source::Http(u) => download_with_retries(u, &shown, &partial, opts),
+        Source::Http(u) => remote::download_with_retries(u, &shown, &partial, opts),
     };
     let (actual, bytes) = match fetched {
         Ok(v) => v,
@@ -170,7 +172,7 @@ pub fn fetch_verified(
 
 /// `shown` is the redacted `url`, the only form that goes into messages.
 fn parse_source(url: &str, shown: &str, allow_http: bool) -> Result<Source> {
-    let parsed = reqwest::Url::parse(url).with_context(|| format!("parsing URL {shown}"))?;
+    let parsed = url::Url::parse(url).with_context(|| format!("parsing URL {shown}"))?;
     match parsed.scheme() {
         "https" => Ok(Source::Http(parsed)),
         "http" if allow_http => Ok(Source::Http(parsed)),
@@ -317,122 +319,6 @@ fn copy_file(path: &Path, shown: &str, partial: &Path, limit: u64) -> Result<(Sh
     }
     info!(url = %shown, bytes = len, "copying local file");
     stream_to_partial(file, shown, partial, limit).map_err(|e| e.into_anyhow(shown))
-}
-
-/// One try's outcome class: worth another try (network trouble, 5xx, 429) or final.
-enum AttemptError {
-    Retry(anyhow::Error),
-    Fatal(anyhow::Error),
-}
-
-/// `shown` is the redacted URL: the only form that goes into messages and logs.
-fn download_with_retries(
-    parsed: &reqwest::Url,
-    shown: &str,
-    partial: &Path,
-    opts: &FetchOptions,
-) -> Result<(Sha256Digest, u64)> {
-    let client = crate::http::client(&opts.http)?;
-    let (target, auth) = split_userinfo(parsed);
-    let attempts = opts.attempts.max(1);
-    let mut delay = opts.backoff;
-    for attempt in 1..=attempts {
-        info!(url = %shown, attempt, "downloading");
-        match download_once(&client, (&target, &auth), shown, partial, opts) {
-            Ok(v) => return Ok(v),
-            Err(AttemptError::Fatal(e)) => return Err(e),
-            Err(AttemptError::Retry(e)) if attempt == attempts => {
-                return Err(e.context(format!("giving up on {shown} after {attempts} attempts")))
-            }
-            Err(AttemptError::Retry(e)) => {
-                warn!(url = %shown, attempt, error = %format!("{e:#}"), ?delay, "download failed, retrying");
-                std::thread::sleep(delay);
-                delay = delay.saturating_mul(2);
-            }
-        }
-    }
-    unreachable!("the loop returns on its last attempt")
-}
-
-/// Username and password of a URL, percent-decoded.
-type Userinfo = Option<(String, Option<String>)>;
-
-/// Moves a URL's userinfo into a Basic Authorization header (RFC 7617), as reqwest would itself,
-/// but before the URL reaches hyper, whose trace logs print the authority with the userinfo.
-fn split_userinfo(url: &reqwest::Url) -> (reqwest::Url, Userinfo) {
-    if url.username().is_empty() && url.password().is_none() {
-        return (url.clone(), None);
-    }
-    let decode = |s: &str| {
-        percent_encoding::percent_decode_str(s)
-            .decode_utf8_lossy()
-            .into_owned()
-    };
-    let userinfo = (decode(url.username()), url.password().map(decode));
-    let mut bare = url.clone();
-    // Cannot fail: a URL with userinfo has a host.
-    let _ = bare.set_username("");
-    let _ = bare.set_password(None);
-    (bare, Some(userinfo))
-}
-
-fn download_once(
-    client: &reqwest::blocking::Client,
-    (target, auth): (&reqwest::Url, &Userinfo),
-    shown: &str,
-    partial: &Path,
-    opts: &FetchOptions,
-) -> Result<(Sha256Digest, u64), AttemptError> {
-    let mut req = client.get(target.clone());
-    if let Some((user, password)) = auth {
-        req = req.basic_auth(user, password.as_ref());
-    }
-    let resp = req
-        .send()
-        // reqwest's message embeds the full URL (query and all): drop it, name `shown` instead.
-        .map_err(|e| {
-            AttemptError::Retry(anyhow!(e.without_url()).context(format!("requesting {shown}")))
-        })?;
-    let status = resp.status();
-    if !status.is_success() {
-        let err = DownloadError::HttpStatus {
-            url: shown.into(),
-            status: status.as_u16(),
-        };
-        let retry = status.is_server_error() || status.as_u16() == 429;
-        return Err(if retry {
-            AttemptError::Retry(err.into())
-        } else {
-            AttemptError::Fatal(err.into())
-        });
-    }
-    if resp.url().scheme() == "http" && !opts.allow_http {
-        let e = DownloadError::HttpNotAllowed {
-            url: crate::redact::parsed_url(resp.url()),
-        };
-        return Err(AttemptError::Fatal(
-            anyhow::Error::new(e).context(format!("redirected from {shown}")),
-        ));
-    }
-    let announced = resp.content_length();
-    if announced.is_some_and(|len| len > opts.max_size) {
-        let e = DownloadError::TooLarge {
-            url: shown.into(),
-            limit: opts.max_size,
-        };
-        return Err(AttemptError::Fatal(e.into()));
-    }
-    let (digest, bytes) =
-        stream_to_partial(resp, shown, partial, opts.max_size).map_err(|e| match e {
-            StreamError::Read(_) => AttemptError::Retry(e.into_anyhow(shown)),
-            _ => AttemptError::Fatal(e.into_anyhow(shown)),
-        })?;
-    if let Some(len) = announced.filter(|&len| len != bytes) {
-        let e = anyhow!("{shown}: received {bytes} bytes but Content-Length announced {len}");
-        return Err(AttemptError::Retry(e));
-    }
-    info!(url = %shown, bytes, "received");
-    Ok((digest, bytes))
 }
 
 /// fsyncs a directory so a rename inside it survives a crash.

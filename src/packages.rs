@@ -123,7 +123,7 @@ pub fn source_ports(text: &str) -> Vec<u16> {
         .map(str::trim)
         .filter(|l| !l.starts_with('#'))
         .flat_map(|l| l.split(|c: char| c.is_whitespace() || c == '='))
-        .filter_map(|w| reqwest::Url::parse(w).ok())
+        .filter_map(|w| url::Url::parse(w).ok())
         .filter(|u| matches!(u.scheme(), "http" | "https" | "ftp"))
         .filter_map(|u| u.port_or_known_default())
         .collect()

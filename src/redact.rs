@@ -2,7 +2,7 @@
 //! query strings (presigned `X-Amz-Signature=...`, `?token=...`), so both are replaced by `***`
 //! wherever brickup formats a URL (URL syntax after RFC 3986 / the WHATWG URL standard).
 
-use reqwest::Url;
+use url::Url;
 
 /// What stands in for a hidden part.
 const MASK: &str = "***";

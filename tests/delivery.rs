@@ -119,7 +119,7 @@ fn small_root(instance: &str) -> tempfile::TempDir {
     std::fs::create_dir_all(r.join("root")).unwrap();
     std::fs::create_dir_all(r.join("run/cloud-init")).unwrap();
     std::fs::create_dir_all(r.join("bin")).unwrap();
-    // root's login shell, which brickup's preflight looks for.
+    // The preflight refuses a user whose login shell is missing.
     std::fs::write(r.join("bin/bash"), "").unwrap();
     std::fs::write(r.join("etc/passwd"), "root:x:0:0:root:/root:/bin/bash\n").unwrap();
     std::fs::write(r.join("etc/ssh/sshd_config"), "Include /etc/ssh/sshd_config.d/*.conf\n#Port 22\nKbdInteractiveAuthentication no\nUsePAM yes\n").unwrap();
@@ -268,8 +268,11 @@ fn failed_firstboot_is_retried_and_its_report_says_failed() {
 
 /// Build the release musl binary (the shipped artifact) if it is not there yet.
 pub fn musl_binary() -> PathBuf {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/x86_64-unknown-linux-musl/release/brickup");
+    // Where `cargo build` below puts it: CARGO_TARGET_DIR when set, else ./target.
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let bin = target_dir.join("x86_64-unknown-linux-musl/release/brickup");
     let st = Command::new(env!("CARGO"))
         .args([
             "build",
@@ -310,8 +313,8 @@ fn release_binary_is_fully_static() {
     );
     let size = std::fs::metadata(&bin).unwrap().len();
     assert!(
-        size <= 4 * 1024 * 1024,
-        "the binary is {size} bytes, over the 4 MB budget"
+        size <= 4_000_000,
+        "the binary is {size} bytes, over the budget of 4,000,000 bytes"
     );
     // And it runs with no libc of its own: under an empty root via chroot.
     let empty = tempfile::tempdir().unwrap();

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,8 @@ use sha2::{Digest as _, Sha256};
 struct Server {
     addr: SocketAddr,
     hits: Arc<AtomicUsize>,
+    /// Every request's head (request line and headers), in arrival order.
+    heads: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -27,21 +29,26 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
+        let heads = Arc::new(Mutex::new(Vec::new()));
         let handler = Arc::new(handler);
-        let counter = hits.clone();
+        let (counter, seen) = (hits.clone(), heads.clone());
         thread::spawn(move || {
             for stream in listener.incoming() {
                 let mut stream = stream.unwrap();
                 let handler = handler.clone();
-                let counter = counter.clone();
+                let (counter, seen) = (counter.clone(), seen.clone());
                 thread::spawn(move || {
-                    read_request_head(&mut stream);
-                    let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                    let head = read_request_head(&mut stream);
+                    let n = {
+                        let mut seen = seen.lock().unwrap();
+                        seen.push(head);
+                        counter.fetch_add(1, Ordering::SeqCst) + 1
+                    };
                     handler(n, &mut stream);
                 });
             }
         });
-        Server { addr, hits }
+        Server { addr, hits, heads }
     }
 
     fn url(&self, path: &str) -> String {
@@ -51,17 +58,30 @@ impl Server {
     fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
+
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
 }
 
-fn read_request_head(stream: &mut TcpStream) {
+fn read_request_head(stream: &mut TcpStream) -> String {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
         match stream.read(&mut byte) {
             Ok(1) => head.push(byte[0]),
-            _ => return,
+            _ => break,
         }
     }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// The value of header `name` in a request head, if present.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
 }
 
 fn respond(stream: &mut TcpStream, status: &str, body: &[u8]) {
@@ -324,7 +344,7 @@ fn file_url_is_copied_and_verified() {
     let src = tempfile::tempdir().unwrap();
     let file = src.path().join("csf.tgz");
     std::fs::write(&file, &data).unwrap();
-    let url = reqwest::Url::from_file_path(&file).unwrap().to_string();
+    let url = url::Url::from_file_path(&file).unwrap().to_string();
     let cache = tempfile::tempdir().unwrap();
 
     let path = fetch_verified(&url, &digest(&data), cache.path(), &opts()).unwrap();
@@ -399,6 +419,89 @@ fn unannounced_size_over_the_cap_is_cut_while_streaming() {
     ));
     assert_eq!(server.hits(), 1);
     assert!(dir_names(cache.path()).is_empty());
+}
+
+fn redirect(stream: &mut TcpStream, status: &str, location: &str) {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let _ = stream.write_all(head.as_bytes());
+}
+
+#[test]
+fn redirects_are_followed_and_basic_auth_stays_with_its_origin() {
+    let data = tarball();
+    let want = digest(&data);
+    let other = Server::start(move |_, s| respond(s, "200 OK", &data));
+    let final_url = other.url("/final.tgz");
+    let origin = Server::start(move |n, s| match n {
+        1 => redirect(s, "302 Found", "/moved.tgz"),
+        _ => redirect(s, "301 Moved Permanently", &final_url),
+    });
+    let url = format!("http://u%40x:p%3Aw@{}/csf.tgz", origin.addr);
+    let cache = tempfile::tempdir().unwrap();
+
+    let path = fetch_verified(&url, &want, cache.path(), &opts()).unwrap();
+
+    assert_eq!(digest(&std::fs::read(path).unwrap()), want);
+    let heads = origin.heads();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    assert!(
+        heads[0].starts_with("GET /csf.tgz HTTP/1.1\r\n"),
+        "{heads:?}"
+    );
+    assert!(
+        heads[1].starts_with("GET /moved.tgz HTTP/1.1\r\n"),
+        "{heads:?}"
+    );
+    // base64("u@x:p:w"): the userinfo, percent-decoded, as a Basic header to its own origin only.
+    for head in &heads {
+        assert_eq!(
+            header(head, "authorization"),
+            Some("Basic dUB4OnA6dw=="),
+            "{head}"
+        );
+        assert!(!head.contains("p%3Aw") && !head.contains("u%40x"), "{head}");
+    }
+    let moved = other.heads();
+    assert_eq!(moved.len(), 1);
+    assert!(
+        moved[0].starts_with("GET /final.tgz HTTP/1.1\r\n"),
+        "{moved:?}"
+    );
+    assert_eq!(header(&moved[0], "authorization"), None, "{moved:?}");
+}
+
+#[test]
+fn a_redirect_to_a_url_with_credentials_is_refused_before_it_is_contacted() {
+    let target = Server::start(|_, s| respond(s, "200 OK", b"x"));
+    let location = format!("http://user:pw@{}/x", target.addr);
+    let origin = Server::start(move |_, s| redirect(s, "302 Found", &location));
+    let cache = tempfile::tempdir().unwrap();
+
+    let err = fetch_verified(&origin.url("/x"), &digest(b"x"), cache.path(), &opts()).unwrap_err();
+
+    let msg = format!("{err:#}");
+    assert!(msg.contains("credentials"), "{msg}");
+    assert!(!msg.contains("pw"), "{msg}");
+    assert_eq!(origin.hits(), 1, "a refusal is final, not retried: {msg}");
+    assert_eq!(target.hits(), 0, "{msg}");
+    assert!(dir_names(cache.path()).is_empty());
+}
+
+#[test]
+fn more_than_ten_redirects_fail() {
+    let server = Server::start(|n, s| redirect(s, "307 Temporary Redirect", &format!("/r{n}")));
+    let cache = tempfile::tempdir().unwrap();
+
+    let err = fetch_verified(&server.url("/x"), &digest(b"x"), cache.path(), &opts()).unwrap_err();
+
+    assert!(format!("{err:#}").contains("too many redirects"), "{err:#}");
+    assert_eq!(
+        server.hits(),
+        11,
+        "the request and 10 redirects, once: {err:#}"
+    );
 }
 
 #[test]
@@ -574,11 +677,17 @@ fn https_with_extra_ca_file_works_and_fails_without_it() {
 
     let untrusted = FetchOptions {
         allow_http: false,
-        attempts: 1,
+        attempts: 3,
+        backoff: Duration::from_secs(2),
         ..opts()
     };
     let cache = tempfile::tempdir().unwrap();
+    let start = Instant::now();
     let err = fetch_verified(&url, &want, cache.path(), &untrusted).unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "a refused certificate is final, not retried: {err:#}"
+    );
     assert!(format!("{err:#}").contains(&url), "{err:#}");
     assert!(dir_names(cache.path()).is_empty());
     assert_eq!(

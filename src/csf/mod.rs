@@ -359,7 +359,7 @@ pub fn own_ports(cx: &Context) -> Vec<u16> {
     }
     let mut ports: Vec<u16> = urls
         .into_iter()
-        .filter_map(|u| reqwest::Url::parse(u).ok())
+        .filter_map(|u| url::Url::parse(u).ok())
         .filter(|u| u.scheme() != "file")
         .filter_map(|u| u.port_or_known_default())
         .collect();

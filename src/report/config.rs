@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use reqwest::Url;
 use serde::Deserialize;
+use url::Url;
 
 use crate::root::Root;
 

@@ -6,9 +6,10 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
-use reqwest::blocking::{Client, Response};
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
-use reqwest::{StatusCode, Url};
+use ureq::http::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use ureq::http::{Response, StatusCode};
+use ureq::{Agent, Body};
+use url::Url;
 
 use super::config::{Credentials, ReportConfig};
 use super::sign::{sign, SIGNATURE_HEADER, TIMESTAMP_HEADER};
@@ -19,10 +20,12 @@ const DEFAULT_BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// No attempt is started with less time than this left before the total bound.
 const MIN_ATTEMPT: Duration = Duration::from_millis(200);
+/// How much of a refusal's body is read (the first 200 characters go into the error).
+const MAX_ANSWER: u64 = 64 * 1024;
 
 /// A configured report delivery: URL, secrets, client and retry policy.
 pub struct Sender {
-    client: Client,
+    client: Agent,
     url: Url,
     creds: Credentials,
     attempt_timeout: Duration,
@@ -66,8 +69,9 @@ impl Sender {
         })
     }
 
-    /// Uses `client` instead of the built-in one (it must not follow redirects).
-    pub fn with_client(mut self, client: Client) -> Sender {
+    /// Uses `client` instead of the built-in one (it must not follow redirects and must hand
+    /// every status back as a response: `http_status_as_error(false)`).
+    pub fn with_client(mut self, client: Agent) -> Sender {
         self.client = client;
         self
     }
@@ -121,10 +125,11 @@ impl Sender {
     fn attempt(&self, body: &[u8], timeout: Duration) -> Result<(), Failure> {
         let mut req = self
             .client
-            .post(self.url.clone())
-            .timeout(timeout)
-            .header(CONTENT_TYPE, "application/json")
-            .body(body.to_vec());
+            .post(self.url.as_str())
+            .config()
+            .timeout_per_call(Some(timeout))
+            .build()
+            .header(CONTENT_TYPE, "application/json");
         if let Some(token) = &self.creds.token {
             req = req.header(AUTHORIZATION, format!("Bearer {}", token.expose()));
         }
@@ -137,21 +142,24 @@ impl Sender {
                 .header(TIMESTAMP_HEADER, now.to_string())
                 .header(SIGNATURE_HEADER, sign(secret, now, body));
         }
-        match req.send() {
+        match req.send(body) {
             Ok(resp) => judge(resp, &self.creds),
-            // Drop the URL from reqwest's message: the caller names the target without query.
-            Err(e) if e.is_builder() => Err(Failure::Final(e.without_url().into())),
+            // A request that cannot be built (a header value with a newline) fails the same way
+            // every time. crate::http::error keeps the URL out of the message.
+            Err(e @ (ureq::Error::Http(_) | ureq::Error::BadUri(_))) => {
+                Err(Failure::Final(crate::http::error(e)))
+            }
             // A certificate the client rejects will be rejected again: do not spend the bound.
-            Err(e) if is_tls_rejection(&e) => Err(Failure::Final(
-                anyhow!(e.without_url()).context("TLS handshake refused"),
+            Err(e) if crate::http::is_tls_rejection(&e) => Err(Failure::Final(
+                crate::http::error(e).context("TLS handshake refused"),
             )),
             Err(e) => {
-                let what = if e.is_timeout() {
+                let what = if matches!(e, ureq::Error::Timeout(_)) {
                     format!("no answer within {}s", timeout.as_secs_f64())
                 } else {
                     "request failed".into()
                 };
-                Err(Failure::Retry(anyhow!(e.without_url()).context(what), None))
+                Err(Failure::Retry(crate::http::error(e).context(what), None))
             }
         }
     }
@@ -168,7 +176,7 @@ impl Sender {
 
 /// Sorts a response into success, retry (429, 5xx) and final (everything else, redirects too:
 /// a signed POST is not replayed to another address).
-fn judge(resp: Response, creds: &Credentials) -> Result<(), Failure> {
+fn judge(mut resp: Response<Body>, creds: &Credentials) -> Result<(), Failure> {
     let status = resp.status();
     if status.is_success() {
         return Ok(());
@@ -181,10 +189,15 @@ fn judge(resp: Response, creds: &Credentials) -> Result<(), Failure> {
         .map(Duration::from_secs);
     let location = resp
         .headers()
-        .get(reqwest::header::LOCATION)
+        .get(LOCATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let text = resp.text().unwrap_or_default();
+    let text = resp
+        .body_mut()
+        .with_config()
+        .limit(MAX_ANSWER)
+        .read_to_string()
+        .unwrap_or_default();
     // A receiver may echo what it got; its answer goes into logs, so secrets are cut first.
     let snippet: String = redact(text.trim(), creds).chars().take(200).collect();
     let err = anyhow!("the receiver answered {status}: {snippet}");
@@ -200,21 +213,6 @@ fn judge(resp: Response, creds: &Credentials) -> Result<(), Failure> {
     }
 }
 
-/// True when the error chain holds a rustls error (bad certificate, handshake failure). hyper
-/// wraps it in `io::Error`s, whose `source()` skips the wrapped error, so look inside them too.
-fn is_tls_rejection(err: &(dyn std::error::Error + 'static)) -> bool {
-    if err.is::<rustls::Error>() {
-        return true;
-    }
-    let wrapped = err
-        .downcast_ref::<std::io::Error>()
-        .and_then(|io| io.get_ref());
-    if wrapped.is_some_and(|inner| is_tls_rejection(inner)) {
-        return true;
-    }
-    err.source().is_some_and(is_tls_rejection)
-}
-
 fn redact(text: &str, creds: &Credentials) -> String {
     let secrets = [&creds.token, &creds.hmac_secret];
     secrets
@@ -226,13 +224,9 @@ fn redact(text: &str, creds: &Credentials) -> String {
 
 /// brickup's client, without redirects (a report is POSTed to exactly the configured URL) or
 /// proxies; per-attempt timeouts are set on each request.
-fn client() -> Result<Client> {
-    crate::http::builder(&crate::http::HttpOptions::default())?
-        .timeout(None)
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()
-        .context("building the HTTP client")
+fn client() -> Result<Agent> {
+    let opts = crate::http::HttpOptions::default();
+    crate::http::agent(crate::http::config(&opts).build(), &opts)
 }
 
 /// Sends `doc` once under `cfg`'s retry policy.
