@@ -225,6 +225,14 @@ fn units_up(runner: &RecordingRunner) {
     runner.answer("systemctl is-enabled", 0, "enabled\n", "");
 }
 
+/// Every command of the enable sequence succeeds: csf reloads, systemd enables and starts.
+fn enable_sequence_succeeds(runner: &RecordingRunner) {
+    runner.allow("/usr/sbin/csf -r");
+    runner.allow("systemctl enable csf.service lfd.service");
+    runner.allow("systemctl start csf.service");
+    runner.allow("systemctl restart lfd.service");
+}
+
 /// The firewall step as on a live machine, with csf/iptables/systemctl recorded.
 fn enable_live(
     root: &Path,
@@ -232,7 +240,7 @@ fn enable_live(
     runner: &RecordingRunner,
 ) -> engine::RunResult {
     let mut cx = Context::new(brickup::root::Root::new(root), config, runner);
-    cx.live = true;
+    cx.set_live(true);
     engine::apply(&cx, &[Box::new(brickup::csf::FirewallStep)])
 }
 
@@ -255,6 +263,7 @@ fn live_enable_goes_testing_then_verifies_then_enforces() {
         "",
     );
     units_up(&runner);
+    enable_sequence_succeeds(&runner);
     let r = enable_live(root.path(), &config, &runner);
     assert!(r.error.is_none(), "{:?}", r.error);
     assert_eq!(
@@ -283,7 +292,7 @@ fn live_enable_goes_testing_then_verifies_then_enforces() {
 
     // check looks at what is loaded, not only at the file.
     let mut cx = Context::new(brickup::root::Root::new(root.path()), &config, &runner);
-    cx.live = true;
+    cx.set_live(true);
     runner.answer("iptables-save", 0, &format!("*filter\n:INPUT DROP [12:345]\n-A INPUT -p tcp -m tcp --dport {port} -j ACCEPT\nCOMMIT\n"), "");
     assert_eq!(
         brickup::csf::FirewallStep.check(&cx).unwrap(),
@@ -312,6 +321,8 @@ fn live_enable_flushes_and_stays_in_testing_when_ssh_is_not_accepted() {
         "*filter\n-A INPUT -p tcp -m tcp --dport 80 -j ACCEPT\nCOMMIT\n",
         "",
     );
+    runner.allow("/usr/sbin/csf -r");
+    runner.allow("/usr/sbin/csf -f");
     let r = enable_live(root.path(), &config, &runner);
     let err = r.error.map(|e| format!("{e:#}")).expect("must fail");
     assert!(
@@ -341,6 +352,7 @@ fn failing_csf_reload_is_flushed_and_reported() {
         "",
         "Compilation failed in require at /usr/sbin/csf line 1.",
     );
+    runner.allow("/usr/sbin/csf -f");
     let r = enable_live(root.path(), &config, &runner);
     let err = r.error.map(|e| format!("{e:#}")).expect("must fail");
     assert!(err.contains("Compilation failed in require"), "{err}");
@@ -359,6 +371,8 @@ fn sshd_not_listening_stops_before_enforcing() {
         &format!("-A INPUT -p tcp --dport {port} -j ACCEPT\n"),
         "",
     );
+    runner.allow("/usr/sbin/csf -r");
+    runner.allow("/usr/sbin/csf -f");
     let r = enable_live(root.path(), &config, &runner);
     assert!(format!("{:#}", r.error.expect("must fail"))
         .contains(&format!("sshd is not listening on port {port}")));
@@ -376,29 +390,41 @@ fn os_root(os_release: &str, dnf: bool) -> tempfile::TempDir {
     root
 }
 
+/// Per family: which query decides "installed", and what the query prints when it is.
+const FAMILIES: [(&str, bool, &str, &str, &str); 3] = [
+    ("ID=debian\nVERSION_ID=\"12\"\n", false, "DEBIAN_FRONTEND=noninteractive dpkg-query", "install ok installed", "DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -q -y --no-install-recommends install perl libwww-perl"),
+    ("ID=rocky\nID_LIKE=\"rhel centos fedora\"\nVERSION_ID=\"9.4\"\n", true, "rpm -q --whatprovides", "perl-5.32.1-481.el9.x86_64", "dnf -y install perl perl-libwww-perl perl-LWP-Protocol-https perl-IO-Socket-SSL bind-utils e2fsprogs iptables-nft unzip cronie"),
+    ("ID=centos\nID_LIKE=\"rhel fedora\"\nVERSION_ID=\"7\"\n", false, "rpm -q --whatprovides", "perl-5.16.3-299.el7_9.x86_64", "yum -y install perl perl-libwww-perl perl-LWP-Protocol-https perl-IO-Socket-SSL bind-utils e2fsprogs iptables unzip cronie"),
+];
+
+fn packages_cx<'a>(
+    root: &Path,
+    config: &'a brickup::config::Config,
+    runner: &'a RecordingRunner,
+) -> Context<'a> {
+    // Lists present, so apt-get update is not needed.
+    std::fs::create_dir_all(root.join("var/lib/apt/lists")).unwrap();
+    std::fs::write(root.join("var/lib/apt/lists/x_Packages"), "").unwrap();
+    let mut cx = Context::new(brickup::root::Root::new(root), config, runner);
+    cx.set_live(true);
+    cx
+}
+
 #[test]
 fn package_managers_per_family() {
     let (_r, config) = csf_root(2222);
-    let cases = [
-        ("ID=debian\nVERSION_ID=\"12\"\n", false, "DEBIAN_FRONTEND=noninteractive dpkg-query", "DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -q -y --no-install-recommends install perl libwww-perl"),
-        ("ID=rocky\nID_LIKE=\"rhel centos fedora\"\nVERSION_ID=\"9.4\"\n", true, "rpm -q", "dnf -y install perl perl-libwww-perl perl-LWP-Protocol-https perl-IO-Socket-SSL bind-utils e2fsprogs iptables-nft unzip cronie"),
-        ("ID=centos\nID_LIKE=\"rhel fedora\"\nVERSION_ID=\"7\"\n", false, "rpm -q", "yum -y install perl perl-libwww-perl perl-LWP-Protocol-https perl-IO-Socket-SSL bind-utils e2fsprogs iptables unzip cronie"),
-    ];
-    for (os, dnf, query, install) in cases {
+    for (os, dnf, query, installed, install) in FAMILIES {
         let root = os_root(os, dnf);
         let runner = RecordingRunner::new();
         runner.answer(query, 1, "", "not installed");
-        // Lists present, so apt-get update is not needed.
-        std::fs::create_dir_all(root.path().join("var/lib/apt/lists")).unwrap();
-        std::fs::write(root.path().join("var/lib/apt/lists/x_Packages"), "").unwrap();
-        let mut cx = Context::new(brickup::root::Root::new(root.path()), &config, &runner);
-        cx.live = true;
+        runner.allow(install);
+        let cx = packages_cx(root.path(), &config, &runner);
         let mut tx = brickup::fsops::Transaction::new(&cx.root);
         let err = brickup::packages::PackagesStep
             .apply(&cx, &mut tx)
             .unwrap_err()
             .to_string();
-        // The recorded install "succeeds" but the query still says missing: brickup notices.
+        // The install "succeeds" but the query still says missing: brickup notices.
         assert!(err.contains("still not installed"), "{err}");
         let calls = runner.calls();
         assert!(
@@ -412,20 +438,14 @@ fn package_managers_per_family() {
             "{calls:#?}"
         );
 
-        // Everything installed: no package work at all.
+        // Everything installed, as the family's own query says: no package work at all.
         let runner = RecordingRunner::new();
-        runner.answer(
-            "DEBIAN_FRONTEND=noninteractive dpkg-query",
-            0,
-            "install ok installed",
-            "",
-        );
-        let mut cx = Context::new(brickup::root::Root::new(root.path()), &config, &runner);
-        cx.live = true;
+        runner.answer(query, 0, installed, "");
+        let cx = packages_cx(root.path(), &config, &runner);
         let a = brickup::packages::PackagesStep.apply(&cx, &mut tx).unwrap();
-        assert!(!a.changed);
+        assert!(!a.changed, "{os}: {}", a.message);
         assert!(
-            !runner.calls().iter().any(|c| c.contains("install ")),
+            runner.calls().iter().all(|c| c.contains(query)),
             "{:?}",
             runner.calls()
         );
@@ -452,12 +472,13 @@ fn inactive_csf_service_is_drift_that_apply_repairs() {
     let rules = format!("*filter\n:INPUT DROP [0:0]\n-A INPUT ! -i lo -p tcp -m tcp --dport {port} -j ACCEPT\nCOMMIT\n");
     runner.answer("iptables-save", 0, &rules, "");
     units_up(&runner);
+    enable_sequence_succeeds(&runner);
     assert!(enable_live(root.path(), &config, &runner).error.is_none());
     assert_eq!(testing(root.path()), "0");
 
     // After a first boot like the real release's: rules loaded, csf.service inactive.
     let mut cx = Context::new(brickup::root::Root::new(root.path()), &config, &runner);
-    cx.live = true;
+    cx.set_live(true);
     runner.answer_once("systemctl is-active csf.service", 3, "inactive\n", "");
     let drift = brickup::csf::FirewallStep.check(&cx).unwrap();
     assert_eq!(drift, vec!["csf.service is inactive".to_string()]);
@@ -504,6 +525,8 @@ fn lfd_that_does_not_stay_up_fails_and_flushes() {
         "",
     );
     units_up(&runner);
+    enable_sequence_succeeds(&runner);
+    runner.allow("/usr/sbin/csf -f");
     runner.answer("systemctl is-active lfd.service", 3, "failed\n", "");
     let r = enable_live(root.path(), &config, &runner);
     let err = format!("{:#}", r.error.expect("must fail"));
@@ -552,7 +575,7 @@ fn log_cx<'a>(
     runner: &'a RecordingRunner,
 ) -> Context<'a> {
     let mut cx = Context::new(brickup::root::Root::new(root), config, runner);
-    cx.live = true;
+    cx.set_live(true);
     cx
 }
 
@@ -579,6 +602,8 @@ fn stopped_syslog_is_repaired_and_the_probe_proves_sshd_log_is_written() {
     let _syslog = fake_syslog(root.path(), true);
     let runner = RecordingRunner::new();
     units_up(&runner);
+    runner.allow("systemctl enable --now rsyslog.service");
+    runner.allow("systemctl restart lfd.service");
     let cx = log_cx(root.path(), &config, &runner);
 
     // rsyslog stopped and the file never written: both are named.
@@ -700,6 +725,7 @@ fn flush_after_a_failed_start_clears_csf_error() {
         "",
         "csf: unresolved error, see /etc/csf/csf.error",
     );
+    runner.allow("/usr/sbin/csf -f");
     let r = enable_live(root.path(), &config, &runner);
     let err = format!("{:#}", r.error.expect("must fail"));
     assert!(err.contains("invalid port in TCP_IN"), "{err}");

@@ -68,7 +68,7 @@ fn run(
     runner: &RecordingRunner,
 ) -> engine::RunResult {
     let mut cx = Context::new(brickup::root::Root::new(root), config, runner);
-    cx.live = true;
+    cx.set_live(true);
     engine::apply(
         &cx,
         &[
@@ -84,6 +84,7 @@ fn ssh_service_is_restarted_and_the_new_port_proven() {
     let root = root_with(&["ssh.service"], &[]);
     let config = config(root.path(), port);
     let runner = RecordingRunner::new();
+    runner.allow("systemctl restart ssh");
     let r = run(root.path(), &config, &runner);
     assert!(r.error.is_none(), "{:?}", r.error);
     assert_eq!(runner.calls(), vec!["systemctl restart ssh"]);
@@ -101,6 +102,8 @@ fn rhel_service_name_and_selinux_label() {
         "",
         "ValueError: Port tcp/2222 already defined",
     );
+    runner.allow("semanage port -m");
+    runner.allow("systemctl restart sshd");
     let r = run(root.path(), &config, &runner);
     assert!(r.error.is_none(), "{:?}", r.error);
     let p = port.to_string();
@@ -112,6 +115,13 @@ fn rhel_service_name_and_selinux_label() {
             "systemctl restart sshd".to_string()
         ]
     );
+}
+
+/// ssh.socket is active; reloading systemd and restarting the socket succeed.
+fn socket_up(runner: &RecordingRunner) {
+    runner.answer("systemctl is-active ssh.socket", 0, "active\n", "");
+    runner.allow("systemctl daemon-reload");
+    runner.allow("systemctl restart ssh.socket");
 }
 
 /// The calls a socket-activated restart makes: the socket is restarted only to move the port
@@ -133,7 +143,7 @@ fn socket_activation_without_generator_overrides_the_socket() {
     let root = root_with(&["ssh.service", "ssh.socket"], &[]);
     let config = config(root.path(), port);
     let runner = RecordingRunner::new();
-    runner.answer("systemctl is-active ssh.socket", 0, "active\n", "");
+    socket_up(&runner);
     let r = run(root.path(), &config, &runner);
     assert!(r.error.is_none(), "{:?}", r.error);
     // Already listening on the port: new connections read the new config, no socket restart
@@ -159,7 +169,7 @@ fn socket_activation_with_generator_only_reloads() {
     );
     let config = config(root.path(), port);
     let runner = RecordingRunner::new();
-    runner.answer("systemctl is-active ssh.socket", 0, "active\n", "");
+    socket_up(&runner);
     let r = run(root.path(), &config, &runner);
     assert!(r.error.is_none(), "{:?}", r.error);
     assert_eq!(runner.calls(), socket_calls());
@@ -173,7 +183,7 @@ fn socket_activation_moving_the_port_restarts_the_socket_and_rolls_back_when_sil
     let root = root_with(&["ssh.service", "ssh.socket"], &[]);
     let config = config(root.path(), port);
     let runner = RecordingRunner::new();
-    runner.answer("systemctl is-active ssh.socket", 0, "active\n", "");
+    socket_up(&runner);
     let r = run(root.path(), &config, &runner);
     assert!(r.error.is_some());
     let calls = runner.calls();
@@ -198,6 +208,7 @@ fn silent_new_port_restores_the_old_config_and_restarts_again() {
     let before = std::fs::read_to_string(root.path().join("etc/ssh/sshd_config")).unwrap();
     let config = config(root.path(), port);
     let runner = RecordingRunner::new();
+    runner.allow("systemctl restart ssh");
     let r = run(root.path(), &config, &runner);
     let err = format!("{:#}", r.error.expect("must fail"));
     assert!(
@@ -234,6 +245,7 @@ fn failed_restart_restores_the_config_and_starts_sshd_again() {
         "",
         "Job for ssh.service failed because the control process exited with error code.",
     );
+    runner.allow("systemctl restart ssh");
     let r = run(root.path(), &config, &runner);
     let err = format!("{:#}", r.error.expect("must fail"));
     assert!(err.contains("restarting sshd"), "{err}");
@@ -274,6 +286,8 @@ fn ufw_active(root: &Path, runner: &RecordingRunner) {
     std::fs::write(root.join("usr/lib/systemd/system/ufw.service"), "[Unit]\n").unwrap();
     runner.answer("systemctl is-active ufw.service", 0, "active\n", "");
     runner.answer("ufw status", 0, "Status: active\n", "");
+    runner.allow("ufw allow");
+    runner.allow("ufw delete allow");
 }
 
 fn dropin_ports(root: &Path) -> Vec<String> {
@@ -292,7 +306,7 @@ fn run_moving(
     old: u16,
 ) -> engine::RunResult {
     let mut cx = Context::new(brickup::root::Root::new(root), config, runner);
-    cx.live = true;
+    cx.set_live(true);
     cx.facts.old_ssh_ports = vec![old];
     engine::apply(
         &cx,
@@ -313,6 +327,7 @@ fn port_move_opens_first_keeps_the_old_port_and_closes_it_last() {
     let config = config(root.path(), port);
     let runner = RecordingRunner::new();
     ufw_active(root.path(), &runner);
+    runner.allow("systemctl restart ssh");
     let r = run_moving(root.path(), &config, &runner, old);
     assert!(r.error.is_none(), "{:?}", r.error);
     let calls = runner.calls();
@@ -351,6 +366,7 @@ fn a_failed_last_pass_leaves_the_old_port_open() {
         "",
         "Job for ssh.service failed.",
     );
+    runner.allow("systemctl restart ssh");
     let r = run_moving(root.path(), &config, &runner, old);
     let err = format!("{:#}", r.error.expect("the last pass must fail"));
     assert!(
