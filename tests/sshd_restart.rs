@@ -427,3 +427,206 @@ fn preflight_refuses_a_nologin_user_and_a_taken_port() {
     );
     assert!(runner.calls().is_empty(), "{:?}", runner.calls());
 }
+
+/// Every file under the root's sshd and systemd config, for "what the owner keeps" assertions.
+fn ssh_state(root: &Path) -> std::collections::BTreeMap<String, String> {
+    fn walk(dir: &Path, base: &Path, out: &mut std::collections::BTreeMap<String, String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, base, out);
+            } else {
+                let rel = p.strip_prefix(base).unwrap().display().to_string();
+                out.insert(rel, std::fs::read_to_string(&p).unwrap_or_default());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for d in ["etc/ssh", "etc/systemd"] {
+        walk(&root.join(d), root, &mut out);
+    }
+    out
+}
+
+/// The failure, the restore and the restart that followed it are all named.
+fn assert_restored(err: &str, cause: &str) {
+    assert!(err.contains("restarting sshd"), "{err}");
+    assert!(err.contains(cause), "{err}");
+    assert!(
+        err.contains("the previous sshd config was restored and sshd restarted"),
+        "{err}"
+    );
+}
+
+/// `systemctl restart ssh.socket` fails while moving the port: the socket override and the
+/// sshd drop-in are removed, and the socket is restarted on the old config.
+#[test]
+fn failed_socket_restart_restores_the_config_and_restarts_the_socket() {
+    let port = free_port(); // not listening: the socket must move
+    let root = root_with(&["ssh.service", "ssh.socket"], &[]);
+    let before = ssh_state(root.path());
+    let config = config(root.path(), port);
+    let runner = RecordingRunner::new();
+    socket_up(&runner);
+    runner.answer_once(
+        "systemctl restart ssh.socket",
+        1,
+        "",
+        "Job for ssh.socket failed: Address already in use",
+    );
+    let r = run(root.path(), &config, &runner);
+    let err = format!("{:#}", r.error.expect("must fail"));
+    assert_restored(&err, "Address already in use");
+    assert_eq!(
+        runner.calls(),
+        vec![
+            "systemctl is-active ssh.socket",
+            "systemctl daemon-reload",
+            "systemctl restart ssh.socket",
+            "systemctl daemon-reload",
+            "systemctl restart ssh.socket",
+        ]
+    );
+    assert_eq!(ssh_state(root.path()), before);
+}
+
+/// `systemctl daemon-reload` fails after the socket override is written: nothing is restarted
+/// on the new config; the override goes, systemd is reloaded and the socket restarted on the old.
+#[test]
+fn failed_daemon_reload_restores_the_config_and_restarts_the_socket() {
+    let port = free_port();
+    let root = root_with(&["ssh.service", "ssh.socket"], &[]);
+    let before = ssh_state(root.path());
+    let config = config(root.path(), port);
+    let runner = RecordingRunner::new();
+    socket_up(&runner);
+    runner.answer_once(
+        "systemctl daemon-reload",
+        1,
+        "",
+        "Failed to reload daemon: Access denied",
+    );
+    let r = run(root.path(), &config, &runner);
+    let err = format!("{:#}", r.error.expect("must fail"));
+    assert_restored(&err, "Failed to reload daemon: Access denied");
+    assert_eq!(
+        runner.calls(),
+        vec![
+            "systemctl is-active ssh.socket",
+            "systemctl daemon-reload",
+            "systemctl daemon-reload",
+            "systemctl restart ssh.socket",
+        ]
+    );
+    assert_eq!(ssh_state(root.path()), before);
+}
+
+/// `semanage port -a` fails for another reason than "already defined": sshd is not restarted
+/// onto a port SELinux would refuse, and the config is rolled back.
+#[test]
+fn failed_selinux_label_stops_before_any_restart() {
+    let port = free_port();
+    let root = root_with(&["sshd.service"], &["/sys/fs/selinux/enforce"]);
+    let before = ssh_state(root.path());
+    let config = config(root.path(), port);
+    let runner = RecordingRunner::new();
+    runner.answer(
+        "semanage port -a",
+        1,
+        "",
+        "ValueError: SELinux policy is not managed or store cannot be accessed.",
+    );
+    let r = run(root.path(), &config, &runner);
+    let err = format!("{:#}", r.error.expect("must fail"));
+    assert!(
+        err.contains(&format!("SELinux: labelling port {port} ssh_port_t failed"))
+            && err.contains("store cannot be accessed"),
+        "{err}"
+    );
+    assert_eq!(
+        runner.calls(),
+        vec![format!("semanage port -a -t ssh_port_t -p tcp {port}")]
+    );
+    assert_eq!(ssh_state(root.path()), before);
+    assert!(root.path().join("root/.ssh/authorized_keys").exists());
+}
+
+/// The port is labelled already (`-a` says "already defined") and `semanage port -m` fails:
+/// same outcome, no restart and the config rolled back.
+#[test]
+fn failed_selinux_relabel_stops_before_any_restart() {
+    let port = free_port();
+    let root = root_with(&["sshd.service"], &["/sys/fs/selinux/enforce"]);
+    let before = ssh_state(root.path());
+    let config = config(root.path(), port);
+    let runner = RecordingRunner::new();
+    runner.answer(
+        "semanage port -a",
+        1,
+        "",
+        &format!("ValueError: Port tcp/{port} already defined"),
+    );
+    runner.answer(
+        "semanage port -m",
+        1,
+        "",
+        "ValueError: Could not modify port",
+    );
+    let r = run(root.path(), &config, &runner);
+    let err = format!("{:#}", r.error.expect("must fail"));
+    assert!(
+        err.contains(&format!(
+            "`semanage port -m -t ssh_port_t -p tcp {port}` exited"
+        )) && err.contains("Could not modify port"),
+        "{err}"
+    );
+    assert_eq!(
+        runner.calls(),
+        vec![
+            format!("semanage port -a -t ssh_port_t -p tcp {port}"),
+            format!("semanage port -m -t ssh_port_t -p tcp {port}"),
+        ]
+    );
+    assert_eq!(ssh_state(root.path()), before);
+}
+
+/// ufw refuses the new port before a port move: sshd is not restarted (it would listen where the
+/// firewall drops), its config is rolled back, and ufw's old rule is not touched.
+#[test]
+fn failed_ufw_allow_keeps_sshd_where_it_was() {
+    let port = free_port();
+    let old = free_port();
+    let root = root_with(&["ssh.service"], &[]);
+    let before = ssh_state(root.path());
+    let config = config(root.path(), port);
+    let runner = RecordingRunner::new();
+    ufw_active(root.path(), &runner);
+    runner.answer(
+        "ufw allow",
+        1,
+        "",
+        "ERROR: Could not update running firewall",
+    );
+    let r = run_moving(root.path(), &config, &runner, old);
+    let err = format!("{:#}", r.error.expect("must fail"));
+    assert!(
+        err.contains(&format!("`ufw allow {port}/tcp` exited with status 1"))
+            && err.contains("Could not update running firewall"),
+        "{err}"
+    );
+    assert_eq!(
+        runner.calls(),
+        vec![
+            "systemctl is-active ufw.service".to_string(),
+            "ufw status".to_string(),
+            format!("ufw allow {port}/tcp"),
+        ]
+    );
+    assert_eq!(ssh_state(root.path()), before);
+    let sshd = r.steps.iter().find(|s| s.name == "sshd").unwrap();
+    assert_eq!(sshd.outcome, engine::Outcome::Failed);
+    assert!(!r.steps.iter().any(|s| s.name == "port-move"));
+}
