@@ -772,3 +772,306 @@ fn unknown_firewall_setting_is_refused_in_preflight() {
     let err = brickup::csf::FirewallStep.preflight(&cx).unwrap_err();
     assert!(err.downcast_ref::<engine::Refused>().is_some(), "{err:#}");
 }
+
+/// Rules that accept `port`, as iptables-save prints them once csf loaded the policy.
+fn accepting(runner: &RecordingRunner, port: u16) {
+    runner.answer(
+        "iptables-save",
+        0,
+        &format!("*filter\n:INPUT DROP [0:0]\n-A INPUT ! -i lo -p tcp -m tcp --dport {port} -j ACCEPT\nCOMMIT\n"),
+        "",
+    );
+}
+
+/// After `failed` (a systemctl command of the enable sequence) the only command is the flush,
+/// TESTING is back on, and the policy itself stays written.
+fn assert_flushed_after(root: &Path, runner: &RecordingRunner, failed: &str, port: u16) {
+    let calls = runner.calls();
+    let at = calls
+        .iter()
+        .position(|c| c == failed)
+        .unwrap_or_else(|| panic!("{failed} not called: {calls:#?}"));
+    assert_eq!(calls[at + 1..], ["/usr/sbin/csf -f"], "{calls:#?}");
+    assert_eq!(testing(root), "1");
+    let keys = brickup::csfconf::read_keys(
+        &std::fs::read_to_string(root.join("etc/csf/csf.conf")).unwrap(),
+    );
+    assert_eq!(keys["TCP_IN"], format!("{port},9999"));
+}
+
+#[test]
+fn failed_enable_of_the_units_flushes_and_leaves_testing_on() {
+    let sshd = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = sshd.local_addr().unwrap().port();
+    let (root, config) = csf_root(port);
+    let runner = RecordingRunner::new();
+    accepting(&runner, port);
+    enable_sequence_succeeds(&runner);
+    runner.answer(
+        "systemctl enable csf.service lfd.service",
+        1,
+        "",
+        "Failed to enable unit: Unit file csf.service does not exist.",
+    );
+    runner.allow("/usr/sbin/csf -f");
+    let r = enable_live(root.path(), &config, &runner);
+    let err = format!("{:#}", r.error.expect("must fail"));
+    assert!(
+        err.contains("enabling csf failed; rules flushed and TESTING left on")
+            && err.contains("`systemctl enable csf.service lfd.service` exited with status 1")
+            && err.contains("Unit file csf.service does not exist"),
+        "{err}"
+    );
+    assert_flushed_after(
+        root.path(),
+        &runner,
+        "systemctl enable csf.service lfd.service",
+        port,
+    );
+    assert_eq!(r.steps[0].outcome, engine::Outcome::Failed);
+}
+
+#[test]
+fn failed_start_of_csf_service_flushes_and_leaves_testing_on() {
+    let sshd = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = sshd.local_addr().unwrap().port();
+    let (root, config) = csf_root(port);
+    let runner = RecordingRunner::new();
+    accepting(&runner, port);
+    enable_sequence_succeeds(&runner);
+    runner.answer(
+        "systemctl start csf.service",
+        1,
+        "",
+        "Job for csf.service failed because the control process exited with error code.",
+    );
+    runner.allow("/usr/sbin/csf -f");
+    let r = enable_live(root.path(), &config, &runner);
+    let err = format!("{:#}", r.error.expect("must fail"));
+    assert!(
+        err.contains("enabling csf failed; rules flushed and TESTING left on")
+            && err.contains("`systemctl start csf.service` exited with status 1")
+            && err.contains("Job for csf.service failed"),
+        "{err}"
+    );
+    assert_flushed_after(root.path(), &runner, "systemctl start csf.service", port);
+}
+
+/// A root with the fixture tarball verified in brickup's cache, for the live install step.
+fn install_root() -> (tempfile::TempDir, brickup::config::Config) {
+    let root = tempfile::tempdir().unwrap();
+    let tarball = fixture_tarball(root.path());
+    let sha = sha256(&tarball);
+    let cache = root.path().join("var/lib/brickup/cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::copy(&tarball, cache.join(format!("{sha}.tgz"))).unwrap();
+    let (_, public) = keypair(root.path());
+    let text = format!("version: 1\nssh:\n  port: 2222\n  authorized_keys:\n    - {public}\ncsf:\n  url: https://example.invalid/csf.tgz\n  sha256: {sha}\n");
+    (
+        root,
+        brickup::config::parse(&text, Path::new("t.yaml")).unwrap(),
+    )
+}
+
+fn install_live(
+    root: &Path,
+    config: &brickup::config::Config,
+    runner: &RecordingRunner,
+) -> engine::RunResult {
+    let mut cx = Context::new(brickup::root::Root::new(root), config, runner);
+    cx.set_live(true);
+    engine::apply(
+        &cx,
+        &[
+            Box::new(brickup::csf::InstallStep),
+            Box::new(brickup::csf::FirewallStep),
+        ],
+    )
+}
+
+const CSFTEST: &str = "perl /usr/local/csf/bin/csftest.pl";
+
+/// csftest's FATAL verdict (it exits 0 regardless): the run stops before any firewall command.
+#[test]
+fn csftest_fatal_stops_before_any_firewall_change() {
+    let (root, config) = install_root();
+    let runner = RecordingRunner::new();
+    runner.allow("sh install.sh");
+    runner.answer(
+        CSFTEST,
+        0,
+        "Testing ip_tables/iptable_filter...FATAL\n\nRESULT: csf will not function on this server due to FATAL errors from missing modules [ip_tables/iptable_filter]\n",
+        "",
+    );
+    let r = install_live(root.path(), &config, &runner);
+    let err = format!("{:#}", r.error.expect("must fail"));
+    assert!(
+        err.contains("csftest.pl: csf will not function on this server")
+            && err.contains("no firewall change was made"),
+        "{err}"
+    );
+    assert_eq!(runner.calls(), vec!["sh install.sh", CSFTEST]);
+    assert_eq!(r.steps[0].outcome, engine::Outcome::Failed);
+    assert_eq!(r.steps[1].outcome, engine::Outcome::Skipped);
+    assert_eq!(r.steps[1].message, "not run: an earlier step failed");
+}
+
+/// csftest's WARN verdict: csf is usable, the install goes on, and the warning is in the message.
+#[test]
+fn csftest_warning_is_carried_in_the_step_message() {
+    let (root, config) = install_root();
+    let runner = RecordingRunner::new();
+    runner.allow("sh install.sh");
+    runner.answer(
+        CSFTEST,
+        0,
+        "Testing xt_recent...FAILED\n\nRESULT: csf will function on this server but some features will not work due to some missing iptables modules [xt_recent]\n",
+        "",
+    );
+    let mut cx = Context::new(brickup::root::Root::new(root.path()), &config, &runner);
+    cx.set_live(true);
+    let r = engine::apply(&cx, &[Box::new(brickup::csf::InstallStep)]);
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!(r.steps[0].outcome, engine::Outcome::Changed);
+    assert_eq!(
+        r.steps[0].message,
+        "installed csf 15.10; warning from csftest: csf will function on this server but some features will not work due to some missing iptables modules [xt_recent]"
+    );
+    assert_eq!(runner.calls(), vec!["sh install.sh", CSFTEST]);
+}
+
+/// firewalld running and ufw enabled for boot when csf installs: both are stopped and disabled
+/// (ufw's own rules turned off first); rivals neither running nor enabled are left alone.
+#[test]
+fn rival_firewalls_are_stopped_and_disabled_when_csf_installs() {
+    let (root, config) = install_root();
+    let units = root.path().join("usr/lib/systemd/system");
+    std::fs::create_dir_all(&units).unwrap();
+    std::fs::write(units.join("firewalld.service"), "[Unit]\n").unwrap();
+    std::fs::write(units.join("ufw.service"), "[Unit]\n").unwrap();
+    std::fs::create_dir_all(root.path().join("usr/sbin")).unwrap();
+    std::fs::write(root.path().join("usr/sbin/ufw"), "").unwrap();
+    let ok = "\nRESULT: csf should function on this server\n";
+
+    let runner = RecordingRunner::new();
+    runner.allow("sh install.sh");
+    runner.answer(CSFTEST, 0, ok, "");
+    runner.answer("systemctl is-active firewalld.service", 0, "active\n", "");
+    runner.answer("systemctl is-enabled firewalld.service", 0, "enabled\n", "");
+    runner.answer("systemctl is-active ufw.service", 3, "inactive\n", "");
+    runner.answer("systemctl is-enabled ufw.service", 0, "enabled\n", "");
+    runner.allow("systemctl disable --now firewalld.service");
+    runner.allow("ufw disable");
+    runner.allow("systemctl disable --now ufw.service");
+    let mut cx = Context::new(brickup::root::Root::new(root.path()), &config, &runner);
+    cx.set_live(true);
+    let r = engine::apply(&cx, &[Box::new(brickup::csf::InstallStep)]);
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!(
+        r.steps[0].message,
+        "installed csf 15.10; disabled firewalld, ufw"
+    );
+    assert_eq!(
+        runner.calls(),
+        vec![
+            "sh install.sh",
+            "systemctl is-active firewalld.service",
+            "systemctl is-enabled firewalld.service",
+            "systemctl disable --now firewalld.service",
+            "systemctl is-active ufw.service",
+            "systemctl is-enabled ufw.service",
+            "ufw disable",
+            "systemctl disable --now ufw.service",
+            CSFTEST,
+        ]
+    );
+
+    let runner = RecordingRunner::new();
+    runner.allow("sh install.sh");
+    runner.answer(CSFTEST, 0, ok, "");
+    runner.answer("systemctl is-active", 3, "inactive\n", "");
+    runner.answer("systemctl is-enabled", 1, "disabled\n", "");
+    let mut cx = Context::new(brickup::root::Root::new(root.path()), &config, &runner);
+    cx.set_live(true);
+    let r = engine::apply(&cx, &[Box::new(brickup::csf::InstallStep)]);
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!(r.steps[0].message, "installed csf 15.10");
+    assert!(
+        !runner.calls().iter().any(|c| c.contains("disable")),
+        "{:?}",
+        runner.calls()
+    );
+}
+
+/// dnf and yum failing (not a transient error): three attempts, then the step fails naming the
+/// command and the package manager's own words, and csf is not installed after it.
+#[test]
+fn failing_dnf_or_yum_install_fails_the_run_before_csf() {
+    let (_r, csf_config) = csf_root(2222);
+    for (os, dnf, query, _, install) in &FAMILIES[1..] {
+        let root = os_root(os, *dnf);
+        let runner = RecordingRunner::new();
+        runner.answer(query, 1, "", "no package provides it");
+        runner.answer(
+            install,
+            1,
+            "",
+            "Error: Unable to find a match: perl-LWP-Protocol-https",
+        );
+        let mut cx = Context::new(brickup::root::Root::new(root.path()), &csf_config, &runner);
+        cx.set_live(true);
+        let r = engine::apply(
+            &cx,
+            &[
+                Box::new(brickup::packages::PackagesStep),
+                Box::new(brickup::csf::InstallStep),
+            ],
+        );
+        let err = format!("{:#}", r.error.expect("must fail"));
+        assert!(
+            err.contains("installing packages failed: `chroot")
+                && err.contains(install)
+                && err.contains("Unable to find a match: perl-LWP-Protocol-https"),
+            "{err}"
+        );
+        let calls = runner.calls();
+        let installs = calls.iter().filter(|c| c.contains(install)).count();
+        assert_eq!(installs, 3, "{calls:#?}");
+        assert!(calls.last().unwrap().contains(install), "{calls:#?}");
+        assert_eq!(r.steps[1].outcome, engine::Outcome::Skipped);
+    }
+}
+
+/// `rpm -q --whatprovides` decides: what it finds is not installed again, what it does not is.
+#[test]
+fn rpm_query_decides_what_dnf_installs() {
+    let (_r, config) = csf_root(2222);
+    let (os, dnf, ..) = FAMILIES[1];
+    let root = os_root(os, dnf);
+    let runner = RecordingRunner::new();
+    runner.answer("rpm -q --whatprovides", 0, "found-1.0-1.el9.x86_64\n", "");
+    for p in ["perl-LWP-Protocol-https", "bind-utils"] {
+        runner.answer_once(
+            &format!("rpm -q --whatprovides {p}"),
+            1,
+            &format!("no package provides {p}\n"),
+            "",
+        );
+    }
+    runner.allow("dnf -y install perl-LWP-Protocol-https bind-utils");
+    let cx = packages_cx(root.path(), &config, &runner);
+    let mut tx = brickup::fsops::Transaction::new(&cx.root);
+    let a = brickup::packages::PackagesStep.apply(&cx, &mut tx).unwrap();
+    assert!(a.changed);
+    assert_eq!(
+        a.message,
+        "installed with dnf: perl-LWP-Protocol-https bind-utils"
+    );
+    let calls = runner.calls();
+    let installs: Vec<&String> = calls.iter().filter(|c| c.contains(" install ")).collect();
+    assert_eq!(installs.len(), 1, "{calls:#?}");
+    assert!(
+        installs[0].ends_with("dnf -y install perl-LWP-Protocol-https bind-utils"),
+        "{calls:#?}"
+    );
+}
