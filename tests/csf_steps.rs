@@ -1027,3 +1027,35 @@ fn rpm_query_decides_what_dnf_installs() {
         "{calls:#?}"
     );
 }
+
+/// csftest says csf cannot work here, on a node whose firewalld is running: the error says "no
+/// firewall change was made", so the firewall that protects the node must still be running
+/// (stopping it first would leave the node with no firewall at all under that message).
+#[test]
+fn csftest_fatal_leaves_a_running_rival_firewall_running() {
+    let (root, config) = install_root();
+    let units = root.path().join("usr/lib/systemd/system");
+    std::fs::create_dir_all(&units).unwrap();
+    std::fs::write(units.join("firewalld.service"), "[Unit]\n").unwrap();
+    let runner = RecordingRunner::new();
+    runner.allow("sh install.sh");
+    runner.answer(
+        CSFTEST,
+        0,
+        "\nRESULT: csf will not function on this server due to FATAL errors from missing modules [ip_tables/iptable_filter]\n",
+        "",
+    );
+    runner.answer("systemctl is-active firewalld.service", 0, "active\n", "");
+    runner.answer("systemctl is-enabled firewalld.service", 0, "enabled\n", "");
+    runner.allow("systemctl disable --now firewalld.service");
+    let r = install_live(root.path(), &config, &runner);
+    let err = format!("{:#}", r.error.expect("must fail"));
+    assert!(err.contains("no firewall change was made"), "{err}");
+    assert!(
+        !runner
+            .calls()
+            .contains(&"systemctl disable --now firewalld.service".to_string()),
+        "firewalld was disabled although csf cannot run here: {:#?}\n{err}",
+        runner.calls()
+    );
+}
