@@ -40,8 +40,9 @@ pub struct Context<'a> {
     pub config: &'a Config,
     pub runner: &'a dyn Runner,
     /// Working on the running machine: services may be restarted and live checks run. True
-    /// exactly when the root is `/`, except in tests that pair a temp root with a recording runner.
-    pub live: bool,
+    /// exactly when the root is `/`, except in tests that pair a temp root with a recording runner
+    /// ([`Context::set_live`], built only for tests).
+    live: bool,
     /// The host as found before the run ([`Facts::gather`]); empty until gathered.
     pub facts: Facts,
     /// Set by [`apply`] while the run is in progress: sshd and the firewalls keep
@@ -70,6 +71,12 @@ impl<'a> Context<'a> {
 
     pub fn live(&self) -> bool {
         self.live
+    }
+
+    /// Tests only: act as on the running machine under a temp root, with a recording runner.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn set_live(&mut self, live: bool) {
+        self.live = live;
     }
 
     /// Ports sshd must keep listening on (and the firewalls keep open) besides `ssh.port`.

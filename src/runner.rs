@@ -2,14 +2,13 @@
 //! output, and turns a failure into an error that carries the exit status and the tail of stderr
 //! (the shape of bootc's `crates/utils/src/command.rs`).
 //!
-//! Tests swap in [`RecordingRunner`] for the few commands that must not run on the test machine
-//! (systemctl, csf, package managers).
+//! Tests swap in `RecordingRunner` (built only for tests, see the `testing` feature) for the
+//! commands that must not run on the test machine (systemctl, csf, package managers).
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _, Result};
@@ -225,85 +224,156 @@ fn spawn_reader<R: Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHand
     })
 }
 
-/// A scripted answer for [`RecordingRunner`]: commands whose display contains `pattern` get
-/// `output`.
-#[derive(Debug, Clone)]
-pub struct Script {
-    pub pattern: String,
-    pub output: Output,
-}
+#[cfg(any(test, feature = "testing"))]
+pub use recording::{RecordingRunner, Script};
 
-/// Records every command instead of running it, answering from a script (exit 0 and no output when
-/// nothing matches). Commands listed by [`RecordingRunner::passthrough`] run for real.
-#[derive(Default)]
-pub struct RecordingRunner {
-    pub calls: Mutex<Vec<String>>,
-    scripts: Mutex<Vec<Script>>,
-    /// Answers used once each, in order, before `scripts` (a state that changes mid-run).
-    once: Mutex<Vec<Script>>,
-    passthrough: Vec<String>,
-}
+/// The test double: not shipped API (built for unit tests, and for integration tests through the
+/// `testing` feature that the crate's dev-dependency on itself turns on).
+#[cfg(any(test, feature = "testing"))]
+mod recording {
+    use std::path::Path;
+    use std::sync::Mutex;
 
-impl RecordingRunner {
-    pub fn new() -> Self {
-        Self::default()
+    use anyhow::Result;
+
+    use super::{Cmd, Output, Runner, SystemRunner};
+
+    /// A scripted answer for [`RecordingRunner`]: commands whose display contains `pattern` get
+    /// `output`.
+    #[derive(Debug, Clone)]
+    pub struct Script {
+        pub pattern: String,
+        pub output: Output,
     }
 
-    /// Let these programs (e.g. `sshd`) run for real.
-    pub fn passthrough(mut self, programs: &[&str]) -> Self {
-        self.passthrough = programs.iter().map(|s| s.to_string()).collect();
-        self
+    /// Records every command instead of running it, answering from a script. Strict: a command
+    /// that no [`answer`](Self::answer), [`answer_once`](Self::answer_once) or
+    /// [`allow`](Self::allow) covers fails the test with its command line, so every command a
+    /// test expects is written in it. Commands listed by [`passthrough`](Self::passthrough) run
+    /// for real.
+    ///
+    /// How an unscripted command fails the test: `run` panics at once, naming the command (so
+    /// the backtrace points at the caller); the command is also kept, and dropping the runner
+    /// panics again if any was seen. The second net is for code that would not let the first
+    /// panic reach the test (a `catch_unwind`, a thread whose panic is dropped): an `Err` would
+    /// not do, since brickup tolerates some command errors on purpose (it logs and carries on
+    /// when `sshd -T` fails while reading the current ports). Dropping also fails the test when
+    /// an [`answer_once`](Self::answer_once) was never used: the scripted event never happened.
+    #[derive(Default)]
+    pub struct RecordingRunner {
+        calls: Mutex<Vec<String>>,
+        scripts: Mutex<Vec<Script>>,
+        /// Answers used once each, in order, before `scripts` (a state that changes mid-run).
+        once: Mutex<Vec<Script>>,
+        passthrough: Vec<String>,
+        unscripted: Mutex<Vec<String>>,
     }
 
-    /// Answer commands whose line contains `pattern`; later scripts win over earlier ones.
-    pub fn answer(&self, pattern: &str, status: i32, stdout: &str, stderr: &str) {
-        self.scripts.lock().unwrap().push(Script {
+    fn script(pattern: &str, status: i32, stdout: &str, stderr: &str) -> Script {
+        Script {
             pattern: pattern.to_string(),
             output: Output {
                 status,
                 stdout: stdout.to_string(),
                 stderr: stderr.to_string(),
             },
-        });
-    }
-
-    /// Answer the next command whose line contains `pattern` once; queued answers for the same
-    /// pattern are used in the order given, then the permanent ones apply again.
-    pub fn answer_once(&self, pattern: &str, status: i32, stdout: &str, stderr: &str) {
-        self.once.lock().unwrap().push(Script {
-            pattern: pattern.to_string(),
-            output: Output {
-                status,
-                stdout: stdout.to_string(),
-                stderr: stderr.to_string(),
-            },
-        });
-    }
-
-    pub fn calls(&self) -> Vec<String> {
-        self.calls.lock().unwrap().clone()
-    }
-}
-
-impl Runner for RecordingRunner {
-    fn run(&self, cmd: &Cmd) -> Result<Output> {
-        let line = cmd.display();
-        let base = Path::new(&cmd.program)
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if self.passthrough.contains(&base) {
-            return SystemRunner.run(cmd);
         }
-        self.calls.lock().unwrap().push(line.clone());
-        let mut once = self.once.lock().unwrap();
-        if let Some(i) = once.iter().position(|s| line.contains(&s.pattern)) {
-            return Ok(once.remove(i).output);
+    }
+
+    impl RecordingRunner {
+        pub fn new() -> Self {
+            Self::default()
         }
-        drop(once);
-        let scripts = self.scripts.lock().unwrap();
-        let hit = scripts.iter().rev().find(|s| line.contains(&s.pattern));
-        Ok(hit.map(|s| s.output.clone()).unwrap_or_default())
+
+        /// Let these programs (e.g. `sshd`) run for real.
+        pub fn passthrough(mut self, programs: &[&str]) -> Self {
+            self.passthrough = programs.iter().map(|s| s.to_string()).collect();
+            self
+        }
+
+        /// Answer commands whose line contains `pattern`; later scripts win over earlier ones.
+        pub fn answer(&self, pattern: &str, status: i32, stdout: &str, stderr: &str) {
+            self.scripts
+                .lock()
+                .unwrap()
+                .push(script(pattern, status, stdout, stderr));
+        }
+
+        /// Expect commands whose line contains `pattern`: they exit 0 and print nothing.
+        pub fn allow(&self, pattern: &str) {
+            self.answer(pattern, 0, "", "");
+        }
+
+        /// Answer the next command whose line contains `pattern` once; queued answers for the
+        /// same pattern are used in the order given, then the permanent ones apply again. One
+        /// left unused when the runner is dropped fails the test.
+        pub fn answer_once(&self, pattern: &str, status: i32, stdout: &str, stderr: &str) {
+            self.once
+                .lock()
+                .unwrap()
+                .push(script(pattern, status, stdout, stderr));
+        }
+
+        /// Every recorded command line, in order (passthrough commands are not recorded).
+        pub fn calls(&self) -> Vec<String> {
+            self.calls.lock().unwrap().clone()
+        }
+
+        fn answer_for(&self, line: &str) -> Option<Output> {
+            let mut once = self.once.lock().unwrap();
+            if let Some(i) = once.iter().position(|s| line.contains(&s.pattern)) {
+                return Some(once.remove(i).output);
+            }
+            drop(once);
+            let scripts = self.scripts.lock().unwrap();
+            let hit = scripts.iter().rev().find(|s| line.contains(&s.pattern));
+            hit.map(|s| s.output.clone())
+        }
+    }
+
+    impl Runner for RecordingRunner {
+        fn run(&self, cmd: &Cmd) -> Result<Output> {
+            let line = cmd.display();
+            let base = Path::new(&cmd.program)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if self.passthrough.contains(&base) {
+                return SystemRunner.run(cmd);
+            }
+            self.calls.lock().unwrap().push(line.clone());
+            if let Some(out) = self.answer_for(&line) {
+                return Ok(out);
+            }
+            self.unscripted.lock().unwrap().push(line.clone());
+            panic!(
+                "RecordingRunner: unscripted command `{line}` (script it with answer, answer_once or allow)"
+            );
+        }
+    }
+
+    impl Drop for RecordingRunner {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                return;
+            }
+            let unscripted = self
+                .unscripted
+                .get_mut()
+                .map(|u| u.clone())
+                .unwrap_or_default();
+            if !unscripted.is_empty() {
+                panic!("RecordingRunner: unscripted command(s) were run: {unscripted:#?}");
+            }
+            let unused: Vec<String> = self
+                .once
+                .get_mut()
+                .map(|o| o.iter().map(|s| s.pattern.clone()).collect())
+                .unwrap_or_default();
+            if !unused.is_empty() {
+                panic!("RecordingRunner: answer_once never used for: {unused:#?}");
+            }
+        }
     }
 }
 
@@ -337,6 +407,47 @@ mod tests {
         let out = r.run(&Cmd::new("csf").arg("-v")).unwrap();
         assert_eq!(out.stdout, "csf: v15.10");
         assert_eq!(r.calls(), vec!["csf -v".to_string()]);
+    }
+
+    #[test]
+    fn recording_runner_allow_is_exit_0_and_once_comes_first() {
+        let r = RecordingRunner::new();
+        r.allow("systemctl restart");
+        r.answer_once("systemctl restart", 1, "", "failed");
+        assert_eq!(
+            r.run(&Cmd::new("systemctl").arg("restart")).unwrap().status,
+            1
+        );
+        let out = r.run(&Cmd::new("systemctl").arg("restart")).unwrap();
+        assert_eq!(out, Output::default());
+    }
+
+    #[test]
+    #[should_panic(expected = "unscripted command `systemctl is-active ssh.socket`")]
+    fn recording_runner_panics_on_an_unscripted_command() {
+        let r = RecordingRunner::new();
+        r.allow("systemctl restart");
+        let _ = r.run(&Cmd::new("systemctl").args(["is-active", "ssh.socket"]));
+    }
+
+    /// Code that swallows the first panic (or drops a thread's) still fails the test: the
+    /// runner remembers and panics when dropped.
+    #[test]
+    #[should_panic(expected = "unscripted command(s) were run")]
+    fn recording_runner_panics_again_on_drop_when_the_first_panic_was_swallowed() {
+        let r = RecordingRunner::new();
+        let swallowed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            r.run(&Cmd::new("csf").arg("-x"))
+        }));
+        assert!(swallowed.is_err());
+        drop(r);
+    }
+
+    #[test]
+    #[should_panic(expected = "answer_once never used for")]
+    fn recording_runner_fails_on_an_unused_answer_once() {
+        let r = RecordingRunner::new();
+        r.answer_once("systemctl restart ssh", 1, "", "failed");
     }
 
     #[test]

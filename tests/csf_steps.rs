@@ -12,17 +12,6 @@ use brickup::engine::{self, Context, Step};
 use brickup::runner::RecordingRunner;
 use common::*;
 
-/// Builds the fixture csf tarball in `dir`; the script prints its path.
-fn fixture_tarball(dir: &Path) -> PathBuf {
-    let o = Command::new("bash")
-        .arg("scripts/make-fixture-csf.sh")
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
-}
-
 /// `check --root` right after an apply: every step that ran reports no drift (plan, apply and
 /// check derive from the same desired state).
 fn check_agrees_with_apply(root: &str, cfg: &Path, applied: &serde_json::Value) {
@@ -43,43 +32,6 @@ fn check_agrees_with_apply(root: &str, cfg: &Path, applied: &serde_json::Value) 
         }
         assert_eq!(doc["drift"][name], serde_json::json!([]), "{name}: {doc}");
     }
-}
-
-fn sha256(path: &Path) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
-}
-
-/// Serve one file on 127.0.0.1 until the test ends; returns its URL.
-fn serve(file: PathBuf) -> String {
-    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
-    let port = server.server_addr().to_ip().unwrap().port();
-    std::thread::spawn(move || {
-        for req in server.incoming_requests() {
-            let body = std::fs::read(&file).unwrap();
-            let _ = req.respond(tiny_http::Response::from_data(body));
-        }
-    });
-    format!("http://127.0.0.1:{port}/csf.tgz")
-}
-
-fn rootfs_with_local_repo() -> tempfile::TempDir {
-    let root = copy_rootfs();
-    let repo = root.path().join("srv/brickup-repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", apt_repo().display()))
-        .arg(&repo)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    std::fs::write(
-        root.path().join("etc/apt/sources.list.d/local.list"),
-        "deb [trusted=yes] file:/srv/brickup-repo ./\n",
-    )
-    .unwrap();
-    root
 }
 
 fn config(dir: &Path, url: &str, sha: &str) -> PathBuf {
@@ -225,6 +177,14 @@ fn units_up(runner: &RecordingRunner) {
     runner.answer("systemctl is-enabled", 0, "enabled\n", "");
 }
 
+/// Every command of the enable sequence succeeds: csf reloads, systemd enables and starts.
+fn enable_sequence_succeeds(runner: &RecordingRunner) {
+    runner.allow("/usr/sbin/csf -r");
+    runner.allow("systemctl enable csf.service lfd.service");
+    runner.allow("systemctl start csf.service");
+    runner.allow("systemctl restart lfd.service");
+}
+
 /// The firewall step as on a live machine, with csf/iptables/systemctl recorded.
 fn enable_live(
     root: &Path,
@@ -232,7 +192,7 @@ fn enable_live(
     runner: &RecordingRunner,
 ) -> engine::RunResult {
     let mut cx = Context::new(brickup::root::Root::new(root), config, runner);
-    cx.live = true;
+    cx.set_live(true);
     engine::apply(&cx, &[Box::new(brickup::csf::FirewallStep)])
 }
 
@@ -255,6 +215,7 @@ fn live_enable_goes_testing_then_verifies_then_enforces() {
         "",
     );
     units_up(&runner);
+    enable_sequence_succeeds(&runner);
     let r = enable_live(root.path(), &config, &runner);
     assert!(r.error.is_none(), "{:?}", r.error);
     assert_eq!(
@@ -283,7 +244,7 @@ fn live_enable_goes_testing_then_verifies_then_enforces() {
 
     // check looks at what is loaded, not only at the file.
     let mut cx = Context::new(brickup::root::Root::new(root.path()), &config, &runner);
-    cx.live = true;
+    cx.set_live(true);
     runner.answer("iptables-save", 0, &format!("*filter\n:INPUT DROP [12:345]\n-A INPUT -p tcp -m tcp --dport {port} -j ACCEPT\nCOMMIT\n"), "");
     assert_eq!(
         brickup::csf::FirewallStep.check(&cx).unwrap(),
@@ -312,6 +273,8 @@ fn live_enable_flushes_and_stays_in_testing_when_ssh_is_not_accepted() {
         "*filter\n-A INPUT -p tcp -m tcp --dport 80 -j ACCEPT\nCOMMIT\n",
         "",
     );
+    runner.allow("/usr/sbin/csf -r");
+    runner.allow("/usr/sbin/csf -f");
     let r = enable_live(root.path(), &config, &runner);
     let err = r.error.map(|e| format!("{e:#}")).expect("must fail");
     assert!(
@@ -341,6 +304,7 @@ fn failing_csf_reload_is_flushed_and_reported() {
         "",
         "Compilation failed in require at /usr/sbin/csf line 1.",
     );
+    runner.allow("/usr/sbin/csf -f");
     let r = enable_live(root.path(), &config, &runner);
     let err = r.error.map(|e| format!("{e:#}")).expect("must fail");
     assert!(err.contains("Compilation failed in require"), "{err}");
@@ -359,6 +323,8 @@ fn sshd_not_listening_stops_before_enforcing() {
         &format!("-A INPUT -p tcp --dport {port} -j ACCEPT\n"),
         "",
     );
+    runner.allow("/usr/sbin/csf -r");
+    runner.allow("/usr/sbin/csf -f");
     let r = enable_live(root.path(), &config, &runner);
     assert!(format!("{:#}", r.error.expect("must fail"))
         .contains(&format!("sshd is not listening on port {port}")));
@@ -376,29 +342,41 @@ fn os_root(os_release: &str, dnf: bool) -> tempfile::TempDir {
     root
 }
 
+/// Per family: which query decides "installed", and what the query prints when it is.
+const FAMILIES: [(&str, bool, &str, &str, &str); 3] = [
+    ("ID=debian\nVERSION_ID=\"12\"\n", false, "DEBIAN_FRONTEND=noninteractive dpkg-query", "install ok installed", "DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -q -y --no-install-recommends install perl libwww-perl"),
+    ("ID=rocky\nID_LIKE=\"rhel centos fedora\"\nVERSION_ID=\"9.4\"\n", true, "rpm -q --whatprovides", "perl-5.32.1-481.el9.x86_64", "dnf -y install perl perl-libwww-perl perl-LWP-Protocol-https perl-IO-Socket-SSL bind-utils e2fsprogs iptables-nft unzip cronie"),
+    ("ID=centos\nID_LIKE=\"rhel fedora\"\nVERSION_ID=\"7\"\n", false, "rpm -q --whatprovides", "perl-5.16.3-299.el7_9.x86_64", "yum -y install perl perl-libwww-perl perl-LWP-Protocol-https perl-IO-Socket-SSL bind-utils e2fsprogs iptables unzip cronie"),
+];
+
+fn packages_cx<'a>(
+    root: &Path,
+    config: &'a brickup::config::Config,
+    runner: &'a RecordingRunner,
+) -> Context<'a> {
+    // Lists present, so apt-get update is not needed.
+    std::fs::create_dir_all(root.join("var/lib/apt/lists")).unwrap();
+    std::fs::write(root.join("var/lib/apt/lists/x_Packages"), "").unwrap();
+    let mut cx = Context::new(brickup::root::Root::new(root), config, runner);
+    cx.set_live(true);
+    cx
+}
+
 #[test]
 fn package_managers_per_family() {
     let (_r, config) = csf_root(2222);
-    let cases = [
-        ("ID=debian\nVERSION_ID=\"12\"\n", false, "DEBIAN_FRONTEND=noninteractive dpkg-query", "DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -q -y --no-install-recommends install perl libwww-perl"),
-        ("ID=rocky\nID_LIKE=\"rhel centos fedora\"\nVERSION_ID=\"9.4\"\n", true, "rpm -q", "dnf -y install perl perl-libwww-perl perl-LWP-Protocol-https perl-IO-Socket-SSL bind-utils e2fsprogs iptables-nft unzip cronie"),
-        ("ID=centos\nID_LIKE=\"rhel fedora\"\nVERSION_ID=\"7\"\n", false, "rpm -q", "yum -y install perl perl-libwww-perl perl-LWP-Protocol-https perl-IO-Socket-SSL bind-utils e2fsprogs iptables unzip cronie"),
-    ];
-    for (os, dnf, query, install) in cases {
+    for (os, dnf, query, installed, install) in FAMILIES {
         let root = os_root(os, dnf);
         let runner = RecordingRunner::new();
         runner.answer(query, 1, "", "not installed");
-        // Lists present, so apt-get update is not needed.
-        std::fs::create_dir_all(root.path().join("var/lib/apt/lists")).unwrap();
-        std::fs::write(root.path().join("var/lib/apt/lists/x_Packages"), "").unwrap();
-        let mut cx = Context::new(brickup::root::Root::new(root.path()), &config, &runner);
-        cx.live = true;
+        runner.allow(install);
+        let cx = packages_cx(root.path(), &config, &runner);
         let mut tx = brickup::fsops::Transaction::new(&cx.root);
         let err = brickup::packages::PackagesStep
             .apply(&cx, &mut tx)
             .unwrap_err()
             .to_string();
-        // The recorded install "succeeds" but the query still says missing: brickup notices.
+        // The install "succeeds" but the query still says missing: brickup notices.
         assert!(err.contains("still not installed"), "{err}");
         let calls = runner.calls();
         assert!(
@@ -412,20 +390,14 @@ fn package_managers_per_family() {
             "{calls:#?}"
         );
 
-        // Everything installed: no package work at all.
+        // Everything installed, as the family's own query says: no package work at all.
         let runner = RecordingRunner::new();
-        runner.answer(
-            "DEBIAN_FRONTEND=noninteractive dpkg-query",
-            0,
-            "install ok installed",
-            "",
-        );
-        let mut cx = Context::new(brickup::root::Root::new(root.path()), &config, &runner);
-        cx.live = true;
+        runner.answer(query, 0, installed, "");
+        let cx = packages_cx(root.path(), &config, &runner);
         let a = brickup::packages::PackagesStep.apply(&cx, &mut tx).unwrap();
-        assert!(!a.changed);
+        assert!(!a.changed, "{os}: {}", a.message);
         assert!(
-            !runner.calls().iter().any(|c| c.contains("install ")),
+            runner.calls().iter().all(|c| c.contains(query)),
             "{:?}",
             runner.calls()
         );
@@ -452,12 +424,13 @@ fn inactive_csf_service_is_drift_that_apply_repairs() {
     let rules = format!("*filter\n:INPUT DROP [0:0]\n-A INPUT ! -i lo -p tcp -m tcp --dport {port} -j ACCEPT\nCOMMIT\n");
     runner.answer("iptables-save", 0, &rules, "");
     units_up(&runner);
+    enable_sequence_succeeds(&runner);
     assert!(enable_live(root.path(), &config, &runner).error.is_none());
     assert_eq!(testing(root.path()), "0");
 
     // After a first boot like the real release's: rules loaded, csf.service inactive.
     let mut cx = Context::new(brickup::root::Root::new(root.path()), &config, &runner);
-    cx.live = true;
+    cx.set_live(true);
     runner.answer_once("systemctl is-active csf.service", 3, "inactive\n", "");
     let drift = brickup::csf::FirewallStep.check(&cx).unwrap();
     assert_eq!(drift, vec!["csf.service is inactive".to_string()]);
@@ -504,6 +477,8 @@ fn lfd_that_does_not_stay_up_fails_and_flushes() {
         "",
     );
     units_up(&runner);
+    enable_sequence_succeeds(&runner);
+    runner.allow("/usr/sbin/csf -f");
     runner.answer("systemctl is-active lfd.service", 3, "failed\n", "");
     let r = enable_live(root.path(), &config, &runner);
     let err = format!("{:#}", r.error.expect("must fail"));
@@ -552,7 +527,7 @@ fn log_cx<'a>(
     runner: &'a RecordingRunner,
 ) -> Context<'a> {
     let mut cx = Context::new(brickup::root::Root::new(root), config, runner);
-    cx.live = true;
+    cx.set_live(true);
     cx
 }
 
@@ -579,6 +554,8 @@ fn stopped_syslog_is_repaired_and_the_probe_proves_sshd_log_is_written() {
     let _syslog = fake_syslog(root.path(), true);
     let runner = RecordingRunner::new();
     units_up(&runner);
+    runner.allow("systemctl enable --now rsyslog.service");
+    runner.allow("systemctl restart lfd.service");
     let cx = log_cx(root.path(), &config, &runner);
 
     // rsyslog stopped and the file never written: both are named.
@@ -700,6 +677,7 @@ fn flush_after_a_failed_start_clears_csf_error() {
         "",
         "csf: unresolved error, see /etc/csf/csf.error",
     );
+    runner.allow("/usr/sbin/csf -f");
     let r = enable_live(root.path(), &config, &runner);
     let err = format!("{:#}", r.error.expect("must fail"));
     assert!(err.contains("invalid port in TCP_IN"), "{err}");
@@ -745,4 +723,350 @@ fn unknown_firewall_setting_is_refused_in_preflight() {
     let cx = Context::new(brickup::root::Root::new(fresh.path()), &typo, &runner);
     let err = brickup::csf::FirewallStep.preflight(&cx).unwrap_err();
     assert!(err.downcast_ref::<engine::Refused>().is_some(), "{err:#}");
+}
+
+/// Rules that accept `port`, as iptables-save prints them once csf loaded the policy.
+fn accepting(runner: &RecordingRunner, port: u16) {
+    runner.answer(
+        "iptables-save",
+        0,
+        &format!("*filter\n:INPUT DROP [0:0]\n-A INPUT ! -i lo -p tcp -m tcp --dport {port} -j ACCEPT\nCOMMIT\n"),
+        "",
+    );
+}
+
+/// After `failed` (a systemctl command of the enable sequence) the only command is the flush,
+/// TESTING is back on, and the policy itself stays written.
+fn assert_flushed_after(root: &Path, runner: &RecordingRunner, failed: &str, port: u16) {
+    let calls = runner.calls();
+    let at = calls
+        .iter()
+        .position(|c| c == failed)
+        .unwrap_or_else(|| panic!("{failed} not called: {calls:#?}"));
+    assert_eq!(calls[at + 1..], ["/usr/sbin/csf -f"], "{calls:#?}");
+    assert_eq!(testing(root), "1");
+    let keys = brickup::csfconf::read_keys(
+        &std::fs::read_to_string(root.join("etc/csf/csf.conf")).unwrap(),
+    );
+    assert_eq!(keys["TCP_IN"], format!("{port},9999"));
+}
+
+#[test]
+fn failed_enable_of_the_units_flushes_and_leaves_testing_on() {
+    let sshd = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = sshd.local_addr().unwrap().port();
+    let (root, config) = csf_root(port);
+    let runner = RecordingRunner::new();
+    accepting(&runner, port);
+    enable_sequence_succeeds(&runner);
+    runner.answer(
+        "systemctl enable csf.service lfd.service",
+        1,
+        "",
+        "Failed to enable unit: Unit file csf.service does not exist.",
+    );
+    runner.allow("/usr/sbin/csf -f");
+    let r = enable_live(root.path(), &config, &runner);
+    let err = format!("{:#}", r.error.expect("must fail"));
+    assert!(
+        err.contains("enabling csf failed; rules flushed and TESTING left on")
+            && err.contains("`systemctl enable csf.service lfd.service` exited with status 1")
+            && err.contains("Unit file csf.service does not exist"),
+        "{err}"
+    );
+    assert_flushed_after(
+        root.path(),
+        &runner,
+        "systemctl enable csf.service lfd.service",
+        port,
+    );
+    assert_eq!(r.steps[0].outcome, engine::Outcome::Failed);
+}
+
+#[test]
+fn failed_start_of_csf_service_flushes_and_leaves_testing_on() {
+    let sshd = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = sshd.local_addr().unwrap().port();
+    let (root, config) = csf_root(port);
+    let runner = RecordingRunner::new();
+    accepting(&runner, port);
+    enable_sequence_succeeds(&runner);
+    runner.answer(
+        "systemctl start csf.service",
+        1,
+        "",
+        "Job for csf.service failed because the control process exited with error code.",
+    );
+    runner.allow("/usr/sbin/csf -f");
+    let r = enable_live(root.path(), &config, &runner);
+    let err = format!("{:#}", r.error.expect("must fail"));
+    assert!(
+        err.contains("enabling csf failed; rules flushed and TESTING left on")
+            && err.contains("`systemctl start csf.service` exited with status 1")
+            && err.contains("Job for csf.service failed"),
+        "{err}"
+    );
+    assert_flushed_after(root.path(), &runner, "systemctl start csf.service", port);
+}
+
+/// A root with the fixture tarball verified in brickup's cache, for the live install step.
+fn install_root() -> (tempfile::TempDir, brickup::config::Config) {
+    let root = tempfile::tempdir().unwrap();
+    let tarball = fixture_tarball(root.path());
+    let sha = sha256(&tarball);
+    let cache = root.path().join("var/lib/brickup/cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::copy(&tarball, cache.join(format!("{sha}.tgz"))).unwrap();
+    let (_, public) = keypair(root.path());
+    let text = format!("version: 1\nssh:\n  port: 2222\n  authorized_keys:\n    - {public}\ncsf:\n  url: https://example.invalid/csf.tgz\n  sha256: {sha}\n");
+    (
+        root,
+        brickup::config::parse(&text, Path::new("t.yaml")).unwrap(),
+    )
+}
+
+fn install_live(
+    root: &Path,
+    config: &brickup::config::Config,
+    runner: &RecordingRunner,
+) -> engine::RunResult {
+    let mut cx = Context::new(brickup::root::Root::new(root), config, runner);
+    cx.set_live(true);
+    engine::apply(
+        &cx,
+        &[
+            Box::new(brickup::csf::InstallStep),
+            Box::new(brickup::csf::FirewallStep),
+        ],
+    )
+}
+
+const CSFTEST: &str = "perl /usr/local/csf/bin/csftest.pl";
+
+/// csftest's FATAL verdict (it exits 0 regardless): the run stops before any firewall command.
+#[test]
+fn csftest_fatal_stops_before_any_firewall_change() {
+    let (root, config) = install_root();
+    let runner = RecordingRunner::new();
+    runner.allow("sh install.sh");
+    runner.answer(
+        CSFTEST,
+        0,
+        "Testing ip_tables/iptable_filter...FATAL\n\nRESULT: csf will not function on this server due to FATAL errors from missing modules [ip_tables/iptable_filter]\n",
+        "",
+    );
+    runner.allow("systemctl disable csf.service lfd.service");
+    let r = install_live(root.path(), &config, &runner);
+    let err = format!("{:#}", r.error.expect("must fail"));
+    assert!(
+        err.contains("csftest.pl: csf will not function on this server")
+            && err.contains("no firewall change was made")
+            && err.contains("csf.service and lfd.service disabled"),
+        "{err}"
+    );
+    // The installer enabled the units: a csf that cannot work must not start at boot.
+    assert_eq!(
+        runner.calls(),
+        vec![
+            "sh install.sh",
+            CSFTEST,
+            "systemctl disable csf.service lfd.service"
+        ]
+    );
+    assert_eq!(r.steps[0].outcome, engine::Outcome::Failed);
+    assert_eq!(r.steps[1].outcome, engine::Outcome::Skipped);
+    assert_eq!(r.steps[1].message, "not run: an earlier step failed");
+}
+
+/// csftest's WARN verdict: csf is usable, the install goes on, and the warning is in the message.
+#[test]
+fn csftest_warning_is_carried_in_the_step_message() {
+    let (root, config) = install_root();
+    let runner = RecordingRunner::new();
+    runner.allow("sh install.sh");
+    runner.answer(
+        CSFTEST,
+        0,
+        "Testing xt_recent...FAILED\n\nRESULT: csf will function on this server but some features will not work due to some missing iptables modules [xt_recent]\n",
+        "",
+    );
+    let mut cx = Context::new(brickup::root::Root::new(root.path()), &config, &runner);
+    cx.set_live(true);
+    let r = engine::apply(&cx, &[Box::new(brickup::csf::InstallStep)]);
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!(r.steps[0].outcome, engine::Outcome::Changed);
+    assert_eq!(
+        r.steps[0].message,
+        "installed csf 15.10; warning from csftest: csf will function on this server but some features will not work due to some missing iptables modules [xt_recent]"
+    );
+    assert_eq!(runner.calls(), vec!["sh install.sh", CSFTEST]);
+}
+
+/// firewalld running and ufw enabled for boot when csf installs: both are stopped and disabled
+/// (ufw's own rules turned off first); rivals neither running nor enabled are left alone.
+#[test]
+fn rival_firewalls_are_stopped_and_disabled_when_csf_installs() {
+    let (root, config) = install_root();
+    let units = root.path().join("usr/lib/systemd/system");
+    std::fs::create_dir_all(&units).unwrap();
+    std::fs::write(units.join("firewalld.service"), "[Unit]\n").unwrap();
+    std::fs::write(units.join("ufw.service"), "[Unit]\n").unwrap();
+    std::fs::create_dir_all(root.path().join("usr/sbin")).unwrap();
+    std::fs::write(root.path().join("usr/sbin/ufw"), "").unwrap();
+    let ok = "\nRESULT: csf should function on this server\n";
+
+    let runner = RecordingRunner::new();
+    runner.allow("sh install.sh");
+    runner.answer(CSFTEST, 0, ok, "");
+    runner.answer("systemctl is-active firewalld.service", 0, "active\n", "");
+    runner.answer("systemctl is-enabled firewalld.service", 0, "enabled\n", "");
+    runner.answer("systemctl is-active ufw.service", 3, "inactive\n", "");
+    runner.answer("systemctl is-enabled ufw.service", 0, "enabled\n", "");
+    runner.allow("systemctl disable --now firewalld.service");
+    runner.allow("ufw disable");
+    runner.allow("systemctl disable --now ufw.service");
+    let mut cx = Context::new(brickup::root::Root::new(root.path()), &config, &runner);
+    cx.set_live(true);
+    let r = engine::apply(&cx, &[Box::new(brickup::csf::InstallStep)]);
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!(
+        r.steps[0].message,
+        "installed csf 15.10; disabled firewalld, ufw"
+    );
+    assert_eq!(
+        runner.calls(),
+        vec![
+            "sh install.sh",
+            // csf must be able to work before the node's running firewall is stopped.
+            CSFTEST,
+            "systemctl is-active firewalld.service",
+            "systemctl is-enabled firewalld.service",
+            "systemctl disable --now firewalld.service",
+            "systemctl is-active ufw.service",
+            "systemctl is-enabled ufw.service",
+            "ufw disable",
+            "systemctl disable --now ufw.service",
+        ]
+    );
+
+    let runner = RecordingRunner::new();
+    runner.allow("sh install.sh");
+    runner.answer(CSFTEST, 0, ok, "");
+    runner.answer("systemctl is-active", 3, "inactive\n", "");
+    runner.answer("systemctl is-enabled", 1, "disabled\n", "");
+    let mut cx = Context::new(brickup::root::Root::new(root.path()), &config, &runner);
+    cx.set_live(true);
+    let r = engine::apply(&cx, &[Box::new(brickup::csf::InstallStep)]);
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!(r.steps[0].message, "installed csf 15.10");
+    assert!(
+        !runner.calls().iter().any(|c| c.contains("disable")),
+        "{:?}",
+        runner.calls()
+    );
+}
+
+/// dnf and yum failing (not a transient error): three attempts, then the step fails naming the
+/// command and the package manager's own words, and csf is not installed after it.
+#[test]
+fn failing_dnf_or_yum_install_fails_the_run_before_csf() {
+    let (_r, csf_config) = csf_root(2222);
+    for (os, dnf, query, _, install) in &FAMILIES[1..] {
+        let root = os_root(os, *dnf);
+        let runner = RecordingRunner::new();
+        runner.answer(query, 1, "", "no package provides it");
+        runner.answer(
+            install,
+            1,
+            "",
+            "Error: Unable to find a match: perl-LWP-Protocol-https",
+        );
+        let mut cx = Context::new(brickup::root::Root::new(root.path()), &csf_config, &runner);
+        cx.set_live(true);
+        let r = engine::apply(
+            &cx,
+            &[
+                Box::new(brickup::packages::PackagesStep),
+                Box::new(brickup::csf::InstallStep),
+            ],
+        );
+        let err = format!("{:#}", r.error.expect("must fail"));
+        assert!(
+            err.contains("installing packages failed: `chroot")
+                && err.contains(install)
+                && err.contains("Unable to find a match: perl-LWP-Protocol-https"),
+            "{err}"
+        );
+        let calls = runner.calls();
+        let installs = calls.iter().filter(|c| c.contains(install)).count();
+        assert_eq!(installs, 3, "{calls:#?}");
+        assert!(calls.last().unwrap().contains(install), "{calls:#?}");
+        assert_eq!(r.steps[1].outcome, engine::Outcome::Skipped);
+    }
+}
+
+/// `rpm -q --whatprovides` decides: what it finds is not installed again, what it does not is.
+#[test]
+fn rpm_query_decides_what_dnf_installs() {
+    let (_r, config) = csf_root(2222);
+    let (os, dnf, ..) = FAMILIES[1];
+    let root = os_root(os, dnf);
+    let runner = RecordingRunner::new();
+    runner.answer("rpm -q --whatprovides", 0, "found-1.0-1.el9.x86_64\n", "");
+    for p in ["perl-LWP-Protocol-https", "bind-utils"] {
+        runner.answer_once(
+            &format!("rpm -q --whatprovides {p}"),
+            1,
+            &format!("no package provides {p}\n"),
+            "",
+        );
+    }
+    runner.allow("dnf -y install perl-LWP-Protocol-https bind-utils");
+    let cx = packages_cx(root.path(), &config, &runner);
+    let mut tx = brickup::fsops::Transaction::new(&cx.root);
+    let a = brickup::packages::PackagesStep.apply(&cx, &mut tx).unwrap();
+    assert!(a.changed);
+    assert_eq!(
+        a.message,
+        "installed with dnf: perl-LWP-Protocol-https bind-utils"
+    );
+    let calls = runner.calls();
+    let installs: Vec<&String> = calls.iter().filter(|c| c.contains(" install ")).collect();
+    assert_eq!(installs.len(), 1, "{calls:#?}");
+    assert!(
+        installs[0].ends_with("dnf -y install perl-LWP-Protocol-https bind-utils"),
+        "{calls:#?}"
+    );
+}
+
+/// csftest says csf cannot work here, on a node whose firewalld is running: the error says "no
+/// firewall change was made", so the firewall that protects the node must still be running
+/// (stopping it first would leave the node with no firewall at all under that message).
+#[test]
+fn csftest_fatal_leaves_a_running_rival_firewall_running() {
+    let (root, config) = install_root();
+    let units = root.path().join("usr/lib/systemd/system");
+    std::fs::create_dir_all(&units).unwrap();
+    std::fs::write(units.join("firewalld.service"), "[Unit]\n").unwrap();
+    let runner = RecordingRunner::new();
+    runner.allow("sh install.sh");
+    runner.answer(
+        CSFTEST,
+        0,
+        "\nRESULT: csf will not function on this server due to FATAL errors from missing modules [ip_tables/iptable_filter]\n",
+        "",
+    );
+    runner.answer("systemctl is-active firewalld.service", 0, "active\n", "");
+    runner.answer("systemctl is-enabled firewalld.service", 0, "enabled\n", "");
+    runner.allow("systemctl disable csf.service lfd.service");
+    let r = install_live(root.path(), &config, &runner);
+    let err = format!("{:#}", r.error.expect("must fail"));
+    assert!(err.contains("no firewall change was made"), "{err}");
+    assert!(
+        !runner
+            .calls()
+            .contains(&"systemctl disable --now firewalld.service".to_string()),
+        "firewalld was disabled although csf cannot run here: {:#?}\n{err}",
+        runner.calls()
+    );
 }

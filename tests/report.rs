@@ -1,5 +1,8 @@
-//! The status report over real HTTP on 127.0.0.1: body snapshot, headers and signature, retries,
-//! time bounds, the pending store, and that no secret leaks into any output.
+//! The status report over real HTTP on 127.0.0.1: the snapshot of the report a real apply sends,
+//! headers and signature, retries, time bounds, the pending store, and that no secret leaks into
+//! any output.
+
+mod common;
 
 use std::fs;
 use std::io::Write;
@@ -210,7 +213,7 @@ fn now_secs() -> u64 {
 }
 
 #[test]
-fn posts_signed_json_matching_the_snapshot() {
+fn posts_signed_json() {
     let (_dir, root) = fixture_root();
     let rx = Scripted::start(&[200]);
     let doc = finished_report(&root);
@@ -249,7 +252,11 @@ fn posts_signed_json_matching_the_snapshot() {
     )
     .unwrap();
     assert_eq!(body["brickupVersion"], env!("CARGO_PKG_VERSION"));
-    assert_snapshot("report_finished.json", body);
+    assert_eq!(
+        body,
+        serde_json::to_value(&doc).unwrap(),
+        "the body is the report"
+    );
 }
 
 #[test]
@@ -702,4 +709,109 @@ fn an_untrusted_certificate_is_final_not_retried() {
         elapsed < Duration::from_secs(1),
         "retried? took {elapsed:?}: {msg}"
     );
+}
+
+/// `brickup receive` on a free loopback port, verifying signatures with `secret_file`.
+fn receiver(secret_file: &Path, out: &Path) -> (common::Killer, u16) {
+    let port = common::free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_brickup"))
+        .args(["receive", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--hmac-secret-file")
+        .arg(secret_file)
+        .arg("--out")
+        .arg(out)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let killer = common::Killer(child);
+    for _ in 0..250 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return (killer, port);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    panic!("brickup receive did not listen on {port}");
+}
+
+/// Replace every occurrence of `what` in the document's strings by `with`.
+fn mask(doc: &mut Value, what: &str, with: &str) {
+    match doc {
+        Value::String(s) => *s = s.replace(what, with),
+        Value::Array(a) => a.iter_mut().for_each(|v| mask(v, what, with)),
+        Value::Object(o) => o.values_mut().for_each(|v| mask(v, what, with)),
+        _ => {}
+    }
+}
+
+/// A real apply on a copy of the test rootfs (real sshd -t/-T in the chroot, real apt-get from
+/// the local repository, the fixture csf served on 127.0.0.1 and verified), reporting to a real
+/// `brickup receive`: the finished report it stored is the snapshot. Only what must vary is
+/// masked: times, durations, the version, the rootfs build's host key fingerprints, and the
+/// values that carry the local ports (the config's hash, checked here first) or the fixture's
+/// hash. A change to the step list, an outcome or a message changes the snapshot.
+#[test]
+fn the_report_of_a_real_apply_matches_the_snapshot() {
+    let work = tempfile::tempdir().unwrap();
+    let tarball = common::fixture_tarball(work.path());
+    let csf_sha = common::sha256(&tarball);
+    let csf_url = common::serve(tarball);
+    let root = common::rootfs_with_local_repo();
+    let r = root.path();
+    // Looks like a cloud VM to brickup's identity lookups.
+    let id = r.join("run/cloud-init/.instance-id");
+    fs::create_dir_all(id.parent().unwrap()).unwrap();
+    fs::write(&id, "i-0snapshot\n").unwrap();
+    let key = r.join("etc/brickup/report.key");
+    fs::create_dir_all(key.parent().unwrap()).unwrap();
+    fs::write(&key, format!("{HMAC}\n")).unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    let stored = work.path().join("reports.jsonl");
+    let (_rx, port) = receiver(&key, &stored);
+
+    let cfg = work.path().join("brickup.yaml");
+    let text = format!(
+        "version: 1\nssh:\n  port: 2222\n  authorized_keys:\n    - {}\nfirewall:\n  masternode_ports: [pivx]\ncsf:\n  url: {csf_url}\n  sha256: {csf_sha}\n  allow_http: true\nreport:\n  url: http://127.0.0.1:{port}/brickup\n  allow_http: true\n  hmac_secret_file: /etc/brickup/report.key\n",
+        HOST_KEY.trim().replace("root@fixture", "owner@laptop")
+    );
+    fs::write(&cfg, &text).unwrap();
+    fs::set_permissions(&cfg, fs::Permissions::from_mode(0o600)).unwrap();
+    let o = common::brickup(&[
+        "apply",
+        "--root",
+        r.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--report",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", common::text(&o));
+    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+
+    let lines = fs::read_to_string(&stored).unwrap();
+    let reports: Vec<Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let events: Vec<&str> = reports
+        .iter()
+        .map(|d| d["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["started", "finished"], "{lines}");
+    let mut doc = reports[1].clone();
+    assert_eq!(
+        doc["steps"], summary["steps"],
+        "the report carries apply's steps"
+    );
+    assert_eq!(doc["status"], summary["status"]);
+    assert_eq!(doc["configSha256"], common::sha256(&cfg));
+    assert!(!lines.contains(HMAC), "the secret stays out of the report");
+
+    doc["configSha256"] = "<sha256 of the config, which names the local ports>".into();
+    for k in doc["hostKeys"].as_array_mut().unwrap() {
+        assert!(k["fingerprint"].as_str().unwrap().starts_with("SHA256:"));
+        k["fingerprint"] = "<the rootfs build's>".into();
+    }
+    mask(&mut doc, &csf_sha, "<fixture csf sha256>");
+    mask(&mut doc, r.to_str().unwrap(), "<root>");
+    assert_snapshot("report_finished.json", doc);
 }

@@ -68,7 +68,7 @@ fn run(
     runner: &RecordingRunner,
 ) -> engine::RunResult {
     let mut cx = Context::new(brickup::root::Root::new(root), config, runner);
-    cx.live = true;
+    cx.set_live(true);
     engine::apply(
         &cx,
         &[
@@ -84,6 +84,7 @@ fn ssh_service_is_restarted_and_the_new_port_proven() {
     let root = root_with(&["ssh.service"], &[]);
     let config = config(root.path(), port);
     let runner = RecordingRunner::new();
+    runner.allow("systemctl restart ssh");
     let r = run(root.path(), &config, &runner);
     assert!(r.error.is_none(), "{:?}", r.error);
     assert_eq!(runner.calls(), vec!["systemctl restart ssh"]);
@@ -101,6 +102,8 @@ fn rhel_service_name_and_selinux_label() {
         "",
         "ValueError: Port tcp/2222 already defined",
     );
+    runner.allow("semanage port -m");
+    runner.allow("systemctl restart sshd");
     let r = run(root.path(), &config, &runner);
     assert!(r.error.is_none(), "{:?}", r.error);
     let p = port.to_string();
@@ -112,6 +115,13 @@ fn rhel_service_name_and_selinux_label() {
             "systemctl restart sshd".to_string()
         ]
     );
+}
+
+/// ssh.socket is active; reloading systemd and restarting the socket succeed.
+fn socket_up(runner: &RecordingRunner) {
+    runner.answer("systemctl is-active ssh.socket", 0, "active\n", "");
+    runner.allow("systemctl daemon-reload");
+    runner.allow("systemctl restart ssh.socket");
 }
 
 /// The calls a socket-activated restart makes: the socket is restarted only to move the port
@@ -135,7 +145,7 @@ fn socket_activation_without_generator_overrides_the_socket() {
     let root = root_with(&["ssh.service", "ssh.socket"], &[]);
     let config = config(root.path(), port);
     let runner = RecordingRunner::new();
-    runner.answer("systemctl is-active ssh.socket", 0, "active\n", "");
+    socket_up(&runner);
     let r = run(root.path(), &config, &runner);
     assert!(r.error.is_none(), "{:?}", r.error);
     // Already listening on the port: new connections read the new config, no socket restart
@@ -161,7 +171,7 @@ fn socket_activation_with_generator_only_reloads() {
     );
     let config = config(root.path(), port);
     let runner = RecordingRunner::new();
-    runner.answer("systemctl is-active ssh.socket", 0, "active\n", "");
+    socket_up(&runner);
     let r = run(root.path(), &config, &runner);
     assert!(r.error.is_none(), "{:?}", r.error);
     assert_eq!(runner.calls(), socket_calls());
@@ -175,7 +185,7 @@ fn socket_activation_moving_the_port_restarts_the_socket_and_rolls_back_when_sil
     let root = root_with(&["ssh.service", "ssh.socket"], &[]);
     let config = config(root.path(), port);
     let runner = RecordingRunner::new();
-    runner.answer("systemctl is-active ssh.socket", 0, "active\n", "");
+    socket_up(&runner);
     let r = run(root.path(), &config, &runner);
     assert!(r.error.is_some());
     let calls = runner.calls();
@@ -200,6 +210,7 @@ fn silent_new_port_restores_the_old_config_and_restarts_again() {
     let before = std::fs::read_to_string(root.path().join("etc/ssh/sshd_config")).unwrap();
     let config = config(root.path(), port);
     let runner = RecordingRunner::new();
+    runner.allow("systemctl restart ssh");
     let r = run(root.path(), &config, &runner);
     let err = format!("{:#}", r.error.expect("must fail"));
     assert!(
@@ -236,6 +247,7 @@ fn failed_restart_restores_the_config_and_starts_sshd_again() {
         "",
         "Job for ssh.service failed because the control process exited with error code.",
     );
+    runner.allow("systemctl restart ssh");
     let r = run(root.path(), &config, &runner);
     let err = format!("{:#}", r.error.expect("must fail"));
     assert!(err.contains("restarting sshd"), "{err}");
@@ -276,6 +288,8 @@ fn ufw_active(root: &Path, runner: &RecordingRunner) {
     std::fs::write(root.join("usr/lib/systemd/system/ufw.service"), "[Unit]\n").unwrap();
     runner.answer("systemctl is-active ufw.service", 0, "active\n", "");
     runner.answer("ufw status", 0, "Status: active\n", "");
+    runner.allow("ufw allow");
+    runner.allow("ufw delete allow");
 }
 
 fn dropin_ports(root: &Path) -> Vec<String> {
@@ -294,7 +308,7 @@ fn run_moving(
     old: u16,
 ) -> engine::RunResult {
     let mut cx = Context::new(brickup::root::Root::new(root), config, runner);
-    cx.live = true;
+    cx.set_live(true);
     cx.facts.old_ssh_ports = vec![old];
     engine::apply(
         &cx,
@@ -315,6 +329,7 @@ fn port_move_opens_first_keeps_the_old_port_and_closes_it_last() {
     let config = config(root.path(), port);
     let runner = RecordingRunner::new();
     ufw_active(root.path(), &runner);
+    runner.allow("systemctl restart ssh");
     let r = run_moving(root.path(), &config, &runner, old);
     assert!(r.error.is_none(), "{:?}", r.error);
     let calls = runner.calls();
@@ -353,6 +368,7 @@ fn a_failed_last_pass_leaves_the_old_port_open() {
         "",
         "Job for ssh.service failed.",
     );
+    runner.allow("systemctl restart ssh");
     let r = run_moving(root.path(), &config, &runner, old);
     let err = format!("{:#}", r.error.expect("the last pass must fail"));
     assert!(
@@ -446,4 +462,207 @@ fn accept_no_socket_stops_the_listening_service_to_move_and_restarts_it_for_conf
             "{calls:#?}"
         );
     }
+}
+
+/// Every file under the root's sshd and systemd config, for "what the owner keeps" assertions.
+fn ssh_state(root: &Path) -> std::collections::BTreeMap<String, String> {
+    fn walk(dir: &Path, base: &Path, out: &mut std::collections::BTreeMap<String, String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, base, out);
+            } else {
+                let rel = p.strip_prefix(base).unwrap().display().to_string();
+                out.insert(rel, std::fs::read_to_string(&p).unwrap_or_default());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for d in ["etc/ssh", "etc/systemd"] {
+        walk(&root.join(d), root, &mut out);
+    }
+    out
+}
+
+/// The failure, the restore and the restart that followed it are all named.
+fn assert_restored(err: &str, cause: &str) {
+    assert!(err.contains("restarting sshd"), "{err}");
+    assert!(err.contains(cause), "{err}");
+    assert!(
+        err.contains("the previous sshd config was restored and sshd restarted"),
+        "{err}"
+    );
+}
+
+/// `systemctl restart ssh.socket` fails while moving the port: the socket override and the
+/// sshd drop-in are removed, and the socket is restarted on the old config.
+#[test]
+fn failed_socket_restart_restores_the_config_and_restarts_the_socket() {
+    let port = free_port(); // not listening: the socket must move
+    let root = root_with(&["ssh.service", "ssh.socket"], &[]);
+    let before = ssh_state(root.path());
+    let config = config(root.path(), port);
+    let runner = RecordingRunner::new();
+    socket_up(&runner);
+    runner.answer_once(
+        "systemctl restart ssh.socket",
+        1,
+        "",
+        "Job for ssh.socket failed: Address already in use",
+    );
+    let r = run(root.path(), &config, &runner);
+    let err = format!("{:#}", r.error.expect("must fail"));
+    assert_restored(&err, "Address already in use");
+    assert_eq!(
+        runner.calls(),
+        vec![
+            "systemctl is-active ssh.socket",
+            "systemctl daemon-reload",
+            "systemctl restart ssh.socket",
+            "systemctl daemon-reload",
+            "systemctl restart ssh.socket",
+        ]
+    );
+    assert_eq!(ssh_state(root.path()), before);
+}
+
+/// `systemctl daemon-reload` fails after the socket override is written: nothing is restarted
+/// on the new config; the override goes, systemd is reloaded and the socket restarted on the old.
+#[test]
+fn failed_daemon_reload_restores_the_config_and_restarts_the_socket() {
+    let port = free_port();
+    let root = root_with(&["ssh.service", "ssh.socket"], &[]);
+    let before = ssh_state(root.path());
+    let config = config(root.path(), port);
+    let runner = RecordingRunner::new();
+    socket_up(&runner);
+    runner.answer_once(
+        "systemctl daemon-reload",
+        1,
+        "",
+        "Failed to reload daemon: Access denied",
+    );
+    let r = run(root.path(), &config, &runner);
+    let err = format!("{:#}", r.error.expect("must fail"));
+    assert_restored(&err, "Failed to reload daemon: Access denied");
+    assert_eq!(
+        runner.calls(),
+        vec![
+            "systemctl is-active ssh.socket",
+            "systemctl daemon-reload",
+            "systemctl daemon-reload",
+            "systemctl restart ssh.socket",
+        ]
+    );
+    assert_eq!(ssh_state(root.path()), before);
+}
+
+/// `semanage port -a` fails for another reason than "already defined": sshd is not restarted
+/// onto a port SELinux would refuse, and the config is rolled back.
+#[test]
+fn failed_selinux_label_stops_before_any_restart() {
+    let port = free_port();
+    let root = root_with(&["sshd.service"], &["/sys/fs/selinux/enforce"]);
+    let before = ssh_state(root.path());
+    let config = config(root.path(), port);
+    let runner = RecordingRunner::new();
+    runner.answer(
+        "semanage port -a",
+        1,
+        "",
+        "ValueError: SELinux policy is not managed or store cannot be accessed.",
+    );
+    let r = run(root.path(), &config, &runner);
+    let err = format!("{:#}", r.error.expect("must fail"));
+    assert!(
+        err.contains(&format!("SELinux: labelling port {port} ssh_port_t failed"))
+            && err.contains("store cannot be accessed"),
+        "{err}"
+    );
+    assert_eq!(
+        runner.calls(),
+        vec![format!("semanage port -a -t ssh_port_t -p tcp {port}")]
+    );
+    assert_eq!(ssh_state(root.path()), before);
+    assert!(root.path().join("root/.ssh/authorized_keys").exists());
+}
+
+/// The port is labelled already (`-a` says "already defined") and `semanage port -m` fails:
+/// same outcome, no restart and the config rolled back.
+#[test]
+fn failed_selinux_relabel_stops_before_any_restart() {
+    let port = free_port();
+    let root = root_with(&["sshd.service"], &["/sys/fs/selinux/enforce"]);
+    let before = ssh_state(root.path());
+    let config = config(root.path(), port);
+    let runner = RecordingRunner::new();
+    runner.answer(
+        "semanage port -a",
+        1,
+        "",
+        &format!("ValueError: Port tcp/{port} already defined"),
+    );
+    runner.answer(
+        "semanage port -m",
+        1,
+        "",
+        "ValueError: Could not modify port",
+    );
+    let r = run(root.path(), &config, &runner);
+    let err = format!("{:#}", r.error.expect("must fail"));
+    assert!(
+        err.contains(&format!(
+            "`semanage port -m -t ssh_port_t -p tcp {port}` exited"
+        )) && err.contains("Could not modify port"),
+        "{err}"
+    );
+    assert_eq!(
+        runner.calls(),
+        vec![
+            format!("semanage port -a -t ssh_port_t -p tcp {port}"),
+            format!("semanage port -m -t ssh_port_t -p tcp {port}"),
+        ]
+    );
+    assert_eq!(ssh_state(root.path()), before);
+}
+
+/// ufw refuses the new port before a port move: sshd is not restarted (it would listen where the
+/// firewall drops), its config is rolled back, and ufw's old rule is not touched.
+#[test]
+fn failed_ufw_allow_keeps_sshd_where_it_was() {
+    let port = free_port();
+    let old = free_port();
+    let root = root_with(&["ssh.service"], &[]);
+    let before = ssh_state(root.path());
+    let config = config(root.path(), port);
+    let runner = RecordingRunner::new();
+    ufw_active(root.path(), &runner);
+    runner.answer(
+        "ufw allow",
+        1,
+        "",
+        "ERROR: Could not update running firewall",
+    );
+    let r = run_moving(root.path(), &config, &runner, old);
+    let err = format!("{:#}", r.error.expect("must fail"));
+    assert!(
+        err.contains(&format!("`ufw allow {port}/tcp` exited with status 1"))
+            && err.contains("Could not update running firewall"),
+        "{err}"
+    );
+    assert_eq!(
+        runner.calls(),
+        vec![
+            "systemctl is-active ufw.service".to_string(),
+            "ufw status".to_string(),
+            format!("ufw allow {port}/tcp"),
+        ]
+    );
+    assert_eq!(ssh_state(root.path()), before);
+    let sshd = r.steps.iter().find(|s| s.name == "sshd").unwrap();
+    assert_eq!(sshd.outcome, engine::Outcome::Failed);
+    assert!(!r.steps.iter().any(|s| s.name == "port-move"));
 }

@@ -297,6 +297,8 @@ impl Step for InstallStep {
                 .context("csf's install.sh failed")?;
             Applied::changed(format!("installed csf {version}"))
         };
+        // csftest first: a csf that cannot work must not cost the node the firewall it has.
+        let warning = Self::csftest(cx)?;
         let stopped = Self::stop_rivals(cx)?;
         if !stopped.is_empty() {
             applied.changed = true;
@@ -304,7 +306,7 @@ impl Step for InstallStep {
                 .message
                 .push_str(&format!("; disabled {}", stopped.join(", ")));
         }
-        if let Some(w) = Self::csftest(cx)? {
+        if let Some(w) = warning {
             tracing::warn!("csftest.pl: {w}");
             applied
                 .message

@@ -84,3 +84,53 @@ pub fn keypair(dir: &Path) -> (PathBuf, String) {
     let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
     (key, public.trim().to_string())
 }
+
+/// Builds the fixture csf tarball in `dir`; the script prints its path.
+pub fn fixture_tarball(dir: &Path) -> PathBuf {
+    let o = Command::new("bash")
+        .arg("scripts/make-fixture-csf.sh")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
+}
+
+/// The hex sha256 of a file.
+pub fn sha256(path: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// Serve one file on 127.0.0.1 until the test ends; returns its URL.
+pub fn serve(file: PathBuf) -> String {
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let port = server.server_addr().to_ip().unwrap().port();
+    std::thread::spawn(move || {
+        for req in server.incoming_requests() {
+            let body = std::fs::read(&file).unwrap();
+            let _ = req.respond(tiny_http::Response::from_data(body));
+        }
+    });
+    format!("http://127.0.0.1:{port}/csf.tgz")
+}
+
+/// A copy of the test rootfs whose apt sources are the local repository (no network).
+pub fn rootfs_with_local_repo() -> tempfile::TempDir {
+    let root = copy_rootfs();
+    let repo = root.path().join("srv/brickup-repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", apt_repo().display()))
+        .arg(&repo)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::write(
+        root.path().join("etc/apt/sources.list.d/local.list"),
+        "deb [trusted=yes] file:/srv/brickup-repo ./\n",
+    )
+    .unwrap();
+    root
+}
