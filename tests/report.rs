@@ -340,6 +340,20 @@ fn a_400_is_final() {
     );
 }
 
+/// brickup receive answers 409 to a signature it already stored: the report is delivered (an
+/// earlier attempt's 200 was lost), so it is neither retried nor kept as pending.
+#[test]
+fn a_409_replay_refusal_counts_as_delivered() {
+    let (_dir, root) = fixture_root();
+    let rx = Scripted::start(&[409, 200]);
+    let doc = finished_report(&root);
+    let outcome = deliver_with(&root, sender(&root, &config(&rx.url)), &doc);
+    assert_eq!(outcome, DeliveryOutcome::Delivered);
+    thread::sleep(Duration::from_millis(100));
+    assert_eq!(rx.count(), 1);
+    assert!(!root.path(PENDING_REPORT).exists());
+}
+
 fn bounded_config(url: &str) -> ReportConfig {
     let mut cfg = config(url);
     cfg.total_timeout_secs = 2;

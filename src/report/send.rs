@@ -174,11 +174,13 @@ impl Sender {
     }
 }
 
-/// Sorts a response into success, retry (429, 5xx) and final (everything else, redirects too:
-/// a signed POST is not replayed to another address).
+/// Sorts a response into success (2xx, and 409 "already accepted"), retry (429, 5xx) and final
+/// (everything else, redirects too: a signed POST is not replayed to another address).
 fn judge(mut resp: Response<Body>, creds: &Credentials) -> Result<(), Failure> {
     let status = resp.status();
-    if status.is_success() {
+    // 409: brickup's receiver already stored this very signature (an earlier attempt's answer
+    // was lost); resending would only be refused again, so it counts as delivered.
+    if status.is_success() || status == StatusCode::CONFLICT {
         return Ok(());
     }
     let retry_after = resp
