@@ -304,11 +304,8 @@ impl PackageManager for Rpm<'_> {
     }
 }
 
-/// The package manager for the root's OS.
-pub fn manager<'a>(
-    root: &Root,
-    runner: &'a dyn Runner,
-) -> Result<(Family, Box<dyn PackageManager + 'a>)> {
+/// The OS family of the root (os-release(5): `/etc/os-release`, else `/usr/lib/os-release`).
+pub fn os_family(root: &Root) -> Result<Family> {
     let path = root.path("/etc/os-release");
     let path = if path.exists() {
         path
@@ -317,7 +314,15 @@ pub fn manager<'a>(
     };
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let fam = family(&parse_os_release(&text))?;
+    family(&parse_os_release(&text))
+}
+
+/// The package manager for the root's OS.
+pub fn manager<'a>(
+    root: &Root,
+    runner: &'a dyn Runner,
+) -> Result<(Family, Box<dyn PackageManager + 'a>)> {
+    let fam = os_family(root)?;
     let pm: Box<dyn PackageManager> = match fam {
         Family::Debian => Box::new(Apt {
             root: root.clone(),

@@ -146,15 +146,30 @@ pub fn converge(root: &Root, loaded: &Loaded, send_report: bool) -> Result<RunRe
     }
     let result = engine::apply(&cx, &engine::steps());
     if let (Some(cfg), Some(facts)) = (reporting, &facts) {
-        let doc = facts.finished(
+        let mut doc = facts.finished(
             result.steps.clone(),
             crate::csf::firewall_state(root),
             result.error.as_ref(),
             time::OffsetDateTime::now_utc(),
         );
+        // The run may have changed which keys sshd serves (HostKey lines, a regenerated key).
+        doc.host_keys = report::served_host_keys(root);
+        doc.ssh_hardened = ssh_hardened(root, &facts.instance_id, &result);
         report::deliver(root, cfg, &doc);
     }
     Ok(result)
+}
+
+/// When sshd was hardened: by `firstboot --early` on this instance if it did, else by this run.
+fn ssh_hardened(root: &Root, instance: &str, result: &RunResult) -> Option<report::SshHardened> {
+    if let Some(early) = super::firstboot::early_record(root, instance) {
+        return Some(early);
+    }
+    result.sshd_done.map(|d| report::SshHardened {
+        by: "run".into(),
+        after_start_ms: d.as_millis() as u64,
+        uptime_ms: report::uptime_ms(root),
+    })
 }
 
 /// Print the step table on stderr and, with `json`, the summary on stdout.
