@@ -2,8 +2,8 @@
 //! its own [`Transaction`] so a failed step restores what it changed, and later steps are skipped.
 //!
 //! The order shrinks the window in which the VPS is exposed: SSH key, sshd, then the csf download
-//! (verified before anything is installed), prerequisites, csf install, firewall policy, and the
-//! log files lfd watches.
+//! (verified before anything is installed), prerequisites, security updates, csf install,
+//! firewall policy, and the log files lfd watches.
 
 use std::time::Instant;
 
@@ -208,6 +208,7 @@ pub fn steps() -> Vec<Box<dyn Step>> {
         Box::new(crate::sshd::SshdStep),
         Box::new(crate::csf::DownloadStep),
         Box::new(crate::packages::PackagesStep),
+        Box::new(crate::updates::UpdatesStep),
         Box::new(crate::csf::InstallStep),
         Box::new(crate::csf::FirewallStep),
         Box::new(crate::csf::LogStep),

@@ -23,4 +23,5 @@ pub mod root;
 pub mod runner;
 pub mod sshd;
 pub mod systemd;
+pub mod updates;
 pub mod userdata;

@@ -347,11 +347,15 @@ pub fn manager<'a>(
     Ok((fam, pm))
 }
 
-/// All packages wanted: csf's prerequisites (when csf is configured) plus `packages.extra`.
+/// All packages wanted: csf's prerequisites (when csf is configured), the security updater
+/// (when `updates.enabled`), plus `packages.extra`.
 pub fn wanted(cx: &Context, fam: Family) -> Vec<String> {
     let mut pkgs: Vec<String> = Vec::new();
     if cx.config.csf.is_some() {
         pkgs.extend(csf_prerequisites(fam).into_iter().map(String::from));
+    }
+    if cx.config.updates.enabled {
+        pkgs.extend(crate::updates::packages(fam).iter().map(|p| p.to_string()));
     }
     for p in &cx.config.packages.extra {
         if !pkgs.contains(p) {
@@ -370,8 +374,10 @@ impl Step for PackagesStep {
     }
 
     fn skip_reason(&self, cx: &Context) -> Option<String> {
-        (cx.config.csf.is_none() && cx.config.packages.extra.is_empty())
-            .then(|| "no csf section and no packages.extra".to_string())
+        (cx.config.csf.is_none()
+            && cx.config.packages.extra.is_empty()
+            && !cx.config.updates.enabled)
+            .then(|| "no csf section, no packages.extra and updates off".to_string())
     }
 
     fn preflight(&self, cx: &Context) -> Result<()> {
