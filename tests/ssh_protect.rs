@@ -240,3 +240,83 @@ fn firstboot_early_runs_only_keys_and_sshd_once() {
         text(&o)
     );
 }
+
+/// `key=value` entries of one unit section, in order (repeated keys kept).
+fn unit_entries(text: &str, section: &str) -> Vec<(String, String)> {
+    let mut inside = false;
+    let mut out = Vec::new();
+    for l in text.lines().map(str::trim) {
+        if l.starts_with('[') {
+            inside = l == format!("[{section}]");
+        } else if let (true, Some((k, v))) = (inside, l.split_once('=')) {
+            out.push((k.to_string(), v.to_string()));
+        }
+    }
+    out
+}
+
+fn words(entries: &[(String, String)], key: &str) -> Vec<String> {
+    entries
+        .iter()
+        .filter(|(k, _)| k == key)
+        .flat_map(|(_, v)| v.split_whitespace().map(str::to_string))
+        .collect()
+}
+
+/// The baked image's early unit sits between cloud-init's init stage (which wrote the config)
+/// and sshd's first start, without an ordering cycle.
+#[test]
+fn early_unit_runs_after_cloud_init_and_before_sshd() {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("image/brickup-early.service"),
+    )
+    .unwrap();
+    let u = unit_entries(&unit, "Unit");
+    let (before, after) = (words(&u, "Before"), words(&u, "After"));
+    for b in [
+        "ssh.service",
+        "ssh.socket",
+        "sshd.service",
+        "sysinit.target",
+    ] {
+        assert!(before.contains(&b.to_string()), "not Before={b}: {unit}");
+    }
+    assert!(after.contains(&"cloud-init.service".to_string()), "{unit}");
+    assert!(words(&u, "DefaultDependencies") == ["no"], "default dependencies would order it after sysinit.target, and so after ssh.socket's sockets.target: {unit}");
+    // Nothing it waits for may itself wait for sshd.
+    for late in [
+        "network-online.target",
+        "basic.target",
+        "sysinit.target",
+        "multi-user.target",
+        "sockets.target",
+    ] {
+        assert!(
+            !after.contains(&late.to_string()),
+            "After={late} closes a cycle: {unit}"
+        );
+    }
+    assert_eq!(
+        words(&unit_entries(&unit, "Service"), "ExecStart"),
+        ["/usr/local/bin/brickup", "firstboot", "--early"]
+    );
+    assert_eq!(
+        words(&unit_entries(&unit, "Install"), "WantedBy"),
+        ["sysinit.target"]
+    );
+    // The fact it builds on, from this machine's cloud-init: its init stage runs before sysinit
+    // (so before ssh.socket) and before sshd.
+    let ci = Path::new("/lib/systemd/system/cloud-init.service");
+    if let Ok(text) = std::fs::read_to_string(ci) {
+        let c = unit_entries(&text, "Unit");
+        let cb = words(&c, "Before");
+        assert!(
+            cb.contains(&"sysinit.target".to_string()) && cb.contains(&"sshd.service".to_string()),
+            "{text}"
+        );
+        assert!(
+            !words(&c, "After").iter().any(|a| a.starts_with("brickup")),
+            "{text}"
+        );
+    }
+}
