@@ -215,7 +215,12 @@ impl RunFacts {
 }
 
 /// The host keys sshd serves (`sshd -T` under the root), or none when that cannot be read.
+/// A root without sshd (an image being prepared) has nothing to ask: its key files are listed.
 pub fn served_host_keys(root: &Root) -> Vec<HostKey> {
+    if crate::sshd::sshd_cmd(root).is_none() {
+        return or_unknown("SSH host key files", identity::host_key_fingerprints(root))
+            .unwrap_or_default();
+    }
     or_unknown(
         "SSH host keys sshd serves",
         crate::sshd::served_host_keys(root, &crate::runner::SystemRunner),
