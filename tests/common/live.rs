@@ -30,6 +30,7 @@ use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -113,31 +114,11 @@ impl LiveConfig {
     }
 }
 
-/// Prints a test's wall time when it ends, passed or failed.
-pub struct Timer(pub &'static str, pub Instant);
-
-impl Timer {
-    pub fn start(name: &'static str) -> Timer {
-        Timer(name, Instant::now())
-    }
-}
-
-impl Drop for Timer {
-    fn drop(&mut self) {
-        let how = if std::thread::panicking() {
-            "FAILED"
-        } else {
-            "ok"
-        };
-        eprintln!(
-            "live_root: {} {how} after {:.1} s",
-            self.0,
-            self.1.elapsed().as_secs_f64()
-        );
-    }
-}
-
 pub struct LiveRoot {
+    /// The test's name, for the wall-time line printed at the end.
+    name: &'static str,
+    /// When this root got its turn (live roots run one at a time).
+    since: Instant,
     /// Host pid of the namespaces' PID 1 (`systemd`).
     pub init: i32,
     holder: Option<Child>,
@@ -189,6 +170,21 @@ fn require_root_and_tools() {
     }
 }
 
+/// Network namespaces left by live roots of test processes that died without cleaning up
+/// (SIGKILL): `brk-live-PID-N` whose PID is gone. Their veth goes with them.
+fn remove_stale_netns() {
+    let list = must(Command::new("ip").args(["netns", "list"]));
+    for name in list
+        .split_whitespace()
+        .filter(|n| n.starts_with("brk-live-"))
+    {
+        let pid = name.split('-').nth(2).and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
 /// A 10.199.N.0/30 not in use on this host (other live roots, other test runs).
 fn free_net() -> u8 {
     static SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -217,9 +213,11 @@ impl LiveRoot {
     /// A booted root: namespaces up, shim installed, root password set, a VPS-like sshd
     /// config (root password logins allowed, as many provider images have them) and
     /// `ssh.service` started on port 22. brickup has not run yet.
-    pub fn new() -> LiveRoot {
+    /// `name` is the test's, for the wall time printed when the root is dropped.
+    pub fn new(name: &'static str) -> LiveRoot {
         require_root_and_tools();
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let since = Instant::now();
         let tmp = tempfile::tempdir().unwrap();
         let [upper, work, merged, keys, out] =
             ["upper", "work", "merged", "keys", "out"].map(|d| tmp.path().join(d));
@@ -229,11 +227,14 @@ impl LiveRoot {
         let tarball = fixture_tarball(&out);
         let (key, public_key) = keypair(&keys);
 
+        remove_stale_netns();
         let net = free_net();
         let netns = format!("brk-live-{}-{net}", std::process::id());
         let host_if = format!("brkl{net}h");
         // The guard exists before anything that needs cleaning up does.
         let mut root = LiveRoot {
+            name,
+            since,
             init: 0,
             holder: None,
             netns: netns.clone(),
@@ -247,13 +248,15 @@ impl LiveRoot {
         };
         root.network();
 
-        let mut holder = Command::new("nsenter")
+        let mut holder = Command::new("nsenter");
+        holder
             .arg(format!("--net=/run/netns/{netns}"))
             .args([
                 "--",
                 "unshare",
                 "--pid",
                 "--fork",
+                "--kill-child",
                 "--mount",
                 "--uts",
                 "--ipc",
@@ -271,9 +274,16 @@ impl LiveRoot {
             .arg(apt_repo())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting unshare");
+            .stderr(Stdio::piped());
+        // If the test process dies without unwinding, unshare gets SIGKILL, and with it (by
+        // --kill-child) PID 1 and so every process in the root.
+        unsafe {
+            holder.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let mut holder = holder.spawn().expect("starting unshare");
         let mut line = String::new();
         BufReader::new(holder.stdout.take().unwrap())
             .read_line(&mut line)
@@ -500,7 +510,7 @@ impl LiveRoot {
         let sha = c.sha256.clone().unwrap_or(self.tarball_sha256.clone());
         let mn: Vec<String> = c.masternode_ports.iter().map(u16::to_string).collect();
         let mut y = format!(
-            "version: 1\nupdates:\n  enabled: false\nssh:\n  port: {}\n  authorized_keys:\n    - {}\nfirewall:\n  masternode_ports: [{}]\n  ipv6: {}\ncsf:\n  url: file://{TARBALL_IN_ROOT}\n  sha256: {sha}\n",
+            "version: 1\nssh:\n  port: {}\n  authorized_keys:\n    - {}\nfirewall:\n  masternode_ports: [{}]\n  ipv6: {}\ncsf:\n  url: file://{TARBALL_IN_ROOT}\n  sha256: {sha}\n",
             c.port,
             self.public_key,
             mn.join(", "),
@@ -779,6 +789,16 @@ impl Drop for LiveRoot {
             .args(["link", "del", &self.host_if])
             .stderr(Stdio::null())
             .status();
+        let how = if std::thread::panicking() {
+            "FAILED"
+        } else {
+            "ok"
+        };
+        eprintln!(
+            "live_root: {} {how} after {:.1} s (setup, test and cleanup)",
+            self.name,
+            self.since.elapsed().as_secs_f64()
+        );
     }
 }
 
