@@ -74,11 +74,19 @@ build {
     destination = "/tmp/brickup-firstboot.service"
   }
 
+  # Keys and sshd before sshd first starts (no password SSH at first boot).
+  provisioner "file" {
+    source      = "image/brickup-early.service"
+    destination = "/tmp/brickup-early.service"
+  }
+
   provisioner "shell" {
     inline = [
       "sudo install -m 0755 /tmp/brickup /usr/local/bin/brickup",
       "sudo install -m 0644 /tmp/brickup-firstboot.service /etc/systemd/system/brickup-firstboot.service",
       "sudo systemctl enable brickup-firstboot.service",
+      "sudo install -m 0644 /tmp/brickup-early.service /etc/systemd/system/brickup-early.service",
+      "sudo systemctl enable brickup-early.service",
       "sudo install -d -m 0700 /etc/brickup /var/lib/brickup /var/lib/brickup/cache",
     ]
   }

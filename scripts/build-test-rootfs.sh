@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds (once, cached outside the repo) what the real-part tests use:
 #   $CACHE/rootfs-<suite>/     a Debian minbase rootfs with openssh-server (real sshd, real apt)
-#   $CACHE/apt-<suite>/        a flat apt repository with csf's prerequisites and their
+#   $CACHE/apt-<suite>/        a flat apt repository with csf's prerequisites, unattended-upgrades and their
 #                              dependencies, so the rootfs's apt-get installs them offline
 # Rebuilt only when this script changes. Needs root, mmdebstrap and apt-utils.
 set -euo pipefail
@@ -11,7 +11,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 stamp=$(sha256sum "$here/build-test-rootfs.sh" | cut -c1-16)
 rootfs=$cache/rootfs-$suite
 repo=$cache/apt-$suite
-prereqs="perl libwww-perl liblwp-protocol-https-perl libio-socket-ssl-perl libio-socket-inet6-perl libsocket6-perl libnet-libidn-perl e2fsprogs iptables bind9-host unzip cron rsyslog"
+prereqs="perl libwww-perl liblwp-protocol-https-perl libio-socket-ssl-perl libio-socket-inet6-perl libsocket6-perl libnet-libidn-perl e2fsprogs iptables bind9-host unzip cron rsyslog unattended-upgrades"
 
 if [ -f "$rootfs/.brickup-stamp" ] && [ "$(cat "$rootfs/.brickup-stamp")" = "$stamp" ] && [ -f "$repo/Packages" ]; then
   echo "test rootfs up to date: $rootfs"

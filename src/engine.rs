@@ -48,6 +48,9 @@ pub struct Context<'a> {
     /// Set by [`apply`] while the run is in progress: sshd and the firewalls keep
     /// `facts.old_ssh_ports` open beside `ssh.port`. `plan` and `check` see the final state.
     pub keep_old_ports: bool,
+    /// `firstboot --early`: sshd has not started yet (this runs before ssh.service/ssh.socket),
+    /// so its config is written and validated but sshd is never restarted.
+    pub early: bool,
 }
 
 impl<'a> Context<'a> {
@@ -60,6 +63,7 @@ impl<'a> Context<'a> {
             live,
             facts: Facts::default(),
             keep_old_ports: false,
+            early: false,
         }
     }
 
@@ -202,12 +206,20 @@ pub trait Step {
     }
 }
 
+/// When this brickup process started (the first call; the CLI makes it first thing).
+pub fn process_start() -> Instant {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
 /// The result of a whole apply.
 #[derive(Debug)]
 pub struct RunResult {
     pub steps: Vec<StepResult>,
     /// The first failure, if any.
     pub error: Option<anyhow::Error>,
+    /// From [`process_start`] to the end of a successful sshd step, when one ran.
+    pub sshd_done: Option<std::time::Duration>,
 }
 
 impl RunResult {
@@ -250,12 +262,16 @@ pub fn apply(cx: &Context, steps: &[Box<dyn Step>]) -> RunResult {
     moving.keep_old_ports = true;
     let mut results = Vec::new();
     let mut error = None;
+    let mut sshd_done = None;
     for step in steps {
         if error.is_some() {
             results.push(not_run(step.name(), "not run: an earlier step failed"));
             continue;
         }
         let (result, e) = apply_one(&moving, step.as_ref());
+        if step.name() == "sshd" && e.is_none() && result.outcome != Outcome::Skipped {
+            sshd_done = Some(process_start().elapsed());
+        }
         results.push(result);
         error = e;
     }
@@ -267,6 +283,7 @@ pub fn apply(cx: &Context, steps: &[Box<dyn Step>]) -> RunResult {
     RunResult {
         steps: results,
         error,
+        sshd_done,
     }
 }
 
@@ -295,6 +312,7 @@ fn preflight(cx: &Context, steps: &[Box<dyn Step>]) -> Option<RunResult> {
     Some(RunResult {
         steps,
         error: Some(e),
+        sshd_done: None,
     })
 }
 

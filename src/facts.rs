@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::engine::Context;
+use crate::sshd::crypto::OpensshVersion;
 
 /// The host as found at the start of a run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -18,26 +19,40 @@ pub struct Facts {
     pub global_ipv6: bool,
     /// OS family and package tool (None: unsupported or unreadable; the packages step says why).
     pub os: Option<crate::packages::Os>,
+    /// The target's OpenSSH (`sshd -V` of the root's own sshd): the SSH crypto is chosen by it.
+    pub openssh: Option<OpensshVersion>,
 }
 
 impl Facts {
-    /// Look at the host. Under a root other than `/` nothing is running to look at: no facts.
+    /// Look at the host. Under a root other than `/` nothing is running to look at: only the
+    /// installed software is read. Early at boot (before sshd first starts) no port is asked.
     pub fn gather(cx: &Context) -> Result<Facts> {
-        let os = crate::packages::detect(&cx.root).ok();
-        if !cx.live() {
-            return Ok(Facts {
-                os,
-                ..Facts::default()
-            });
+        let mut facts = Facts {
+            openssh: openssh_version(cx),
+            os: crate::packages::detect(&cx.root).ok(),
+            ..Facts::default()
+        };
+        if cx.live() {
+            facts.global_ipv6 = std::fs::read_to_string("/proc/net/if_inet6")
+                .map(|t| crate::csf::has_global_ipv6(&t))
+                .unwrap_or(false);
+            if !cx.early {
+                facts.old_ssh_ports = old_ssh_ports(cx);
+            }
         }
-        let global_ipv6 = std::fs::read_to_string("/proc/net/if_inet6")
-            .map(|t| crate::csf::has_global_ipv6(&t))
-            .unwrap_or(false);
-        Ok(Facts {
-            old_ssh_ports: old_ssh_ports(cx),
-            global_ipv6,
-            os,
-        })
+        Ok(facts)
+    }
+}
+
+/// `sshd -V` of the target's sshd (older releases print the version in their usage text).
+fn openssh_version(cx: &Context) -> Option<OpensshVersion> {
+    let cmd = crate::sshd::sshd_cmd(&cx.root)?;
+    match cx.runner.run(&cmd.arg("-V")) {
+        Ok(out) => OpensshVersion::parse(&format!("{}\n{}", out.stderr, out.stdout)),
+        Err(e) => {
+            tracing::warn!("asking sshd for its version: {e:#}");
+            None
+        }
     }
 }
 

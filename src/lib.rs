@@ -24,4 +24,5 @@ pub mod run;
 pub mod runner;
 pub mod sshd;
 pub mod systemd;
+pub mod updates;
 pub mod userdata;

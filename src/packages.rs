@@ -312,6 +312,11 @@ pub struct Os {
     pub tool: &'static str,
 }
 
+/// The OS family of the root (os-release(5): `/etc/os-release`, else `/usr/lib/os-release`).
+pub fn os_family(root: &Root) -> Result<Family> {
+    Ok(detect(root)?.family)
+}
+
 /// Read the root's os-release and look for dnf; an unsupported OS is an error naming it.
 pub fn detect(root: &Root) -> Result<Os> {
     let path = root.path("/etc/os-release");
@@ -357,11 +362,15 @@ pub fn manager<'a>(cx: &Context<'a>) -> Result<(Family, Box<dyn PackageManager +
     Ok((os.family, pm))
 }
 
-/// All packages wanted: csf's prerequisites (when csf is configured) plus `packages.extra`.
+/// All packages wanted: csf's prerequisites (when csf is configured), the security updater
+/// (when `updates.enabled`), plus `packages.extra`.
 pub fn wanted(cx: &Context, fam: Family) -> Vec<String> {
     let mut pkgs: Vec<String> = Vec::new();
     if cx.config.csf.is_some() {
         pkgs.extend(csf_prerequisites(fam).into_iter().map(String::from));
+    }
+    if cx.config.updates.enabled {
+        pkgs.extend(crate::updates::packages(fam).iter().map(|p| p.to_string()));
     }
     for p in &cx.config.packages.extra {
         if !pkgs.contains(p) {
@@ -380,8 +389,10 @@ impl Step for PackagesStep {
     }
 
     fn skip_reason(&self, cx: &Context) -> Option<String> {
-        (cx.config.csf.is_none() && cx.config.packages.extra.is_empty())
-            .then(|| "no csf section and no packages.extra".to_string())
+        (cx.config.csf.is_none()
+            && cx.config.packages.extra.is_empty()
+            && !cx.config.updates.enabled)
+            .then(|| "no csf section, no packages.extra and updates off".to_string())
     }
 
     fn preflight(&self, cx: &Context) -> Result<()> {

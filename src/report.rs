@@ -104,6 +104,34 @@ pub struct Report {
     /// The error chain, outermost first; only on failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Vec<String>>,
+    /// When sshd was hardened; absent when no run has hardened it yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_hardened: Option<SshHardened>,
+}
+
+/// When sshd's hardening was done, as the run that did it measured: `firstboot --early` (before
+/// sshd first started) or the run reporting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SshHardened {
+    /// `early` (before sshd first accepted a connection) or `run` (the run reporting).
+    pub by: String,
+    /// Milliseconds from that brickup's start to the end of its sshd step.
+    pub after_start_ms: u64,
+    /// The machine's uptime at that moment (ms since the kernel started, /proc/uptime); absent
+    /// under a root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_ms: Option<u64>,
+}
+
+/// The running machine's uptime in ms (/proc/uptime), when `root` is the machine itself.
+pub fn uptime_ms(root: &Root) -> Option<u64> {
+    if !root.is_live() {
+        return None;
+    }
+    let text = std::fs::read_to_string("/proc/uptime").ok()?;
+    let secs: f64 = text.split_whitespace().next()?.parse().ok()?;
+    Some((secs * 1000.0) as u64)
 }
 
 /// What the engine knows about the run; it builds both the `started` and `finished` reports.
@@ -137,8 +165,7 @@ impl RunFacts {
             brickup_version: env!("CARGO_PKG_VERSION").to_string(),
             config_sha256: hex::encode(Sha256::digest(config_bytes)),
             ssh_port,
-            host_keys: or_unknown("SSH host keys", identity::host_key_fingerprints(root))
-                .unwrap_or_default(),
+            host_keys: served_host_keys(root),
             started_at: OffsetDateTime::now_utc(),
         }
     }
@@ -182,8 +209,23 @@ impl RunFacts {
             started_at: rfc3339(self.started_at),
             finished_at: None,
             error: None,
+            ssh_hardened: None,
         }
     }
+}
+
+/// The host keys sshd serves (`sshd -T` under the root), or none when that cannot be read.
+/// A root without sshd (an image being prepared) has nothing to ask: its key files are listed.
+pub fn served_host_keys(root: &Root) -> Vec<HostKey> {
+    if crate::sshd::sshd_cmd(root).is_none() {
+        return or_unknown("SSH host key files", identity::host_key_fingerprints(root))
+            .unwrap_or_default();
+    }
+    or_unknown(
+        "SSH host keys sshd serves",
+        crate::sshd::served_host_keys(root, &crate::runner::SystemRunner),
+    )
+    .unwrap_or_default()
 }
 
 fn or_unknown<T>(what: &str, value: anyhow::Result<T>) -> Option<T> {

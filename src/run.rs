@@ -4,8 +4,8 @@
 //! arguments and prints.
 //!
 //! The order shrinks the window in which the VPS is exposed: SSH key, sshd, then the csf download
-//! (verified before anything is installed), prerequisites, csf install, firewall policy, and the
-//! log files lfd watches.
+//! (verified before anything is installed), prerequisites, security updates, csf install,
+//! firewall policy, and the log files lfd watches.
 
 use std::path::{Path, PathBuf};
 
@@ -24,9 +24,18 @@ pub fn steps() -> Vec<Box<dyn Step>> {
         Box::new(crate::sshd::SshdStep),
         Box::new(crate::csf::DownloadStep),
         Box::new(crate::packages::PackagesStep),
+        Box::new(crate::updates::UpdatesStep),
         Box::new(crate::csf::InstallStep),
         Box::new(crate::csf::FirewallStep),
         Box::new(crate::csf::LogStep),
+    ]
+}
+
+/// The steps `firstboot --early` runs before sshd first starts: the SSH key and sshd.
+pub fn early_steps() -> Vec<Box<dyn Step>> {
+    vec![
+        Box::new(crate::keys::KeysStep),
+        Box::new(crate::sshd::SshdStep),
     ]
 }
 
@@ -103,13 +112,28 @@ pub fn converge(root: &Root, loaded: &Loaded, send_report: bool) -> Result<RunRe
     }
     let result = engine::apply(&cx, &steps());
     if let (Some(cfg), Some(facts)) = (reporting, &facts) {
-        let doc = facts.finished(
+        let mut doc = facts.finished(
             result.steps.clone(),
             crate::csf::firewall_state(root),
             result.error.as_ref(),
             time::OffsetDateTime::now_utc(),
         );
+        // The run may have changed which keys sshd serves (HostKey lines, a regenerated key).
+        doc.host_keys = report::served_host_keys(root);
+        doc.ssh_hardened = ssh_hardened(root, &facts.instance_id, &result);
         report::deliver(root, cfg, &doc);
     }
     Ok(result)
+}
+
+/// When sshd was hardened: by `firstboot --early` on this instance if it did, else by this run.
+fn ssh_hardened(root: &Root, instance: &str, result: &RunResult) -> Option<report::SshHardened> {
+    if let Some(early) = crate::cli::firstboot::early_record(root, instance) {
+        return Some(early);
+    }
+    result.sshd_done.map(|d| report::SshHardened {
+        by: "run".into(),
+        after_start_ms: d.as_millis() as u64,
+        uptime_ms: report::uptime_ms(root),
+    })
 }

@@ -1,7 +1,11 @@
-//! Rendering cloud-init user-data (`#cloud-config`, cloud-init's module docs): the config written
-//! with `write_files` (0600), the binary fetched by pinned URL + sha256 or embedded (`gz+b64`),
-//! the first-boot unit enabled so a failed run retries on the next boot, and `brickup firstboot`
-//! run once from `runcmd`. Each provider's user-data size limit is enforced (FACTS.md).
+//! Rendering cloud-init user-data (`#cloud-config`, cloud-init's module docs). With a fetched
+//! binary everything that closes password SSH happens in `bootcmd`, which cloud-init runs in its
+//! init stage, before ssh.service/ssh.socket first start: the config is written (once per
+//! instance, 0600), the binary fetched and refused unless its sha256 matches, and
+//! `brickup firstboot --early` hardens the SSH key and sshd. The rest (`brickup firstboot`) runs
+//! from `runcmd`, with the first-boot unit enabled so a failed run retries on the next boot.
+//! An embedded binary (`gz+b64`) only arrives with `write_files`, after bootcmd: no early run.
+//! Each provider's user-data size limit is enforced (FACTS.md).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -92,7 +96,9 @@ fn block(text: &str, indent: usize) -> String {
         .collect()
 }
 
-/// The first-boot fetch: python3 is there wherever cloud-init is. Hash before anything runs.
+/// The fetch: python3 is there wherever cloud-init is. bootcmd runs it on every boot, so a
+/// binary that already has the pinned sha256 is kept; otherwise nothing runs unless the download
+/// hashes to it.
 fn fetch_script(url: &str, sha256: &str) -> String {
     format!(
         r#"#!/usr/bin/env python3
@@ -101,6 +107,12 @@ import hashlib, os, sys, time, urllib.request
 URL = {url:?}
 SHA256 = {sha256:?}
 DEST = {BINARY_PATH:?}
+try:
+    with open(DEST, "rb") as f:
+        if hashlib.sha256(f.read()).hexdigest() == SHA256:
+            sys.exit(0)
+except FileNotFoundError:
+    pass
 for attempt in range(6):
     try:
         with urllib.request.urlopen(URL, timeout=60) as r:
@@ -114,6 +126,7 @@ else:
 got = hashlib.sha256(data).hexdigest()
 if got != SHA256:
     sys.exit(f"brickup-fetch: sha256 mismatch for {{URL}}: expected {{SHA256}}, got {{got}}")
+os.makedirs(os.path.dirname(DEST), exist_ok=True)
 tmp = DEST + ".partial"
 with open(tmp, "wb") as f:
     f.write(data)
@@ -125,19 +138,53 @@ os.rename(tmp, DEST)
     )
 }
 
+pub const FETCH_PATH: &str = "/usr/local/sbin/brickup-fetch";
+const CONFIG_PATH: &str = "/etc/brickup/brickup.yaml";
+
+/// bootcmd (every boot, before sshd first starts): config and fetch script once per instance,
+/// the verified binary, then the early run - which exits at once once done for this instance.
+fn bootcmd(config_text: &str, url: &str, sha256: &str) -> String {
+    let setup = format!(
+        "set -e\numask 077\nmkdir -p /etc/brickup /usr/local/sbin\necho {} | base64 -d > {CONFIG_PATH}\ncat > {FETCH_PATH} <<'BRICKUP_FETCH_EOF'\n{}BRICKUP_FETCH_EOF\nchmod 0700 {FETCH_PATH}\n",
+        b64(config_text.as_bytes()),
+        fetch_script(url, sha256)
+    );
+    let mut d = String::from("bootcmd:\n");
+    let _ = write!(
+        d,
+        "  - - cloud-init-per\n    - instance\n    - brickup-setup\n    - sh\n    - -c\n    - |\n{}",
+        block(&setup, 6)
+    );
+    let _ = writeln!(d, "  - [{FETCH_PATH}]");
+    let _ = writeln!(
+        d,
+        "  - [sh, -c, \"{}\"]",
+        verified_exec(sha256, "firstboot --early")
+    );
+    d
+}
+
+/// Run the installed binary only when it has the pinned sha256.
+fn verified_exec(sha256: &str, args: &str) -> String {
+    format!("echo '{sha256}  {BINARY_PATH}' | sha256sum -c --quiet && exec {BINARY_PATH} {args}")
+}
+
 fn document(config_text: &str, binary: &Binary) -> Result<String> {
     let mut d = String::from("#cloud-config\n# Rendered by `brickup render-userdata`: hardens this node at first boot.\n");
+    if let Binary::Fetch { url, sha256 } = binary {
+        d.push_str(&bootcmd(config_text, url, sha256));
+    }
     d.push_str("write_files:\n");
-    let _ = write!(d, "  - path: /etc/brickup/brickup.yaml\n    owner: root:root\n    permissions: '0600'\n    encoding: b64\n    content: {}\n", b64(config_text.as_bytes()));
     let _ = write!(d, "  - path: /etc/systemd/system/brickup-firstboot.service\n    owner: root:root\n    permissions: '0644'\n    content: |\n{}", block(FIRSTBOOT_UNIT, 6));
     let run = match binary {
-        Binary::Fetch { url, sha256 } => {
-            let _ = write!(d, "  - path: /usr/local/sbin/brickup-fetch\n    owner: root:root\n    permissions: '0700'\n    content: |\n{}", block(&fetch_script(url, sha256), 6));
-            format!("/usr/local/sbin/brickup-fetch && exec {BINARY_PATH} firstboot")
+        Binary::Fetch { sha256, .. } => {
+            // bootcmd fetched it; fetched again here if that failed (no network yet, say).
+            format!("{FETCH_PATH} && {}", verified_exec(sha256, "firstboot"))
         }
         Binary::Embed { bytes, sha256 } => {
+            let _ = write!(d, "  - path: {CONFIG_PATH}\n    owner: root:root\n    permissions: '0600'\n    encoding: b64\n    content: {}\n", b64(config_text.as_bytes()));
             let _ = write!(d, "  - path: {BINARY_PATH}\n    owner: root:root\n    permissions: '0755'\n    encoding: gz+b64\n    content: {}\n", gz_b64(bytes)?);
-            format!("echo '{sha256}  {BINARY_PATH}' | sha256sum -c --quiet && exec {BINARY_PATH} firstboot")
+            verified_exec(sha256, "firstboot")
         }
     };
     d.push_str("runcmd:\n");
@@ -186,15 +233,49 @@ mod tests {
         let cfg = "version: 1\nssh:\n  port: 2222 # ünïcode\n";
         let doc = render(cfg, &fetch(), None).unwrap();
         let v: serde_json::Value = serde_norway::from_str(&doc).unwrap();
-        let content = v["write_files"][0]["content"].as_str().unwrap();
+        let setup = v["bootcmd"][0][5].as_str().unwrap();
+        let b64 = setup
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("echo ")?
+                    .strip_suffix(" | base64 -d > /etc/brickup/brickup.yaml")
+            })
+            .unwrap();
         let back = base64::engine::general_purpose::STANDARD
-            .decode(content)
+            .decode(b64)
             .unwrap();
         assert_eq!(back, cfg.as_bytes());
-        assert_eq!(v["write_files"][0]["permissions"], "0600");
-        assert!(v["write_files"][2]["content"]
-            .as_str()
-            .unwrap()
-            .contains(&"ab".repeat(32)));
+        assert!(setup.contains("umask 077"), "{setup}");
+        assert!(setup.contains(&"ab".repeat(32)), "{setup}");
+    }
+
+    /// bootcmd: setup once per instance, the fetch (which verifies), then the early run, which
+    /// execs only after the sha256 check; the full run stays in runcmd.
+    #[test]
+    fn early_run_in_bootcmd_after_the_hash_check() {
+        let doc = render("version: 1\n", &fetch(), None).unwrap();
+        let v: serde_json::Value = serde_norway::from_str(&doc).unwrap();
+        let boot = v["bootcmd"].as_array().unwrap();
+        assert_eq!(boot[0][0], "cloud-init-per");
+        assert_eq!(boot[0][1], "instance");
+        assert_eq!(boot[1][0], FETCH_PATH);
+        let early = boot[2][2].as_str().unwrap();
+        let check = early.find("sha256sum -c --quiet &&").unwrap();
+        assert!(
+            check
+                < early
+                    .find("exec /usr/local/bin/brickup firstboot --early")
+                    .unwrap(),
+            "{early}"
+        );
+        let full = v["runcmd"][1][2].as_str().unwrap();
+        assert!(
+            full.contains("sha256sum -c --quiet && exec /usr/local/bin/brickup firstboot"),
+            "{full}"
+        );
+        assert!(!full.contains("--early"), "{full}");
+        // The script bootcmd writes keeps a verified binary without downloading again.
+        let script = fetch_script("https://example.com/b", &"ab".repeat(32));
+        assert!(script.find("sys.exit(0)").unwrap() < script.find("urlopen").unwrap());
     }
 }

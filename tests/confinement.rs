@@ -69,7 +69,7 @@ fn mode(m: u32) -> fs::Permissions {
 /// The config, as /etc/brickup/brickup.yaml holds it: its key line parses as a key, so the attack
 /// below finds the key "already installed" and only fixes mode and owner.
 fn yaml() -> String {
-    format!("version: 1\nssh:\n  user: mn\n  port: 2222\n  authorized_keys:\n    - {KEY}\n")
+    format!("version: 1\nupdates:\n  enabled: false\nssh:\n  user: mn\n  port: 2222\n  authorized_keys:\n    - {KEY}\n")
 }
 
 fn config() -> Config {

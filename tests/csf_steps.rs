@@ -37,7 +37,7 @@ fn check_agrees_with_apply(root: &str, cfg: &Path, applied: &serde_json::Value) 
 fn config(dir: &Path, url: &str, sha: &str) -> PathBuf {
     let (_, public) = keypair(dir);
     let cfg = dir.join("brickup.yaml");
-    std::fs::write(&cfg, format!("version: 1\nssh:\n  port: 2222\n  authorized_keys:\n    - {public}\nfirewall:\n  masternode_ports: [pivx]\ncsf:\n  url: {url}\n  sha256: {sha}\n  allow_http: true\n")).unwrap();
+    std::fs::write(&cfg, format!("version: 1\nupdates:\n  enabled: false\nssh:\n  port: 2222\n  authorized_keys:\n    - {public}\nfirewall:\n  masternode_ports: [pivx]\ncsf:\n  url: {url}\n  sha256: {sha}\n  allow_http: true\n")).unwrap();
     cfg
 }
 
@@ -164,7 +164,7 @@ fn csf_root(port: u16) -> (tempfile::TempDir, brickup::config::Config) {
     )
     .unwrap();
     let (_, public) = keypair(root.path());
-    let text = format!("version: 1\nssh:\n  port: {port}\n  authorized_keys:\n    - {public}\nfirewall:\n  masternode_ports: [9999]\n  ipv6: off\ncsf:\n  url: https://example.invalid/csf.tgz\n  sha256: {}\n", "ab".repeat(32));
+    let text = format!("version: 1\nupdates:\n  enabled: false\nssh:\n  port: {port}\n  authorized_keys:\n    - {public}\nfirewall:\n  masternode_ports: [9999]\n  ipv6: off\ncsf:\n  url: https://example.invalid/csf.tgz\n  sha256: {}\n", "ab".repeat(32));
     (
         root,
         brickup::config::parse(&text, Path::new("t.yaml")).unwrap(),
@@ -636,7 +636,7 @@ fn tcp_out_keeps_brickups_own_ports_open() {
         "deb https://mirror.example:9443/debian bookworm main\n",
     )
     .unwrap();
-    let text = format!("version: 1\nssh:\n  port: 2222\n  authorized_keys:\n    - {public}\nfirewall:\n  masternode_ports: [9999]\n  tcp_out: [53]\n  ipv6: on\ncsf:\n  url: https://mirror.example:8080/csf.tgz\n  sha256: {}\nreport:\n  url: https://hooks.example:8443/brickup\n", "ab".repeat(32));
+    let text = format!("version: 1\nupdates:\n  enabled: false\nssh:\n  port: 2222\n  authorized_keys:\n    - {public}\nfirewall:\n  masternode_ports: [9999]\n  tcp_out: [53]\n  ipv6: on\ncsf:\n  url: https://mirror.example:8080/csf.tgz\n  sha256: {}\nreport:\n  url: https://hooks.example:8443/brickup\n", "ab".repeat(32));
     let config = brickup::config::parse(&text, Path::new("t.yaml")).unwrap();
     let runner = RecordingRunner::new();
     let cx = Context::new(brickup::root::Root::new(root.path()), &config, &runner);
@@ -699,7 +699,7 @@ fn unknown_firewall_setting_is_refused_in_preflight() {
     let keys = tempfile::tempdir().unwrap();
     let (_, public) = keypair(keys.path());
     let yaml = |key: &str| {
-        format!("version: 1\nssh:\n  port: 2222\n  authorized_keys:\n    - {public}\nfirewall:\n  settings:\n    {key}: \"1\"\ncsf:\n  url: https://example.invalid/csf.tgz\n  sha256: {}\n", "ab".repeat(32))
+        format!("version: 1\nupdates:\n  enabled: false\nssh:\n  port: 2222\n  authorized_keys:\n    - {public}\nfirewall:\n  settings:\n    {key}: \"1\"\ncsf:\n  url: https://example.invalid/csf.tgz\n  sha256: {}\n", "ab".repeat(32))
     };
     let runner = RecordingRunner::new();
     let typo = brickup::config::parse(&yaml("LF_TRIGGERR"), Path::new("t.yaml")).unwrap();

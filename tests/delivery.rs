@@ -16,7 +16,7 @@ fn base_config(dir: &Path, extra: &str) -> PathBuf {
     let cfg = dir.join("brickup.yaml");
     std::fs::write(
         &cfg,
-        format!("version: 1\nssh:\n  port: 2222\n  authorized_keys:\n    - {public}\n{extra}"),
+        format!("version: 1\nupdates:\n  enabled: false\nssh:\n  port: 2222\n  authorized_keys:\n    - {public}\n{extra}"),
     )
     .unwrap();
     cfg
@@ -336,7 +336,7 @@ fn a_lockout_config_is_refused_changes_nothing_and_the_report_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let recv = receiver(dir.path());
     let cfg = dir.path().join("brickup.yaml");
-    std::fs::write(&cfg, format!("version: 1\nssh:\n  port: 2222\n  authorized_keys: []\nreport:\n  url: http://127.0.0.1:{}/report\n  hmac_secret: {SECRET}\n", recv.port)).unwrap();
+    std::fs::write(&cfg, format!("version: 1\nupdates:\n  enabled: false\nssh:\n  port: 2222\n  authorized_keys: []\nreport:\n  url: http://127.0.0.1:{}/report\n  hmac_secret: {SECRET}\n", recv.port)).unwrap();
     let root = small_root("i-0004");
     let sshd_before = std::fs::read_to_string(root.path().join("etc/ssh/sshd_config")).unwrap();
     let o = brickup(&[

@@ -111,7 +111,7 @@ fn setup() -> (
 
 fn write_config(dir: &Path, port: u16, public: &str) -> std::path::PathBuf {
     let cfg = dir.join("brickup.yaml");
-    let text = format!("version: 1\nssh:\n  port: {port}\n  authorized_keys:\n    - {public}\n  settings:\n    ListenAddress: 127.0.0.1\n");
+    let text = format!("version: 1\nupdates:\n  enabled: false\nssh:\n  port: {port}\n  authorized_keys:\n    - {public}\n  settings:\n    ListenAddress: 127.0.0.1\n");
     std::fs::write(&cfg, text).unwrap();
     cfg
 }

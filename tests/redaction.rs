@@ -197,7 +197,7 @@ fn plan_shows_no_credentials() {
     let csf_url =
         format!("https://{USER}:{PASSWORD}@127.0.0.1:9/csf.tgz?X-Amz-Signature={SIGNATURE}");
     let text = format!(
-        "version: 1\nssh:\n  port: 2222\n  password_authentication: true\n\
+        "version: 1\nupdates:\n  enabled: false\nssh:\n  port: 2222\n  password_authentication: true\n\
          csf:\n  url: \"{csf_url}\"\n  sha256: {}\n\
          report:\n  url: \"https://example.invalid/r?token={SIGNATURE}\"\n",
         "ab".repeat(32)

@@ -56,7 +56,7 @@ fn root_with(units: &[&str], extra: &[&str]) -> tempfile::TempDir {
 fn config(dir: &Path, port: u16) -> brickup::config::Config {
     let (_, public) = keypair(dir);
     brickup::config::parse(
-        &format!("version: 1\nssh:\n  port: {port}\n  authorized_keys:\n    - {public}\n"),
+        &format!("version: 1\nupdates:\n  enabled: false\nssh:\n  port: {port}\n  authorized_keys:\n    - {public}\n"),
         Path::new("t.yaml"),
     )
     .unwrap()

@@ -1,20 +1,28 @@
 //! `brickup firstboot`: apply once per instance. The instance identity (cloud-init's instance-id,
 //! else the DMI product uuid, else machine-id) is recorded after a successful run; the same
 //! instance then exits at once, a new one booted from a baked image runs again, and a failed run
-//! is retried on the next boot.
+//! is retried on the next boot. `--early` runs only the SSH key and sshd steps, before sshd first
+//! starts (cloud-init's bootcmd, or `brickup-early.service`), so no password login is ever offered.
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 
-use super::converge::{load_or_report, print_result};
+use super::converge::{load, load_or_report, print_result};
 use super::{Exit, Target};
+use crate::config::Loaded;
+use crate::engine::{self, Context};
 use crate::fsops::{NewFile, Transaction};
+use crate::report::SshHardened;
+use crate::root::Root;
 use crate::run::converge;
+use crate::runner::SystemRunner;
 
 /// Holds the instance id of the last successful first-boot run.
 pub const DONE_FILE: &str = "/var/lib/brickup/firstboot-done";
+/// The last successful early run: instance id and when sshd was hardened (JSON).
+pub const EARLY_FILE: &str = "/var/lib/brickup/firstboot-early.json";
 
 #[derive(Debug, clap::Args)]
 pub struct Firstboot {
@@ -23,10 +31,34 @@ pub struct Firstboot {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Only the SSH key and sshd steps, before sshd first starts: sshd is never restarted and no
+    /// report is sent. Once per instance; cheap on every later boot.
+    #[arg(long)]
+    early: bool,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EarlyRecord {
+    instance_id: String,
+    #[serde(flatten)]
+    hardened: SshHardened,
+}
+
+/// What the early run on `instance` recorded, if it ran there.
+pub fn early_record(root: &Root, instance: &str) -> Option<SshHardened> {
+    let text = std::fs::read_to_string(root.path(EARLY_FILE)).ok()?;
+    let record: EarlyRecord = serde_json::from_str(&text)
+        .map_err(|e| tracing::warn!("reading {EARLY_FILE}: {e}"))
+        .ok()?;
+    (record.instance_id == instance).then_some(record.hardened)
 }
 
 impl Firstboot {
     pub fn run(self) -> Result<Exit> {
+        if self.early {
+            return self.run_early();
+        }
         let (root, loaded) = load_or_report(&self.target, true)?;
         let _lock = crate::lock::acquire(&root, Duration::from_secs(self.target.lock_wait))?;
         let id = crate::identity::instance_id(&root).context("finding this instance's identity")?;
@@ -44,13 +76,56 @@ impl Firstboot {
         if let Some(e) = &result.error {
             return Ok(super::exit_for(e));
         }
-        let mut tx = Transaction::new(&root);
-        tx.write(
-            Path::new(DONE_FILE),
-            format!("{id}\n").as_bytes(),
-            NewFile::mode(0o600),
-        )?;
-        tx.commit();
+        write(&root, DONE_FILE, format!("{id}\n").as_bytes())?;
         Ok(Exit::Ok)
     }
+
+    /// The SSH key and sshd steps, once per instance, while sshd has not started yet.
+    fn run_early(self) -> Result<Exit> {
+        let (root, loaded) = load(&self.target)?;
+        let _lock = crate::lock::acquire(&root, Duration::from_secs(self.target.lock_wait))?;
+        let id = crate::identity::instance_id(&root).context("finding this instance's identity")?;
+        let done = std::fs::read_to_string(root.path(DONE_FILE)).unwrap_or_default();
+        if done.trim() == id || early_record(&root, &id).is_some() {
+            tracing::info!(instance = %id, "early hardening already done for this instance");
+            return Ok(Exit::Ok);
+        }
+        if root.is_live() && sshd_running(&loaded) {
+            tracing::warn!("sshd is already running: the SSH key and sshd are left to `brickup firstboot`, which restarts it");
+            return Ok(Exit::Ok);
+        }
+        let mut cx = Context::new(root.clone(), &loaded.config, &SystemRunner);
+        cx.early = true;
+        let cx = cx.with_facts()?;
+        let result = engine::apply(&cx, &crate::run::early_steps());
+        print_result(&result, self.json)?;
+        if result.failed() {
+            return Ok(Exit::Failed);
+        }
+        let record = EarlyRecord {
+            instance_id: id,
+            hardened: SshHardened {
+                by: "early".into(),
+                after_start_ms: result.sshd_done.unwrap_or_default().as_millis() as u64,
+                uptime_ms: crate::report::uptime_ms(&root),
+            },
+        };
+        write(&root, EARLY_FILE, &serde_json::to_vec_pretty(&record)?)?;
+        Ok(Exit::Ok)
+    }
+}
+
+/// Does an sshd answer already, on port 22 or the configured one?
+fn sshd_running(loaded: &Loaded) -> bool {
+    let quick = Duration::from_millis(300);
+    [22, loaded.config.ssh.port.get()]
+        .into_iter()
+        .any(|p| crate::sshd::answers(p, quick))
+}
+
+fn write(root: &Root, path: &str, content: &[u8]) -> Result<()> {
+    let mut tx = Transaction::new(root);
+    tx.write(Path::new(path), content, NewFile::mode(0o600))?;
+    tx.commit();
+    Ok(())
 }

@@ -1,7 +1,7 @@
 //! The command line: one file per subcommand, each with `run(self) -> Result<Exit>`.
 
 mod converge;
-mod firstboot;
+pub(crate) mod firstboot;
 mod report;
 mod userdata;
 

@@ -135,6 +135,47 @@ mod tests {
     }
 
     #[test]
+    fn updates_default_on_without_reboots() {
+        let base = "version: 1\nssh:\n  port: 22\n  password_authentication: true\n";
+        let c = parse(base, Path::new("u.yaml")).unwrap();
+        assert!(c.updates.enabled && !c.updates.reboot);
+        assert_eq!(c.updates.reboot_window(), None);
+        let c = parse(
+            &format!("{base}updates:\n  reboot: true\n"),
+            Path::new("u.yaml"),
+        )
+        .unwrap();
+        assert_eq!(c.updates.reboot_window(), Some("04:00"));
+        let with = |u: &str| parse(&format!("{base}updates:\n{u}"), Path::new("u.yaml"));
+        assert_eq!(
+            with("  reboot: true\n  reboot_time: \"03:30\"\n")
+                .unwrap()
+                .updates
+                .reboot_window(),
+            Some("03:30")
+        );
+        for (bad, why) in [
+            (
+                "  reboot: true\n  reboot_time: \"25:00\"\n",
+                "expected HH:MM",
+            ),
+            ("  reboot: true\n  reboot_time: \"4am\"\n", "expected HH:MM"),
+            ("  reboot_time: \"04:00\"\n", "needs updates.reboot: true"),
+        ] {
+            let e = with(bad).unwrap_err();
+            assert_eq!(e.problems[0].field, "updates.reboot_time", "{bad}");
+            assert!(e.problems[0].message.contains(why), "{bad}: {e}");
+            let line = format!("{base}updates:\n{bad}")
+                .lines()
+                .nth(e.problems[0].line - 1)
+                .map(str::to_string);
+            assert!(line.unwrap_or_default().contains("reboot_time"), "{e}");
+        }
+        let e = with("  security_only: false\n").unwrap_err();
+        assert_eq!(e.problems[0].field, "updates.security_only");
+    }
+
+    #[test]
     fn serde_errors_name_field_and_place() {
         let e = parse("version: 1\nssh:\n  port: 70000\n", Path::new("b.yaml")).unwrap_err();
         let s = e.to_string();

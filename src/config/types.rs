@@ -102,6 +102,67 @@ pub struct Config {
     #[serde(default)]
     pub packages: PackagesConfig,
     pub report: Option<crate::report::ReportConfig>,
+    #[serde(default)]
+    pub updates: UpdatesConfig,
+}
+
+/// Automatic security updates: unattended-upgrades (Debian/Ubuntu) or dnf-automatic (RHEL
+/// family), limited to security fixes. On unless `enabled: false`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatesConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Reboot automatically when an update needs it (default: never).
+    #[serde(default)]
+    pub reboot: bool,
+    /// The reboot window, `HH:MM` local time (with `reboot: true`; default 04:00).
+    pub reboot_time: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for UpdatesConfig {
+    fn default() -> Self {
+        UpdatesConfig {
+            enabled: true,
+            reboot: false,
+            reboot_time: None,
+        }
+    }
+}
+
+impl UpdatesConfig {
+    /// The reboot window when reboots are on.
+    pub fn reboot_window(&self) -> Option<&str> {
+        self.reboot
+            .then(|| self.reboot_time.as_deref().unwrap_or("04:00"))
+    }
+
+    fn validate(&self, p: &mut Vec<(String, String)>) {
+        let Some(t) = &self.reboot_time else {
+            return;
+        };
+        let hhmm = t.split_once(':').is_some_and(|(h, m)| {
+            h.len() == 2
+                && m.len() == 2
+                && h.parse::<u8>().is_ok_and(|h| h < 24)
+                && m.parse::<u8>().is_ok_and(|m| m < 60)
+        });
+        if !hhmm {
+            p.push((
+                "updates.reboot_time".into(),
+                "expected HH:MM (24-hour local time, e.g. \"04:00\")".into(),
+            ));
+        } else if !self.reboot {
+            p.push((
+                "updates.reboot_time".into(),
+                "a reboot window needs updates.reboot: true".into(),
+            ));
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -225,6 +286,7 @@ impl Config {
         if let Some(r) = &self.report {
             p.extend(r.validate());
         }
+        self.updates.validate(&mut p);
         p
     }
 }

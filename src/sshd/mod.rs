@@ -2,9 +2,12 @@
 //! includes `sshd_config.d/*.conf`, an in-place managed block otherwise; validated with `sshd -t`
 //! and `sshd -T` before sshd is restarted, and rolled back when anything is off.
 
+pub mod crypto;
 pub mod edit;
+mod hostkeys;
 mod service;
 
+pub use hostkeys::served as served_host_keys;
 pub use service::{answers, current_ports, listening_ports};
 
 use std::fs;
@@ -180,9 +183,71 @@ pub fn owned_settings(cx: &Context) -> edit::Settings {
     s
 }
 
-/// The settings brickup writes, in order: its own, then `ssh.settings`.
+/// Session defaults for a masternode, Lynis SSH-7408's good values (FACTS.md); each one is
+/// replaced by `ssh.settings` when it names the keyword.
+pub const SESSION_DEFAULTS: &[(&str, &str)] = &[
+    ("MaxAuthTries", "3"),
+    ("X11Forwarding", "no"),
+    ("AllowAgentForwarding", "no"),
+    ("AllowTcpForwarding", "no"),
+    ("LogLevel", "VERBOSE"),
+    ("ClientAliveInterval", "300"),
+    ("ClientAliveCountMax", "2"),
+];
+
+/// brickup's defaults, in order: session hardening, the crypto for the target's OpenSSH, the
+/// host keys served. A keyword `ssh.settings` names is left out (the user's value is written).
+pub fn defaults(cx: &Context) -> edit::Settings {
+    let mut s: edit::Settings = SESSION_DEFAULTS
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    if let Some(version) = cx.facts.openssh {
+        let target = crypto::Target {
+            version,
+            crypto_policy: matches!(
+                cx.facts.os.map(|o| o.family),
+                Some(crate::packages::Family::RedHat { .. })
+            ),
+            rsa_keys_ok: rsa_login_keys_ok(cx),
+        };
+        s.extend(
+            crypto::settings(target)
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v)),
+        );
+    }
+    s.extend(
+        crypto::HOST_KEYS
+            .iter()
+            .filter(|(_, path)| cx.root.path(path).exists())
+            .map(|(_, path)| ("HostKey".to_string(), path.to_string())),
+    );
+    let user: Vec<String> = cx
+        .config
+        .ssh
+        .settings
+        .keys()
+        .map(|k| k.to_ascii_lowercase())
+        .collect();
+    s.retain(|(k, _)| !user.contains(&k.to_ascii_lowercase()));
+    s
+}
+
+/// RequiredRSASize would refuse a configured RSA login key under 3072 bits: the owner's way in.
+fn rsa_login_keys_ok(cx: &Context) -> bool {
+    cx.config
+        .ssh
+        .authorized_keys
+        .iter()
+        .filter_map(|k| crypto::rsa_bits(k))
+        .all(|bits| bits >= crypto::MIN_RSA_BITS)
+}
+
+/// The settings brickup writes, in order: its own, its defaults, then `ssh.settings`.
 pub fn settings(cx: &Context) -> edit::Settings {
     let mut s = owned_settings(cx);
+    s.extend(defaults(cx));
     s.extend(
         cx.config
             .ssh
@@ -198,7 +263,11 @@ fn desired(cx: &Context) -> Result<Vec<(PathBuf, String, String)>> {
     let settings = settings(cx);
     let main = read_text(&cx.root, Path::new(SSHD_CONFIG))?;
     let mut files: Vec<(PathBuf, String, String)> = Vec::new();
-    let port = vec!["port".to_string()];
+    // Port and HostKey accumulate: every other line would add a listener or a served key.
+    let mut port = vec!["port".to_string()];
+    if settings.iter().any(|(k, _)| k == "HostKey") {
+        port.push("hostkey".to_string());
+    }
     if edit::includes_dropins(&main) {
         let dropin = Path::new(edit::DROPIN);
         let current = read_text(&cx.root, dropin).unwrap_or_default();
@@ -328,6 +397,7 @@ impl Step for SshdStep {
                 new,
             })
             .collect();
+        actions.extend(hostkeys::plan_notes(cx)?.into_iter().map(Action::Note));
         let old = &cx.facts.old_ssh_ports;
         if !old.is_empty() {
             actions.push(Action::Note(format!(
@@ -348,31 +418,35 @@ impl Step for SshdStep {
     }
 
     fn apply(&self, cx: &Context, tx: &mut Transaction) -> Result<Applied> {
+        let host = hostkeys::apply(cx, tx)?;
         let files = desired(cx)?;
-        if files.is_empty() && !cx.live() {
-            return Ok(Applied::unchanged("sshd config already hardened"));
+        if files.is_empty() && host.is_empty() && !cx.live() {
+            return Ok(deferred_rsa(
+                cx,
+                Applied::unchanged("sshd config already hardened"),
+            ));
         }
         for (path, _, new) in &files {
             tx.write(path, new.as_bytes(), NewFile::mode(0o644))?;
         }
-        let mut applied = if files.is_empty() {
+        let mut done: Vec<String> = files
+            .iter()
+            .map(|f| format!("wrote {}", f.0.display()))
+            .collect();
+        done.extend(host.iter().cloned());
+        let mut applied = if done.is_empty() {
             Applied::unchanged("sshd config already hardened")
         } else {
-            Applied::changed(format!(
-                "wrote {}",
-                files
-                    .iter()
-                    .map(|f| f.0.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
+            Applied::changed(done.join("; "))
         };
+        applied = deferred_rsa(cx, applied);
         match service::verify_effective(cx)? {
             service::Verified::Yes => {}
             service::Verified::Deferred(why) => applied = applied.deferring(why),
         }
         if cx.live() {
-            service::restart_if_needed(cx, tx, !files.is_empty())?;
+            let changed = !files.is_empty() || !host.is_empty();
+            service::restart_if_needed(cx, tx, changed)?;
         } else if applied.changed {
             applied = applied.deferring("sshd restart left to first boot");
         }
@@ -384,6 +458,7 @@ impl Step for SshdStep {
             .into_iter()
             .map(|(p, _, _)| format!("{} differs from brickup's settings", p.display()))
             .collect();
+        drift.extend(hostkeys::drift(cx)?);
         drift.extend(service::effective_drift(cx)?);
         if cx.live() {
             drift.extend(service::listening_drift(
@@ -392,6 +467,17 @@ impl Step for SshdStep {
             )?);
         }
         Ok(drift)
+    }
+}
+
+/// Under a root, a weak RSA host key is left to the run on the machine (never generated into
+/// an image that many instances share).
+fn deferred_rsa(cx: &Context, applied: Applied) -> Applied {
+    match hostkeys::weak_rsa(&cx.root) {
+        Some(bits) if !cx.live() => applied.deferring(format!(
+            "the {bits}-bit RSA host key is regenerated at first boot"
+        )),
+        _ => applied,
     }
 }
 

@@ -105,29 +105,70 @@ fn normalise(keyword: &str, value: &str) -> String {
     v
 }
 
-/// (keyword, wanted, effective) for each owned setting sshd would not use as brickup wants.
-fn mismatches(cx: &Context, eff: &BTreeMap<String, Vec<String>>) -> Vec<(String, String, String)> {
-    let mut out = Vec::new();
+/// One keyword sshd -T does not show as brickup wants it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    pub keyword: String,
+    pub wanted: String,
+    pub effective: String,
+    /// An owned keyword (the owner's way in depends on it), not one of brickup's defaults.
+    pub owned: bool,
+}
+
+/// Keywords sshd -T prints once per value: compared as sets.
+const MULTI: &[&str] = &["port", "hostkey"];
+
+/// Each setting brickup wants (owned ones and its defaults) that sshd would not use as wanted.
+fn mismatches(cx: &Context, eff: &BTreeMap<String, Vec<String>>) -> Vec<Mismatch> {
     let owned = super::owned_settings(cx);
-    let mut ports: Vec<String> = owned
-        .iter()
-        .filter(|(k, _)| k == "Port")
-        .map(|(_, v)| v.clone())
+    let n_owned = owned.len();
+    let wanted: Vec<(usize, String, String)> = owned
+        .into_iter()
+        .chain(super::defaults(cx))
+        .enumerate()
+        .map(|(i, (k, v))| (i, k.to_ascii_lowercase(), v))
         .collect();
-    ports.sort();
-    let mut got_ports = eff.get("port").cloned().unwrap_or_default();
-    got_ports.sort();
-    if got_ports != ports {
-        out.push(("port".into(), ports.join(","), got_ports.join(",")));
+    let mut out = Vec::new();
+    for multi in MULTI {
+        let mut want: Vec<String> = wanted
+            .iter()
+            .filter(|w| w.1 == *multi)
+            .map(|w| normalise(multi, &w.2))
+            .collect();
+        if want.is_empty() {
+            continue;
+        }
+        let mut got: Vec<String> = eff
+            .get(*multi)
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|g| normalise(multi, g))
+            .collect();
+        want.sort();
+        got.sort();
+        if got != want {
+            let owned = wanted.iter().any(|w| w.1 == *multi && w.0 < n_owned);
+            out.push(Mismatch {
+                keyword: multi.to_string(),
+                wanted: want.join(","),
+                effective: got.join(","),
+                owned,
+            });
+        }
     }
-    for (k, v) in owned {
-        let k = k.to_ascii_lowercase();
-        if k == "port" || k == "challengeresponseauthentication" {
-            continue; // ports above; an alias sshd -T prints as kbdinteractiveauthentication.
+    for (i, k, v) in wanted {
+        if MULTI.contains(&k.as_str()) || k == "challengeresponseauthentication" {
+            continue; // above; an alias sshd -T prints as kbdinteractiveauthentication.
         }
         let got: Vec<String> = eff.get(&k).cloned().unwrap_or_default();
         if got.first().map(|g| normalise(&k, g)) != Some(normalise(&k, &v)) {
-            out.push((k, v, got.join(",")));
+            out.push(Mismatch {
+                keyword: k,
+                wanted: v,
+                effective: got.join(","),
+                owned: i < n_owned,
+            });
         }
     }
     out
@@ -203,15 +244,27 @@ pub fn verify_effective(cx: &Context) -> Result<Verified> {
                 "sshd -t/-T checks deferred: the root's sshd has no host keys".into(),
             ));
         };
-        if let Some((keyword, wanted, effective)) = mismatches(cx, &eff).into_iter().next() {
-            let by = culprits(cx, &keyword, &wanted);
+        let (owned, defaults): (Vec<Mismatch>, Vec<Mismatch>) =
+            mismatches(cx, &eff).into_iter().partition(|m| m.owned);
+        if let Some(m) = owned.into_iter().next() {
+            let by = culprits(cx, &m.keyword, &m.wanted);
             return Err(LockoutGuard::Overridden {
-                keyword,
-                wanted,
-                effective,
+                keyword: m.keyword,
+                wanted: m.wanted,
+                effective: m.effective,
                 by: format!("{by} (for {spec})"),
             }
             .into());
+        }
+        // A default another file overrides is not a lockout: `check` reports it as drift.
+        for m in defaults {
+            tracing::warn!(
+                "sshd would use {} {:?}, not brickup's default {:?} (set by {}, for {spec})",
+                m.keyword,
+                m.effective,
+                m.wanted,
+                culprits(cx, &m.keyword, &m.wanted)
+            );
         }
         user_allowed(cx, &eff).with_context(|| format!("sshd -T -C {spec}"))?;
         let files: Vec<String> = eff
@@ -264,10 +317,13 @@ pub fn effective_drift(cx: &Context) -> Result<Vec<String>> {
     };
     Ok(mismatches(cx, &eff)
         .into_iter()
-        .map(|(k, want, got)| {
+        .map(|m| {
             format!(
-                "sshd effective {k} is {got:?}, want {want:?} (set by {})",
-                culprits(cx, &k, &want)
+                "sshd effective {} is {:?}, want {:?} (set by {})",
+                m.keyword,
+                m.effective,
+                m.wanted,
+                culprits(cx, &m.keyword, &m.wanted)
             )
         })
         .collect())
@@ -367,6 +423,9 @@ fn label_port_for_selinux(cx: &Context, port: u16) -> Result<()> {
 /// Restart sshd when its config changed or it is not on the wanted port; prove it answers.
 pub fn restart_if_needed(cx: &Context, tx: &mut Transaction, changed: bool) -> Result<()> {
     let port = cx.config.ssh.port.get();
+    if cx.early {
+        return prepare_first_start(cx, tx, port);
+    }
     if !changed && listening_drift(port, cx.kept_ssh_ports())?.is_empty() {
         return Ok(());
     }
@@ -387,6 +446,21 @@ pub fn restart_if_needed(cx: &Context, tx: &mut Transaction, changed: bool) -> R
     }
     tracing::info!(port, "sshd answers on its new port");
     close_old_ports(cx)
+}
+
+/// `firstboot --early`, before sshd first starts: never a restart (this runs ordered before
+/// ssh.service, so a systemctl job for it would wait on us). What the first start needs is
+/// prepared instead: the SELinux port label, and an enabled ssh.socket's port (its override, or
+/// Ubuntu's generator) loaded with a daemon-reload.
+fn prepare_first_start(cx: &Context, tx: &mut Transaction, port: u16) -> Result<()> {
+    label_port_for_selinux(cx, port)?;
+    let socket = unit_exists(cx, "ssh.socket")
+        && crate::systemd::enabled_state(cx.runner, "ssh.socket")? == "enabled";
+    if socket {
+        write_socket_override(cx, tx, port)?;
+        systemctl(cx, &["daemon-reload"])?;
+    }
+    Ok(())
 }
 
 /// Marks a failure after sshd was (being) restarted with the candidate config.
