@@ -33,11 +33,13 @@ DISK_SIZE=${BRICKUP_VM_DISK_SIZE:-4G}
 # them, the local apt repo MUST. `perl` (full) and iptables are listed for completeness.
 # rsyslog: lfd reads SSHD_LOG (/var/log/auth.log), which nothing writes on Debian 12/13
 # without a syslog daemon; brickup installs it with csf's prerequisites.
+# unattended-upgrades: the updates step keeps security updates on.
 CSF_PREREQS="libwww-perl e2fsprogs unzip libio-socket-ssl-perl libnet-libidn-perl \
-libcrypt-ssleay-perl libio-socket-inet6-perl libsocket6-perl cron bind9-host iptables perl rsyslog"
+libcrypt-ssleay-perl libio-socket-inet6-perl libsocket6-perl cron bind9-host iptables perl rsyslog \
+unattended-upgrades"
 # Packages that must never be in the base image (checked after the build) and must be in the
 # local apt repo (checked too).
-FORBIDDEN="libwww-perl unzip cron bind9-host libio-socket-ssl-perl e2fsprogs rsyslog"
+FORBIDDEN="libwww-perl unzip cron bind9-host libio-socket-ssl-perl e2fsprogs rsyslog unattended-upgrades"
 
 install_host_deps() {
     local need=() p
