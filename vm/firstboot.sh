@@ -166,7 +166,7 @@ PY
 # serial_tail - the console's last brickup line, printable, for progress lines.
 serial_tail() {
     # "[  62.38] cloud-init[421]: 2026-11-26T09:32:27.68Z  INFO msg" -> "INFO msg"
-    grep -a 'brickup' "$VM_SERIAL_LOG" 2>/dev/null | tail -n1 | sed 's/\x1b\[[0-9;]*[A-Za-z]//g' |
+    grep -a 'brickup' "$VM_SERIAL_LOG" 2>/dev/null | tail -n1 | sed 's/\x1b\[[0-9;]*[A-Za-z]//g; s/\x1b[A-Za-z]//g' |
         tr -cd '[:print:]' | sed -E 's/^\[ *[0-9.]+\] [^:]+: //; s/^[0-9T:.-]+Z +//' | cut -c1-110
 }
 vm_stage "waiting for first boot: cloud-init fetches brickup, brickup hardens sshd, installs csf and its prerequisites, reports (typically 3-6 min)"
