@@ -120,6 +120,8 @@ fn rhel_service_name_and_selinux_label() {
 /// ssh.socket is active; reloading systemd and restarting the socket succeed.
 fn socket_up(runner: &RecordingRunner) {
     runner.answer("systemctl is-active ssh.socket", 0, "active\n", "");
+    // Accept=no: ssh.service would hold the listeners once a connection started it; not here.
+    runner.answer("systemctl is-active ssh.service", 3, "inactive\n", "");
     runner.allow("systemctl daemon-reload");
     runner.allow("systemctl restart ssh.socket");
 }
@@ -441,6 +443,10 @@ fn accept_no_socket_stops_the_listening_service_to_move_and_restarts_it_for_conf
     let runner = RecordingRunner::new();
     runner.answer("systemctl is-active ssh.socket", 0, "active\n", "");
     runner.answer("systemctl is-active ssh.service", 0, "active\n", "");
+    runner.allow("systemctl daemon-reload");
+    runner.allow("systemctl stop ssh.service");
+    runner.allow("systemctl restart ssh.socket");
+    runner.allow("systemctl restart ssh.service");
     // The banner server already answers on `port`: only 22 (if the test machine listens there)
     // makes this a move.
     let r = run(root.path(), &config, &runner);
@@ -521,8 +527,12 @@ fn failed_socket_restart_restores_the_config_and_restarts_the_socket() {
         vec![
             "systemctl is-active ssh.socket",
             "systemctl daemon-reload",
+            "systemctl is-active ssh.service",
             "systemctl restart ssh.socket",
+            // The engine restored the files; sshd comes back on them.
+            "systemctl is-active ssh.socket",
             "systemctl daemon-reload",
+            "systemctl is-active ssh.service",
             "systemctl restart ssh.socket",
         ]
     );
@@ -553,7 +563,10 @@ fn failed_daemon_reload_restores_the_config_and_restarts_the_socket() {
         vec![
             "systemctl is-active ssh.socket",
             "systemctl daemon-reload",
+            // The engine restored the files; sshd comes back on them.
+            "systemctl is-active ssh.socket",
             "systemctl daemon-reload",
+            "systemctl is-active ssh.service",
             "systemctl restart ssh.socket",
         ]
     );
