@@ -143,9 +143,21 @@ chpasswd:
   expire: false
   list: |
     root:$PASSWORD
-bootcmd:
-  - [sh, -c, 'mkdir -p /etc/ssh/sshd_config.d && printf "PermitRootLogin yes\\nPasswordAuthentication yes\\n" > /etc/ssh/sshd_config.d/10-provider.conf']
 EOF
+# The provider's own sshd drop-in, written first thing at boot. render-userdata's user-data has a
+# bootcmd list already (brickup's early run): the provider's command goes first in it, since a
+# second `bootcmd:` key would replace brickup's.
+python3 - "$VM_WORK/user-data" <<'PY'
+import sys
+cmd = """  - [sh, -c, 'mkdir -p /etc/ssh/sshd_config.d && printf "PermitRootLogin yes\\nPasswordAuthentication yes\\n" > /etc/ssh/sshd_config.d/10-provider.conf']"""
+path = sys.argv[1]
+lines = open(path).read().rstrip("\n").split("\n")
+if "bootcmd:" in lines:
+    lines.insert(lines.index("bootcmd:") + 1, cmd)
+else:
+    lines += ["bootcmd:", cmd]
+open(path, "w").write("\n".join(lines) + "\n")
+PY
 mkdir -p "$VM_WORK/seed"
 cp "$VM_WORK/user-data" "$VM_WORK/seed/user-data"
 vm_stage "booting the VM (qemu TCG: no KVM here, so everything is slow)"
