@@ -97,6 +97,8 @@ pub struct LiveConfig {
     pub sha256: Option<String>,
     pub extra_packages: Vec<String>,
     pub masternode_ports: Vec<u16>,
+    /// `ssh.password_authentication` (written only when true; brickup's default is false).
+    pub password_authentication: bool,
     /// `report:` section: URL (http, allowed) and an inline token.
     pub report_url: Option<String>,
 }
@@ -109,6 +111,7 @@ impl LiveConfig {
             sha256: None,
             extra_packages: vec![],
             masternode_ports: vec![9999],
+            password_authentication: false,
             report_url: None,
         }
     }
@@ -516,6 +519,9 @@ impl LiveRoot {
             mn.join(", "),
             if c.ipv6 { "on" } else { "off" },
         );
+        if c.password_authentication {
+            y = y.replacen("ssh:\n", "ssh:\n  password_authentication: true\n", 1);
+        }
         if !c.extra_packages.is_empty() {
             y.push_str(&format!(
                 "packages:\n  extra: [{}]\n",
@@ -718,6 +724,15 @@ impl LiveRoot {
                 .arg(format!("--target={}", self.init))
                 .args(["--net", "--", save, "-t", "filter"]),
         )
+    }
+
+    /// Makes the shim fail the next `times` calls of `systemctl VERB UNIT` (start, restart,
+    /// try-restart; a restart still stops the unit first), as a unit whose start fails would.
+    pub fn fail_next(&self, verb: &str, unit: &str, times: u32) {
+        self.write(
+            &format!("/run/shim/fail.{verb}.{unit}"),
+            &format!("{times}\n"),
+        );
     }
 
     /// The shim's log of systemctl calls.
