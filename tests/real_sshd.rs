@@ -377,3 +377,44 @@ fn restricted_entry_of_the_same_key_is_not_a_login() {
         text(&login)
     );
 }
+
+/// Before sshd's host keys exist (cloud-init's bootcmd at first boot, or an image) sshd cannot
+/// check a config by itself; brickup checks with a throwaway key, so a value sshd rejects is
+/// refused instead of written (else sshd would not start at all: the owner locked out).
+#[test]
+fn without_host_keys_the_candidate_is_still_checked_by_sshd() {
+    let (root, keys, _key, public) = setup();
+    for e in std::fs::read_dir(root.path().join("etc/ssh")).unwrap() {
+        let e = e.unwrap();
+        if e.file_name().to_string_lossy().starts_with("ssh_host_") {
+            std::fs::remove_file(e.path()).unwrap();
+        }
+    }
+    let r = root.path().to_str().unwrap();
+    let bad = keys.path().join("bad.yaml");
+    std::fs::write(&bad, format!("version: 1\nupdates:\n  enabled: false\nssh:\n  port: 2222\n  authorized_keys:\n    - {public}\n  settings:\n    LogLevel: LOUDEST\n")).unwrap();
+    let o = brickup(&["apply", "--root", r, "--config", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("`sshd -t` rejected the config"),
+        "{}",
+        text(&o)
+    );
+    assert!(!root
+        .path()
+        .join("etc/ssh/sshd_config.d/00-brickup.conf")
+        .exists());
+
+    let cfg = write_config(keys.path(), 2222, &public);
+    let o = brickup(&["apply", "--root", r, "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("no host keys"),
+        "{}",
+        text(&o)
+    );
+    assert!(root
+        .path()
+        .join("etc/ssh/sshd_config.d/00-brickup.conf")
+        .exists());
+}

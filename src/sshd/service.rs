@@ -61,6 +61,29 @@ fn effective(cx: &Context) -> Result<Option<BTreeMap<String, Vec<String>>>> {
     effective_for(cx, &spec)
 }
 
+/// Where the throwaway host key for checking a config lives (inside the root, in sshd's own
+/// runtime directory, which is not kept across boots).
+const CHECK_HOST_KEY: &str = "/run/sshd/brickup-check-hostkey";
+
+/// An ed25519 key made with the target's own ssh-keygen for `sshd -t -h`; None without one.
+fn throwaway_host_key(cx: &Context) -> Result<Option<&'static str>> {
+    let keygen = ["/usr/bin/ssh-keygen", "/bin/ssh-keygen"]
+        .into_iter()
+        .find(|b| cx.root.path(b).exists());
+    let Some(keygen) = keygen else {
+        return Ok(None);
+    };
+    if !cx.root.path(CHECK_HOST_KEY).exists() {
+        cx.runner.check(
+            &Cmd::new(keygen)
+                .chroot(cx.root.dir())
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "brickup-check", "-f"])
+                .arg(CHECK_HOST_KEY),
+        )?;
+    }
+    Ok(Some(CHECK_HOST_KEY))
+}
+
 fn effective_for(cx: &Context, spec: &str) -> Result<Option<BTreeMap<String, Vec<String>>>> {
     let Some(cmd) = sshd_cmd(&cx.root) else {
         return Ok(None);
@@ -71,13 +94,23 @@ fn effective_for(cx: &Context, spec: &str) -> Result<Option<BTreeMap<String, Vec
         std::fs::create_dir_all(&run_sshd)
             .with_context(|| format!("creating {}", run_sshd.display()))?;
     }
-    let t = cx
+    let mut t = cx
         .runner
         .run(&cmd.clone().args(["-t", "-f", SSHD_CONFIG]))?;
-    if !t.success() {
-        if t.stderr.contains("no hostkeys available") {
+    // Before its host keys exist (early at first boot, or an image) sshd cannot check anything;
+    // a throwaway key lets it judge the candidate config all the same, since a config sshd
+    // rejects would keep it from starting at all.
+    let mut cmd = cmd;
+    if !t.success() && t.stderr.contains("no hostkeys available") {
+        let Some(key) = throwaway_host_key(cx)? else {
             return Ok(None);
-        }
+        };
+        cmd = cmd.args(["-h", key]);
+        t = cx
+            .runner
+            .run(&cmd.clone().args(["-t", "-f", SSHD_CONFIG]))?;
+    }
+    if !t.success() {
         bail!(
             "`sshd -t` rejected the config: {}",
             crate::runner::tail(&t.stderr, &t.stdout)
