@@ -513,7 +513,7 @@ impl LiveRoot {
         let sha = c.sha256.clone().unwrap_or(self.tarball_sha256.clone());
         let mn: Vec<String> = c.masternode_ports.iter().map(u16::to_string).collect();
         let mut y = format!(
-            "version: 1\nssh:\n  port: {}\n  authorized_keys:\n    - {}\nfirewall:\n  masternode_ports: [{}]\n  ipv6: {}\ncsf:\n  url: file://{TARBALL_IN_ROOT}\n  sha256: {sha}\n",
+            "version: 1\nupdates:\n  enabled: false\nssh:\n  port: {}\n  authorized_keys:\n    - {}\nfirewall:\n  masternode_ports: [{}]\n  ipv6: {}\ncsf:\n  url: file://{TARBALL_IN_ROOT}\n  sha256: {sha}\n",
             c.port,
             self.public_key,
             mn.join(", "),
