@@ -128,6 +128,18 @@ pub enum Action {
 }
 
 impl Action {
+    /// File actions for (host path, current, wanted) triples, as the steps' `desired` give them.
+    pub fn files(files: Vec<(std::path::PathBuf, String, String)>) -> Vec<Action> {
+        files
+            .into_iter()
+            .map(|(p, old, new)| Action::File {
+                path: p.display().to_string(),
+                old,
+                new,
+            })
+            .collect()
+    }
+
     /// Unified diff for files, `$ cmd` for commands.
     pub fn render(&self) -> String {
         match self {

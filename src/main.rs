@@ -8,7 +8,12 @@ fn main() -> ExitCode {
     brickup::engine::process_start();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into())
+                // ureq prints request paths with their query at trace level (masked at debug):
+                // presigned URLs carry secrets there.
+                .add_directive("ureq=debug".parse().expect("a valid directive"))
+                .add_directive("ureq_proto=debug".parse().expect("a valid directive")),
         )
         .with_writer(std::io::stderr)
         .with_target(false)

@@ -190,14 +190,7 @@ impl Step for UpdatesStep {
 
     fn plan(&self, cx: &Context) -> Result<Vec<Action>> {
         let fam = family(cx)?;
-        let mut actions: Vec<Action> = desired(cx, fam)?
-            .into_iter()
-            .map(|(p, old, new)| Action::File {
-                path: p.display().to_string(),
-                old,
-                new,
-            })
-            .collect();
+        let mut actions = Action::files(desired(cx, fam)?);
         if cx.live() {
             actions.push(Action::Command(enable_cmd(fam).display()));
         }

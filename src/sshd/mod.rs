@@ -389,14 +389,7 @@ impl Step for SshdStep {
     }
 
     fn plan(&self, cx: &Context) -> Result<Vec<Action>> {
-        let mut actions: Vec<Action> = desired(cx)?
-            .into_iter()
-            .map(|(p, old, new)| Action::File {
-                path: p.display().to_string(),
-                old,
-                new,
-            })
-            .collect();
+        let mut actions = Action::files(desired(cx)?);
         actions.extend(hostkeys::plan_notes(cx)?.into_iter().map(Action::Note));
         let old = &cx.facts.old_ssh_ports;
         if !old.is_empty() {
