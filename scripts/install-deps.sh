@@ -3,7 +3,7 @@
 set -euo pipefail
 pkgs=(openssh-server openssh-client sshpass mmdebstrap apt-utils iptables iproute2 netcat-openbsd
       util-linux perl python3 musl-tools qemu-system-x86 qemu-utils genisoimage cloud-init
-      busybox-static file gzip curl openssl)
+      busybox-static file gzip curl openssl ssh-audit)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -33,6 +33,8 @@ done
 
 # shellcheck source=vm/lib.sh
 source "$(dirname "$0")/lib.sh"
+# shellcheck source=vm/protect-checks.sh
+source "$(dirname "$0")/protect-checks.sh"
 
 # Whole-run watchdog (not in demo mode, which waits for the operator).
 FIRSTBOOT_TIMEOUT=${FIRSTBOOT_TIMEOUT:-1500}
@@ -164,6 +166,9 @@ vm_stage "booting the VM (qemu TCG: no KVM here, so everything is slow)"
 vm_boot "node-$CASE" --image "$VM_WORK/disk.qcow2" --seed-dir "$VM_WORK/seed" \
     --hostfwd "$SSH_PORT" --hostfwd "$MN_PORT" --hostfwd "$CLOSED_PORT"
 PORT22=${VM_FWD[22]}
+# From power-on: which auth methods does any SSH port offer? (render-userdata's bootcmd hardens
+# sshd before it first starts; the baked image here has no early unit, so only the ok case.)
+[[ $CASE == ok ]] && protect_prober_start 22 "$SSH_PORT"
 
 # --- wait for the finished report ----------------------------------------------------------
 report_field() { # report_field EVENT FIELD - FIELD of the last EVENT report, as JSON
@@ -193,6 +198,10 @@ until [[ -n $(report_field finished status) ]] || ((SECONDS > deadline)); do
 done
 STATUS=$(report_field finished status)
 FIRSTBOOT_S=$((SECONDS - VM_BOOT_T0))
+if [[ $CASE == ok ]]; then
+    protect_prober_stop
+    protect_prober_verdict
+fi
 echo "report: finished $STATUS after $FIRSTBOOT_S s; error: $(report_field finished error)"
 echo "timing: first boot $FIRSTBOOT_S s (power-on -> signed finished report)"
 vm_stage "first boot done; checking the node from outside"
@@ -305,6 +314,11 @@ ok | baked)
     check "report's SSH port is $SSH_PORT" test "$(report_field finished sshPort)" == "$SSH_PORT"
     VM_SSH_PORT=${VM_FWD[$SSH_PORT]}
     check "SSH with the key works on port $SSH_PORT" vm_wait_ssh 120
+    if [[ $CASE == ok ]]; then
+        protect_ssh_audit "$VM_SSH_PORT"
+        protect_updates
+        protect_hardened_timing
+    fi
     keyscan_matches() {
         local seen f keys
         seen=$(ssh-keyscan -p "$VM_SSH_PORT" 127.0.0.1 2>/dev/null | ssh-keygen -lf - | awk '{print $2}' | sort -u)

@@ -22,24 +22,27 @@
 
 PROTECT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
-# protect_probe HOSTPORT - one probe: "<seconds since power-on> <guest port> <methods|->".
+# protect_probe HOSTPORT GUESTPORT - one probe: "<seconds since power-on> <guest port> <methods>".
+# As root with auth "none": an unknown user's "Invalid user" lines would make lfd block the host.
 protect_probe() {
     local host_port=$1 guest_port=$2 out methods
     out=$(timeout 8 ssh -v -p "$host_port" -o BatchMode=yes -o PreferredAuthentications=none \
         -o PubkeyAuthentication=no -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
-        -o ConnectTimeout=3 probe@127.0.0.1 true 2>&1 </dev/null)
+        -o ConnectTimeout=3 root@127.0.0.1 true 2>&1 </dev/null)
     # "debug1: Authentications that can continue: publickey,password"
     methods=$(sed -n 's/.*Authentications that can continue: //p' <<<"$out" | head -n1)
     [[ -n $methods ]] || return 0 # nothing answered, or no auth stage reached
     echo "$((SECONDS - VM_BOOT_T0)) $guest_port $methods"
 }
 
+# protect_prober_start GUESTPORT... - the forwarded SSH ports to ask (22 and the new one).
 protect_prober_start() {
+    PROTECT_SSH_PORTS=("$@")
     PROTECT_PROBE_LOG=$VM_WORK/auth-methods.log
     : >"$PROTECT_PROBE_LOG"
     (
         while kill -0 "$VM_PID" 2>/dev/null; do
-            for guest in "${!VM_FWD[@]}"; do
+            for guest in "${PROTECT_SSH_PORTS[@]}"; do
                 protect_probe "${VM_FWD[$guest]}" "$guest" >>"$PROTECT_PROBE_LOG"
             done
             sleep 1
