@@ -9,25 +9,6 @@ use std::process::Command;
 
 use common::*;
 
-fn rootfs_with_local_repo() -> tempfile::TempDir {
-    let root = copy_rootfs();
-    let repo = root.path().join("srv/brickup-repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", apt_repo().display()))
-        .arg(&repo)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    std::fs::write(
-        root.path().join("etc/apt/sources.list.d/local.list"),
-        "deb [trusted=yes] file:/srv/brickup-repo ./\n",
-    )
-    .unwrap();
-    root
-}
-
 fn apt_config(root: &Path, key: &str) -> String {
     let o = Command::new("chroot")
         .arg(root)
