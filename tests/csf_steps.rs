@@ -751,62 +751,44 @@ fn assert_flushed_after(root: &Path, runner: &RecordingRunner, failed: &str, por
     assert_eq!(keys["TCP_IN"], format!("{port},9999"));
 }
 
-#[test]
-fn failed_enable_of_the_units_flushes_and_leaves_testing_on() {
+/// The enable sequence with `command` failing (its stderr as given): the error names the command
+/// and its message, the rules are flushed and TESTING stays on.
+fn enable_fails_at(command: &str, stderr: &str) -> engine::RunResult {
     let sshd = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = sshd.local_addr().unwrap().port();
     let (root, config) = csf_root(port);
     let runner = RecordingRunner::new();
     accepting(&runner, port);
     enable_sequence_succeeds(&runner);
-    runner.answer(
-        "systemctl enable csf.service lfd.service",
-        1,
-        "",
-        "Failed to enable unit: Unit file csf.service does not exist.",
-    );
+    runner.answer(command, 1, "", stderr);
     runner.allow("/usr/sbin/csf -f");
     let r = enable_live(root.path(), &config, &runner);
-    let err = format!("{:#}", r.error.expect("must fail"));
+    let err = format!("{:#}", r.error.as_ref().expect("must fail"));
     assert!(
         err.contains("enabling csf failed; rules flushed and TESTING left on")
-            && err.contains("`systemctl enable csf.service lfd.service` exited with status 1")
-            && err.contains("Unit file csf.service does not exist"),
+            && err.contains(&format!("`{command}` exited with status 1"))
+            && err.contains(stderr),
         "{err}"
     );
-    assert_flushed_after(
-        root.path(),
-        &runner,
+    assert_flushed_after(root.path(), &runner, command, port);
+    r
+}
+
+#[test]
+fn failed_enable_of_the_units_flushes_and_leaves_testing_on() {
+    let r = enable_fails_at(
         "systemctl enable csf.service lfd.service",
-        port,
+        "Failed to enable unit: Unit file csf.service does not exist.",
     );
     assert_eq!(r.steps[0].outcome, engine::Outcome::Failed);
 }
 
 #[test]
 fn failed_start_of_csf_service_flushes_and_leaves_testing_on() {
-    let sshd = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = sshd.local_addr().unwrap().port();
-    let (root, config) = csf_root(port);
-    let runner = RecordingRunner::new();
-    accepting(&runner, port);
-    enable_sequence_succeeds(&runner);
-    runner.answer(
+    enable_fails_at(
         "systemctl start csf.service",
-        1,
-        "",
         "Job for csf.service failed because the control process exited with error code.",
     );
-    runner.allow("/usr/sbin/csf -f");
-    let r = enable_live(root.path(), &config, &runner);
-    let err = format!("{:#}", r.error.expect("must fail"));
-    assert!(
-        err.contains("enabling csf failed; rules flushed and TESTING left on")
-            && err.contains("`systemctl start csf.service` exited with status 1")
-            && err.contains("Job for csf.service failed"),
-        "{err}"
-    );
-    assert_flushed_after(root.path(), &runner, "systemctl start csf.service", port);
 }
 
 /// A root with the fixture tarball verified in brickup's cache, for the live install step.
