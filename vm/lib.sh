@@ -7,6 +7,8 @@
 #   guest 10.0.2.100:80      -> 127.0.0.1:$VM_HTTP_PORT  static files: $VM_SERVE_DIR
 #                               (/apt/ = local apt repo, /brickup, /csf.tgz - see vm_serve_setup)
 #   guest 10.0.2.101:80      -> 127.0.0.1:$VM_RECV_PORT  status callback receiver
+#                               (guest port: $VM_RECV_GUEST_PORT, default 80)
+# Each VM has a QMP monitor socket, $VM_QMP (vm_qmp sends it commands, e.g. system_reset).
 # All host services listen on 127.0.0.1 only. Every process started here is killed by
 # vm_cleanup, which vm_init installs as the EXIT trap.
 #
@@ -239,9 +241,10 @@ vm_boot() {
     # cmd: spawns one nc per guest connection (a tcp: chardev would serve one connection only).
     nic+=",guestfwd=tcp:$VM_GUEST_HTTP_IP:80-cmd:nc -N 127.0.0.1 $VM_HTTP_PORT"
     [[ -z ${VM_RECV_PORT:-} ]] ||
-        nic+=",guestfwd=tcp:$VM_GUEST_RECV_IP:80-cmd:nc -N 127.0.0.1 $VM_RECV_PORT"
+        nic+=",guestfwd=tcp:$VM_GUEST_RECV_IP:${VM_RECV_GUEST_PORT:-80}-cmd:nc -N 127.0.0.1 $VM_RECV_PORT"
 
     VM_SERIAL_LOG=$VM_WORK/$VM_NAME-serial.log
+    VM_QMP=$VM_WORK/$VM_NAME.qmp
     vm_log "booting $VM_NAME: ssh -> 127.0.0.1:$VM_SSH_PORT, serial log: $VM_SERIAL_LOG"
     qemu-system-x86_64 -name "$VM_NAME" -accel tcg,thread=multi -cpu max -smp "$smp" -m "$mem" \
         -nodefaults -display none -no-user-config \
@@ -250,7 +253,7 @@ vm_boot() {
         -drive "file=$overlay,if=virtio,format=qcow2,discard=unmap" \
         -drive "file=$seed,if=virtio,format=raw,readonly=on" \
         -nic "$nic" -device virtio-rng-pci \
-        -serial "file:$VM_SERIAL_LOG" -pidfile "$VM_WORK/$VM_NAME.pid" \
+        -serial "file:$VM_SERIAL_LOG" -qmp "unix:$VM_QMP,server=on,wait=off" -pidfile "$VM_WORK/$VM_NAME.pid" \
         >"$VM_WORK/$VM_NAME-qemu.log" 2>&1 &
     VM_PID=$!
     vm_track "$VM_PID"
@@ -258,6 +261,28 @@ vm_boot() {
     sleep 1
     kill -0 "$VM_PID" 2>/dev/null ||
         vm_die "qemu exited at once: $(cat "$VM_WORK/$VM_NAME-qemu.log")"
+}
+
+# vm_qmp COMMAND - run one QMP command (e.g. system_reset: a power cut and restart) on the VM.
+vm_qmp() {
+    python3 - "$VM_QMP" "$1" <<'PY'
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+f = s.makefile("rw")
+json.loads(f.readline())  # greeting
+for cmd in ("qmp_capabilities", sys.argv[2]):
+    f.write(json.dumps({"execute": cmd}) + "\n")
+    f.flush()
+    while True:
+        r = json.loads(f.readline())
+        if "event" in r:
+            continue
+        if "error" in r:
+            sys.exit("qmp %s: %s" % (cmd, r["error"]))
+        break
+PY
 }
 
 VM_SSH_USER=${VM_SSH_USER:-root}
