@@ -208,6 +208,23 @@ impl Apt<'_> {
             .map(|_| ())
     }
 
+    /// dpkg left pending work behind (a power cut or kill during an install): its journal in
+    /// /var/lib/dpkg/updates is not empty, and apt refuses to run until `dpkg --configure -a`.
+    fn dpkg_interrupted(&self) -> bool {
+        std::fs::read_dir(self.root.path("/var/lib/dpkg/updates"))
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+    }
+
+    /// What apt asks the admin to run after an interrupted dpkg.
+    fn finish_interrupted(&self) -> Result<()> {
+        tracing::warn!("dpkg was interrupted earlier: running `dpkg --configure -a` first");
+        self.runner
+            .check(&self.cmd("dpkg").args(["--configure", "-a"]))
+            .map(|_| ())
+            .context("finishing the interrupted dpkg run (`dpkg --configure -a`)")
+    }
+
     fn lists_empty(&self) -> bool {
         std::fs::read_dir(self.root.path("/var/lib/apt/lists"))
             .map(|d| {
@@ -255,7 +272,13 @@ impl PackageManager for Apt<'_> {
         if self.lists_empty() {
             self.update()?;
         }
+        if self.dpkg_interrupted() {
+            self.finish_interrupted()?;
+        }
         install_with_retries(self.runner, &self.install_cmd(pkgs), &|out| {
+            if out.contains("dpkg was interrupted") {
+                return self.finish_interrupted();
+            }
             // Stale or missing lists: refresh once the install says so.
             if out.contains("Unable to locate package")
                 || out.contains("has no installation candidate")

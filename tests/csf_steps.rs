@@ -124,6 +124,64 @@ fn prerequisites_download_and_install_under_a_root_then_rerun_is_a_no_op() {
     );
 }
 
+/// A power cut in the middle of an earlier install leaves dpkg's journal behind, and apt refuses
+/// every install until `dpkg --configure -a` ran: the packages step finishes dpkg's work first.
+#[test]
+fn an_interrupted_dpkg_is_finished_before_installing() {
+    let work = tempfile::tempdir().unwrap();
+    let tarball = fixture_tarball(work.path());
+    let url = serve(tarball.clone());
+    let root = rootfs_with_local_repo();
+    let r = root.path();
+    // As dpkg leaves it when the power goes between unpacking and configuring: the package
+    // unpacked only, and a pending record in the journal.
+    let deb = std::fs::read_dir(r.join("srv/brickup-repo"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("unzip_"))
+        .expect("unzip in the local repo")
+        .file_name();
+    let st = std::process::Command::new("chroot")
+        .arg(r)
+        .args(["dpkg", "--unpack"])
+        .arg(std::path::Path::new("/srv/brickup-repo").join(&deb))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::write(r.join("var/lib/dpkg/updates/0000"), "").unwrap();
+    let apt = std::process::Command::new("chroot")
+        .arg(r)
+        .args(["apt-get", "-q", "-y", "install", "unzip"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&apt.stderr).contains("dpkg was interrupted"),
+        "control: apt must refuse first: {}",
+        String::from_utf8_lossy(&apt.stderr)
+    );
+
+    let cfg = config(work.path(), &url, &sha256(&tarball));
+    let o = brickup(&[
+        "apply",
+        "--root",
+        r.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("dpkg --configure -a"), "{}", text(&o));
+    for p in ["unzip", "libwww-perl", "rsyslog"] {
+        assert!(installed(r, p), "{p} not installed");
+    }
+    assert_eq!(
+        std::fs::read_dir(r.join("var/lib/dpkg/updates"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
 #[test]
 fn wrong_checksum_installs_nothing_at_all() {
     let work = tempfile::tempdir().unwrap();
