@@ -374,3 +374,28 @@ fn drift_is_named_and_repaired() {
     let o = lr.sh("systemctl is-active rsyslog.service");
     assert_eq!(stdout(&o), "active\n", "{}", text(&o));
 }
+
+/// A power cut (or kill, or full disk) in the middle of csf's installer leaves csf half there,
+/// version.txt included: brickup's mark says the install never finished, so `check` names it and
+/// the next apply runs the installer again instead of taking csf as installed.
+#[test]
+fn an_interrupted_csf_install_is_run_again() {
+    let lr = LiveRoot::new("an_interrupted_csf_install_is_run_again");
+    let a = lr.addr4();
+    lr.configure(&LiveConfig::new(PORT));
+    converge(&lr);
+    assert_eq!(lr.read("/var/lib/brickup/csf-install"), "installed 15.10\n");
+
+    // As the installer leaves it when cut short: the mark set, a file it installs missing.
+    lr.write("/var/lib/brickup/csf-install", "installing 15.10\n");
+    lr.must_sh("rm /usr/local/csf/bin/csftest.pl");
+    let drift = assert_check(&lr, 1);
+    assert!(drift.contains("interrupted"), "check names it: {drift}");
+
+    converge(&lr);
+    assert!(lr.read("/usr/local/csf/bin/csftest.pl").contains("RESULT"));
+    assert_eq!(lr.read("/var/lib/brickup/csf-install"), "installed 15.10\n");
+    assert_check(&lr, 0);
+    assert_enforcing(&lr, false);
+    assert!(lr.key_login_works(a, PORT));
+}

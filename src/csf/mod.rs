@@ -26,6 +26,8 @@ pub const CSF_CONF: &str = "/etc/csf/csf.conf";
 /// Verified tarballs, kept so a rerun or repair needs no network.
 pub const CACHE_DIR: &str = "/var/lib/brickup/cache";
 const UNPACK_PARENT: &str = "/var/lib/brickup";
+/// `installing VERSION` while csf's installer runs, `installed VERSION` once it succeeded.
+pub const INSTALL_MARK: &str = "/var/lib/brickup/csf-install";
 
 /// csf.conf keys brickup owns; `firewall.settings` may not set them.
 pub const OWNED_KEYS: &[&str] = &[
@@ -200,10 +202,29 @@ pub struct InstallStep;
 
 impl InstallStep {
     fn installed(cx: &Context) -> Option<String> {
-        if !cx.root.path("/usr/sbin/csf").exists() {
+        if !cx.root.path("/usr/sbin/csf").exists() || Self::interrupted(cx) {
             return None;
         }
         version_in(&cx.root.path("/etc/csf"))
+    }
+
+    /// An install that began and never finished (power cut, kill, disk full): csf's files may be
+    /// half there, version.txt included, so only a rerun of the installer repairs it.
+    fn interrupted(cx: &Context) -> bool {
+        std::fs::read_to_string(cx.root.path(INSTALL_MARK))
+            .is_ok_and(|s| s.starts_with("installing"))
+    }
+
+    /// Records the installer's progress in [`INSTALL_MARK`], durably (fsync'd, atomic).
+    fn mark(cx: &Context, state: &str, version: &str) -> Result<()> {
+        let mut tx = Transaction::new(&cx.root);
+        tx.write(
+            Path::new(INSTALL_MARK),
+            format!("{state} {version}\n").as_bytes(),
+            crate::fsops::NewFile::mode(0o644),
+        )?;
+        tx.commit();
+        Ok(())
     }
 
     /// csf will not run beside firewalld, and ufw would fight it: stop and disable whichever is
@@ -292,9 +313,11 @@ impl Step for InstallStep {
             Applied::unchanged(format!("csf {version} already installed"))
         } else {
             let cmd = Cmd::new("sh").arg("install.sh").cwd(&dir);
+            Self::mark(cx, "installing", &version)?;
             cx.runner
                 .check(&cmd.timeout(std::time::Duration::from_secs(600)))
                 .context("csf's install.sh failed")?;
+            Self::mark(cx, "installed", &version)?;
             Applied::changed(format!("installed csf {version}"))
         };
         // csftest first: a csf that cannot work must not cost the node the firewall it has.
@@ -318,6 +341,9 @@ impl Step for InstallStep {
     fn check(&self, cx: &Context) -> Result<Vec<String>> {
         Ok(match Self::installed(cx) {
             Some(_) => vec![],
+            None if Self::interrupted(cx) => {
+                vec!["csf's install was interrupted; apply runs it again".to_string()]
+            }
             // Under --root the install waits for first boot (see apply).
             None if !cx.live() => vec![],
             None => vec!["csf is not installed".to_string()],
