@@ -225,6 +225,21 @@ impl Apt<'_> {
             .context("finishing the interrupted dpkg run (`dpkg --configure -a`)")
     }
 
+    /// Removes the downloaded package lists (not the lock, not `partial/`), so the next update
+    /// fetches every index again.
+    fn drop_lists(&self) -> Result<()> {
+        tracing::warn!("the package lists did not help after an update: fetching them anew");
+        let dir = self.root.resolve("/var/lib/apt/lists")?;
+        for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let e = e?;
+            if e.file_type()?.is_file() && e.file_name() != "lock" {
+                std::fs::remove_file(e.path())
+                    .with_context(|| format!("removing {}", e.path().display()))?;
+            }
+        }
+        Ok(())
+    }
+
     fn lists_empty(&self) -> bool {
         std::fs::read_dir(self.root.path("/var/lib/apt/lists"))
             .map(|d| {
@@ -275,15 +290,21 @@ impl PackageManager for Apt<'_> {
         if self.dpkg_interrupted() {
             self.finish_interrupted()?;
         }
+        let refreshed = std::cell::Cell::new(false);
         install_with_retries(self.runner, &self.install_cmd(pkgs), &|out| {
             if out.contains("dpkg was interrupted") {
                 return self.finish_interrupted();
             }
-            // Stale or missing lists: refresh once the install says so.
+            // Stale or missing lists: refresh once the install says so. If that did not help,
+            // the lists themselves may be damaged (a power cut during `apt-get update` leaves
+            // a Packages file cut short that the next update takes as current): fetch anew.
             if out.contains("Unable to locate package")
                 || out.contains("has no installation candidate")
                 || out.contains("404")
             {
+                if refreshed.replace(true) {
+                    self.drop_lists()?;
+                }
                 self.update()?;
             }
             Ok(())

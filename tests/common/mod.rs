@@ -115,6 +115,48 @@ pub fn serve(file: PathBuf) -> String {
     format!("http://127.0.0.1:{port}/csf.tgz")
 }
 
+/// `%XX` escapes in a URL path decoded (apt asks for `a_1%253a2.deb` when the file is `a_1%3a2.deb`).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], b.get(i + 1..i + 3)) {
+            (b'%', Some(hex)) if hex.iter().all(u8::is_ascii_hexdigit) => {
+                out.push(u8::from_str_radix(std::str::from_utf8(hex).unwrap(), 16).unwrap());
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Serves the files of `dir` over HTTP on 127.0.0.1 (base URL returned), answering a conditional
+/// request with 304 as a mirror whose files have not changed does.
+pub fn serve_dir(dir: PathBuf) -> String {
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let port = server.server_addr().to_ip().unwrap().port();
+    std::thread::spawn(move || {
+        for req in server.incoming_requests() {
+            let path = dir.join(percent_decode(req.url().trim_start_matches('/')));
+            let conditional = req
+                .headers()
+                .iter()
+                .any(|h| h.field.equiv("If-Modified-Since"));
+            let _ = match std::fs::read(&path) {
+                Ok(_) if conditional => req.respond(tiny_http::Response::empty(304)),
+                Ok(body) => req.respond(tiny_http::Response::from_data(body)),
+                Err(_) => req.respond(tiny_http::Response::empty(404)),
+            };
+        }
+    });
+    format!("http://127.0.0.1:{port}/")
+}
+
 /// A copy of the test rootfs whose apt sources are the local repository (no network).
 pub fn rootfs_with_local_repo() -> tempfile::TempDir {
     let root = copy_rootfs();
