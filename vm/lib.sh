@@ -162,14 +162,15 @@ vm_serve_start() {
     vm_log "serving $VM_SERVE_DIR on 127.0.0.1:$VM_HTTP_PORT (guest: http://$VM_GUEST_HTTP_IP/)"
 }
 
-# vm_receiver_start OUTFILE - status callback receiver on 127.0.0.1. Sets VM_RECV_PORT,
-# VM_RECV_OUT. Guest URL: http://10.0.2.101/ (any path).
+# vm_receiver_start OUTFILE - status callback receiver on 127.0.0.1. Sets VM_RECV_PORT (keeps a
+# port set before: a receiver started after the VM booted against it), VM_RECV_OUT.
+# Guest URL: http://10.0.2.101/ (any path).
 # HOOK: VM_RECEIVER=brickup runs the real receiver
 #   $BRICKUP_BIN receive --listen 127.0.0.1:PORT --out OUTFILE --hmac-secret-file $VM_HMAC_SECRET_FILE
 # The default is vm/recv-placeholder.py (TO BE REPLACED: appends raw POST bodies, no HMAC).
 vm_receiver_start() {
     VM_RECV_OUT=$1
-    VM_RECV_PORT=$(vm_free_port)
+    VM_RECV_PORT=${VM_RECV_PORT:-$(vm_free_port)}
     case "${VM_RECEIVER:-placeholder}" in
         brickup)
             [[ -x ${BRICKUP_BIN:-} ]] || vm_die "VM_RECEIVER=brickup needs BRICKUP_BIN"

@@ -1,30 +1,33 @@
 #!/usr/bin/env bash
-# vm/test.sh - the first-boot VM tests (run by scripts/test after the fast tests).
-# Default (CI): Debian 12 with ssh.service and with ssh.socket, a baked image, plus the two
-# failure boots (about 18 min here, uncontended). BRICKUP_VM_FULL=1 adds Debian 13 and 11.
-# Prints each boot's time (whole run, first boot, reboot) and the total at the end.
-# Last line: "N passed, N failed" over all boots' checks; non-zero exit on any failure.
+# vm/test.sh - the VM tests (run by scripts/test after the fast tests).
+# Default (CI): first boots of Debian 12 with ssh.service and with ssh.socket, a baked image, the
+# two failure boots, and the fault matrix's default set (vm/faults.sh). BRICKUP_VM_FULL=1 adds
+# Debian 13 and 11 and every fault case.
+# Prints each run's time (whole run, first boot, reboot), the fault matrix's summary line and the
+# total at the end. Last line: "N passed, N failed" over all checks; non-zero exit on any failure
+# (a lockout in the fault matrix included).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 runs=(
-    "--case ok"
-    "--case ok --ssh-socket"
-    "--case baked"
-    "--case bad-sha"
-    "--case lockout"
+    "vm/firstboot.sh --case ok"
+    "vm/firstboot.sh --case ok --ssh-socket"
+    "vm/firstboot.sh --case baked"
+    "vm/firstboot.sh --case bad-sha"
+    "vm/firstboot.sh --case lockout"
+    "vm/faults.sh"
 )
 if [[ ${BRICKUP_VM_FULL:-0} == 1 ]]; then
-    runs+=("--case ok --suite trixie" "--case ok --suite bullseye")
+    runs+=("vm/firstboot.sh --case ok --suite trixie" "vm/firstboot.sh --case ok --suite bullseye")
 fi
 passed=0 failed=0 status=0 total_t0=$SECONDS
-summary=()
+summary=() matrix=""
 for args in "${runs[@]}"; do
-    echo "=== vm/firstboot.sh $args"
+    echo "=== $args"
     log=$(mktemp)
     t0=$SECONDS
     # Each run's stage lines count from its own start.
     # shellcheck disable=SC2086
-    VM_STAGE_T0=$(date +%s) vm/firstboot.sh $args 2>&1 | tee "$log"
+    VM_STAGE_T0=$(date +%s) $args 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
     secs=$((SECONDS - t0))
     line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n1)
@@ -36,14 +39,16 @@ for args in "${runs[@]}"; do
     ((rc == 0)) || status=1
     first=$(sed -n 's/^timing: first boot \([0-9]*\) s.*/\1/p' "$log" | tail -n1)
     reboot=$(sed -n 's/^timing: reboot \([0-9]*\) s.*/\1/p' "$log" | tail -n1)
-    summary+=("$(printf '%-32s %5s s  first boot %4s s  reboot %4s s  %s' "$args" "$secs" \
+    matrix+=$(grep -E '^fault matrix: ' "$log" | tail -n1)
+    summary+=("$(printf '%-48s %5s s  first boot %4s s  reboot %4s s  %s' "$args" "$secs" \
         "${first:--}" "${reboot:--}" "${line:-no result (exit $rc)}")")
-    echo "=== vm/firstboot.sh $args: $secs s (first boot ${first:--} s, reboot ${reboot:--} s)"
+    echo "=== $args: $secs s (first boot ${first:--} s, reboot ${reboot:--} s)"
     rm -f "$log"
 done
 echo "vm: per boot (whole run, power-on -> finished report, reboot -> SSH + csf/lfd active):"
 printf '  %s\n' "${summary[@]}"
-echo "vm: total $((SECONDS - total_t0)) s for ${#runs[@]} boots"
+echo "vm: total $((SECONDS - total_t0)) s for ${#runs[@]} runs"
+echo "vm: ${matrix:-fault matrix: no summary line (vm/faults.sh did not finish)}"
 echo "vm: $passed passed, $failed failed"
 echo "$passed passed, $failed failed"
 exit "$status"
