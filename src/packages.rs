@@ -216,6 +216,25 @@ impl Apt<'_> {
             .unwrap_or(false)
     }
 
+    /// Packages dpkg's status marks as needing a reinstall (`reinstreq`, `half-installed`).
+    fn needs_reinstall(&self) -> Vec<String> {
+        let status =
+            std::fs::read_to_string(self.root.path("/var/lib/dpkg/status")).unwrap_or_default();
+        status
+            .split("\n\n")
+            .filter_map(|stanza| {
+                let field = |name: &str| {
+                    stanza
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+                };
+                let st = field("Status")?;
+                (st.contains("reinstreq") || st.contains("half-installed"))
+                    .then(|| field("Package").map(str::to_string))?
+            })
+            .collect()
+    }
+
     /// What apt asks the admin to run after an interrupted dpkg.
     fn finish_interrupted(&self) -> Result<()> {
         tracing::warn!("dpkg was interrupted earlier: running `dpkg --configure -a` first");
@@ -291,15 +310,17 @@ impl PackageManager for Apt<'_> {
             self.finish_interrupted()?;
         }
         let refreshed = std::cell::Cell::new(false);
-        install_with_retries(self.runner, &self.install_cmd(pkgs), &|out| {
+        let before_retry = |out: &str| {
             if out.contains("dpkg was interrupted") {
                 return self.finish_interrupted();
             }
             // Stale or missing lists: refresh once the install says so. If that did not help,
-            // the lists themselves may be damaged (a power cut during `apt-get update` leaves
-            // a Packages file cut short that the next update takes as current): fetch anew.
+            // the lists themselves may be damaged (a power cut soon after `apt-get update`
+            // leaves a Packages file cut short or empty, which the next update takes as
+            // current): fetch anew.
             if out.contains("Unable to locate package")
                 || out.contains("has no installation candidate")
+                || out.contains("can't find an archive")
                 || out.contains("404")
             {
                 if refreshed.replace(true) {
@@ -308,7 +329,19 @@ impl PackageManager for Apt<'_> {
                 self.update()?;
             }
             Ok(())
-        })
+        };
+        // A package a cut left half-unpacked (any package: a dependency too) is reinstalled
+        // first; apt would otherwise go on around it.
+        let broken = self.needs_reinstall();
+        if !broken.is_empty() {
+            tracing::warn!(
+                ?broken,
+                "dpkg left packages half-installed: reinstalling them"
+            );
+            let cmd = self.install_cmd(&[]).arg("--reinstall").args(broken);
+            install_with_retries(self.runner, &cmd, &before_retry)?;
+        }
+        install_with_retries(self.runner, &self.install_cmd(pkgs), &before_retry)
     }
 }
 

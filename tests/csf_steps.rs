@@ -221,6 +221,29 @@ fn damaged_package_lists_are_fetched_anew() {
         "control: an update must not repair the cut list: {}",
         String::from_utf8_lossy(&control.stderr)
     );
+    // And a package the cut left half-installed, whose archive the cut list does not name.
+    let deb = std::fs::read_dir(apt_repo())
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("unzip_"))
+        .unwrap()
+        .path();
+    std::fs::copy(&deb, r.join("tmp/unzip.deb")).unwrap();
+    assert!(apt("dpkg --unpack /tmp/unzip.deb").status.success());
+    let status = std::fs::read_to_string(r.join("var/lib/dpkg/status")).unwrap();
+    let status = status.replacen(
+        "Package: unzip\nStatus: install ok unpacked",
+        "Package: unzip\nStatus: install reinstreq half-installed",
+        1,
+    );
+    assert!(status.contains("install reinstreq half-installed"));
+    std::fs::write(r.join("var/lib/dpkg/status"), status).unwrap();
+    let control = apt("apt-get -q -y install unzip");
+    assert!(
+        String::from_utf8_lossy(&control.stderr).contains("can't find an archive"),
+        "control: apt must refuse the half-installed package: {}",
+        String::from_utf8_lossy(&control.stderr)
+    );
 
     let cfg = config(work.path(), &url, &sha256(&tarball));
     let o = brickup(&[
