@@ -31,8 +31,10 @@ protect_probe() {
     out=$(timeout 8 ssh -v -p "$host_port" -o BatchMode=yes -o PreferredAuthentications=none \
         -o PubkeyAuthentication=no -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
         -o ConnectTimeout=3 root@127.0.0.1 true 2>&1 </dev/null)
-    # "debug1: Authentications that can continue: publickey,password"
-    methods=$(sed -n 's/.*Authentications that can continue: //p' <<<"$out" | head -n1)
+    # "debug1: Authentications that can continue: publickey,password\r" - ssh's debug lines end
+    # in CR: left in, "password\r" escapes the verdict's "password(,|$)" (the lockout boot's
+    # control caught that).
+    methods=$(sed -n 's/.*Authentications that can continue: //p' <<<"$out" | tr -d '\r' | head -n1)
     [[ -n $methods ]] || return 0 # nothing answered, or no auth stage reached
     echo "$((SECONDS - VM_BOOT_T0)) $guest_port $methods"
 }
