@@ -1,26 +1,209 @@
 //! Restarting sshd the right way, with a recording runner for systemctl/semanage (they must not
-//! run on the test machine) and a real TCP listener answering with an SSH banner as "sshd".
+//! run on the test machine). Where brickup must prove sshd answers on the new port, the listener
+//! is the test machine's real sshd, started only by brickup's own scripted restart on the ports
+//! the root's config names at that moment ([`RealSshd`]): nothing answers there in advance.
 
 mod common;
 
-use std::io::Write;
-use std::net::TcpListener;
-use std::path::Path;
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use brickup::engine::{self, Context};
-use brickup::runner::RecordingRunner;
+use brickup::runner::{Cmd, Output, RecordingRunner, Runner};
 use common::*;
 
-/// A fake sshd: answers every connection with an SSH banner. Returns its port.
-fn banner_server() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut s in l.incoming().flatten() {
-            let _ = s.write_all(b"SSH-2.0-OpenSSH_9.2 fake\r\n");
+const SSHD: &str = "/usr/sbin/sshd";
+const SOCKET_OVERRIDE: &str = "etc/systemd/system/ssh.socket.d/00-brickup-port.conf";
+
+/// The root's ssh service played by the test machine's real sshd. Commands go to the recording
+/// runner; a `systemctl restart` of ssh, sshd, ssh.service or ssh.socket that it answers with
+/// exit 0 (re)starts `/usr/sbin/sshd` on 127.0.0.1 on the ports the root's files name right then:
+/// brickup's ssh.socket override's `ListenStream`s when it exists, else the ports sshd itself reads
+/// (`sshd -T` on the root's sshd_config, its `Include` pointed into the root). Port 22 is the
+/// test machine's own: a restart onto it is recorded, not started.
+struct RealSshd {
+    runner: RecordingRunner,
+    root: PathBuf,
+    dir: tempfile::TempDir,
+    /// This many restarts first answer exit 0 but start nothing (a unit that dies at once).
+    silent: AtomicUsize,
+    sshd: Mutex<Option<Child>>,
+    /// The ports each successful restart put sshd on (empty for a silent one).
+    starts: Mutex<Vec<Vec<u16>>>,
+}
+
+impl RealSshd {
+    fn new(root: &Path) -> RealSshd {
+        assert!(
+            Path::new(SSHD).exists(),
+            "{SSHD} missing: install openssh-server"
+        );
+        // sshd refuses to start without its privilege separation directory.
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let st = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(dir.path().join("host_key"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        RealSshd {
+            runner: RecordingRunner::new(),
+            root: root.to_path_buf(),
+            dir,
+            silent: AtomicUsize::new(0),
+            sshd: Mutex::new(None),
+            starts: Mutex::new(Vec::new()),
         }
-    });
-    port
+    }
+
+    fn silent_restarts(self, n: usize) -> Self {
+        self.silent.store(n, Ordering::SeqCst);
+        self
+    }
+
+    fn starts(&self) -> Vec<Vec<u16>> {
+        self.starts.lock().unwrap().clone()
+    }
+
+    /// The root's sshd config as a file the host's sshd reads: its own host key, loopback only,
+    /// and the root's sshd_config with `Include /etc/ssh/...` resolved in the root.
+    fn config_file(&self) -> PathBuf {
+        let text = std::fs::read_to_string(self.root.join("etc/ssh/sshd_config")).unwrap();
+        let inside = format!("Include {}/etc/ssh/", self.root.display());
+        let conf = format!(
+            "HostKey {}\nListenAddress 127.0.0.1\nPidFile none\n{}",
+            self.dir.path().join("host_key").display(),
+            text.replace("Include /etc/ssh/", &inside)
+        );
+        let path = self.dir.path().join("sshd_config");
+        std::fs::write(&path, conf).unwrap();
+        path
+    }
+
+    /// The ports sshd listens on: the socket override's, else what `sshd -T` reads. Only the
+    /// test's own host key may be served (never this machine's /etc/ssh keys).
+    fn ports(&self, config: &Path) -> Vec<u16> {
+        let out = Command::new(SSHD)
+            .arg("-T")
+            .arg("-f")
+            .arg(config)
+            .output()
+            .unwrap();
+        let effective = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "sshd -T on the root's config: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let own_key = format!("hostkey {}", self.dir.path().join("host_key").display());
+        let keys: Vec<&str> = effective
+            .lines()
+            .filter(|l| l.starts_with("hostkey "))
+            .collect();
+        assert_eq!(keys, vec![own_key.as_str()], "{effective}");
+        let mut ports: Vec<u16> = match std::fs::read_to_string(self.root.join(SOCKET_OVERRIDE)) {
+            Ok(o) => o
+                .lines()
+                .filter_map(|l| l.strip_prefix("ListenStream="))
+                .filter(|v| !v.is_empty())
+                .map(|v| v.parse().unwrap())
+                .collect(),
+            Err(_) => effective
+                .lines()
+                .filter_map(|l| l.strip_prefix("port "))
+                .map(|v| v.parse().unwrap())
+                .collect(),
+        };
+        ports.sort();
+        ports.dedup();
+        ports
+    }
+
+    fn restart(&self) {
+        let mut sshd = self.sshd.lock().unwrap();
+        if let Some(mut old) = sshd.take() {
+            let _ = old.kill();
+            let _ = old.wait();
+        }
+        let quiet = self
+            .silent
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if quiet {
+            self.starts.lock().unwrap().push(Vec::new());
+            return;
+        }
+        let config = self.config_file();
+        let ports = self.ports(&config);
+        self.starts.lock().unwrap().push(ports.clone());
+        if ports.is_empty() || ports.contains(&22) {
+            return;
+        }
+        let log = std::fs::File::create(self.dir.path().join("sshd.log")).unwrap();
+        let mut cmd = Command::new(SSHD);
+        cmd.args(["-D", "-e", "-f"]).arg(&config);
+        for p in &ports {
+            cmd.arg("-p").arg(p.to_string());
+        }
+        *sshd = Some(cmd.stdin(Stdio::null()).stderr(log).spawn().unwrap());
+    }
+}
+
+impl Runner for RealSshd {
+    fn run(&self, cmd: &Cmd) -> anyhow::Result<Output> {
+        let out = self.runner.run(cmd)?;
+        let restart = cmd.program == "systemctl"
+            && cmd.args.len() == 2
+            && cmd.args[0] == "restart"
+            && ["ssh", "sshd", "ssh.service", "ssh.socket"].contains(&cmd.args[1].as_str());
+        if restart && out.success() {
+            self.restart();
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for RealSshd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.sshd.get_mut().unwrap().take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// An SSH banner on 127.0.0.1:port within `wait` (a just-started sshd needs a moment to bind).
+fn ssh_banner(port: u16, wait: Duration) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = [0u8; 4];
+            if s.read_exact(&mut buf).is_ok() && &buf == b"SSH-" {
+                return true;
+            }
+        }
+        if start.elapsed() >= wait {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// sshd answers on the port (waiting for a fresh start to bind).
+fn answers(port: u16) -> bool {
+    ssh_banner(port, Duration::from_secs(10))
+}
+
+/// Nothing answers on the port right now.
+fn silent(port: u16) -> bool {
+    !ssh_banner(port, Duration::ZERO)
 }
 
 fn root_with(units: &[&str], extra: &[&str]) -> tempfile::TempDir {
@@ -62,11 +245,7 @@ fn config(dir: &Path, port: u16) -> brickup::config::Config {
     .unwrap()
 }
 
-fn run(
-    root: &Path,
-    config: &brickup::config::Config,
-    runner: &RecordingRunner,
-) -> engine::RunResult {
+fn run(root: &Path, config: &brickup::config::Config, runner: &dyn Runner) -> engine::RunResult {
     let mut cx = Context::new(brickup::root::Root::new(root), config, runner);
     cx.set_live(true);
     engine::apply(
@@ -80,22 +259,62 @@ fn run(
 
 #[test]
 fn ssh_service_is_restarted_and_the_new_port_proven() {
-    let port = banner_server();
+    let port = free_port();
     let root = root_with(&["ssh.service"], &[]);
     let config = config(root.path(), port);
-    let runner = RecordingRunner::new();
-    runner.allow("systemctl restart ssh");
-    let r = run(root.path(), &config, &runner);
+    let sshd = RealSshd::new(root.path());
+    sshd.runner.allow("systemctl restart ssh");
+    assert!(silent(port), "nothing may answer on {port} before brickup");
+    let r = run(root.path(), &config, &sshd);
     assert!(r.error.is_none(), "{:?}", r.error);
-    assert_eq!(runner.calls(), vec!["systemctl restart ssh"]);
+    assert_eq!(sshd.runner.calls(), vec!["systemctl restart ssh"]);
+    // brickup's restart put the real sshd there, reading brickup's drop-in.
+    assert_eq!(sshd.starts(), vec![vec![port]]);
+    assert!(answers(port));
+}
+
+/// The control: the restart exits 0 but sshd never comes up on the new port (a unit that dies at
+/// once). brickup must see the silence, restore the old config and restart sshd on it.
+#[test]
+fn a_restart_that_starts_nothing_is_rolled_back() {
+    let port = free_port();
+    let root = root_with(&["ssh.service"], &[]);
+    let before = std::fs::read_to_string(root.path().join("etc/ssh/sshd_config")).unwrap();
+    let config = config(root.path(), port);
+    let sshd = RealSshd::new(root.path()).silent_restarts(1);
+    sshd.runner.allow("systemctl restart ssh");
+    let r = run(root.path(), &config, &sshd);
+    let err = format!("{:#}", r.error.expect("must fail"));
+    assert!(
+        err.contains(&format!("not listening on port {port}")) && err.contains("restored"),
+        "{err}"
+    );
+    assert_eq!(
+        sshd.runner.calls(),
+        vec!["systemctl restart ssh", "systemctl restart ssh"]
+    );
+    // The second restart ran on the restored config: sshd's default port, 22.
+    assert_eq!(sshd.starts(), vec![vec![], vec![22]]);
+    assert!(silent(port));
+    assert!(!root
+        .path()
+        .join("etc/ssh/sshd_config.d/00-brickup.conf")
+        .exists());
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("etc/ssh/sshd_config")).unwrap(),
+        before
+    );
+    // The key step before it succeeded and stays: the owner's key is in.
+    assert!(root.path().join("root/.ssh/authorized_keys").exists());
 }
 
 #[test]
 fn rhel_service_name_and_selinux_label() {
-    let port = banner_server();
+    let port = free_port();
     let root = root_with(&["sshd.service"], &["/sys/fs/selinux/enforce"]);
     let config = config(root.path(), port);
-    let runner = RecordingRunner::new();
+    let sshd = RealSshd::new(root.path());
+    let runner = &sshd.runner;
     runner.answer(
         "semanage port -a",
         1,
@@ -104,8 +323,9 @@ fn rhel_service_name_and_selinux_label() {
     );
     runner.allow("semanage port -m");
     runner.allow("systemctl restart sshd");
-    let r = run(root.path(), &config, &runner);
+    let r = run(root.path(), &config, &sshd);
     assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!(sshd.starts(), vec![vec![port]]);
     let p = port.to_string();
     assert_eq!(
         runner.calls(),
@@ -126,71 +346,82 @@ fn socket_up(runner: &RecordingRunner) {
     runner.allow("systemctl restart ssh.socket");
 }
 
-/// The calls a socket-activated restart makes: the socket is restarted only to move the port
-/// (port 22 still listening on the test machine also counts as "not moved yet").
-fn socket_calls() -> Vec<String> {
-    let mut calls = vec![
+/// The calls a socket-activated restart makes when sshd is not on the port yet: the socket moves.
+fn socket_move_calls() -> Vec<String> {
+    vec![
         "systemctl is-active ssh.socket".to_string(),
         "systemctl daemon-reload".to_string(),
         // Accept=no: a running ssh.service holds the listeners (here: not running).
         "systemctl is-active ssh.service".to_string(),
-    ];
-    if brickup::sshd::listening_ports().unwrap().contains(&22) {
-        calls.push("systemctl restart ssh.socket".to_string());
-    }
-    calls
+        "systemctl restart ssh.socket".to_string(),
+    ]
+}
+
+/// Drift in brickup's sshd drop-in: the next apply rewrites it while sshd is on the port already.
+fn drift_dropin(root: &Path) {
+    std::fs::remove_file(root.join("etc/ssh/sshd_config.d/00-brickup.conf")).unwrap();
 }
 
 #[test]
 fn socket_activation_without_generator_overrides_the_socket() {
-    let port = banner_server();
+    let port = free_port();
     let root = root_with(&["ssh.service", "ssh.socket"], &[]);
     let config = config(root.path(), port);
-    let runner = RecordingRunner::new();
-    socket_up(&runner);
-    let r = run(root.path(), &config, &runner);
+    let sshd = RealSshd::new(root.path());
+    socket_up(&sshd.runner);
+    let r = run(root.path(), &config, &sshd);
     assert!(r.error.is_none(), "{:?}", r.error);
-    // Already listening on the port: new connections read the new config, no socket restart
-    // (which fails while SSH sessions are open).
-    assert_eq!(runner.calls(), socket_calls());
-    let o = std::fs::read_to_string(
-        root.path()
-            .join("etc/systemd/system/ssh.socket.d/00-brickup-port.conf"),
-    )
-    .unwrap();
+    assert_eq!(sshd.runner.calls(), socket_move_calls());
+    // The socket's restart listened where brickup's override says.
+    assert_eq!(sshd.starts(), vec![vec![port]]);
+    let o = std::fs::read_to_string(root.path().join(SOCKET_OVERRIDE)).unwrap();
     assert!(
         o.contains("ListenStream=\n") && o.contains(&format!("ListenStream={port}\n")),
         "{o}"
     );
+
+    // Already listening on the port: new connections read the new config, no socket restart
+    // (which fails while SSH sessions are open).
+    drift_dropin(root.path());
+    let r = run(root.path(), &config, &sshd);
+    assert!(r.error.is_none(), "{:?}", r.error);
+    let calls = sshd.runner.calls();
+    assert_eq!(calls[4..], socket_move_calls()[..3], "{calls:#?}");
+    assert_eq!(sshd.starts(), vec![vec![port]]);
+    assert!(answers(port));
 }
 
 #[test]
 fn socket_activation_with_generator_only_reloads() {
-    let port = banner_server();
+    let port = free_port();
     let root = root_with(
         &["ssh.service", "ssh.socket"],
         &["/usr/lib/systemd/system-generators/sshd-socket-generator"],
     );
     let config = config(root.path(), port);
-    let runner = RecordingRunner::new();
-    socket_up(&runner);
-    let r = run(root.path(), &config, &runner);
+    let sshd = RealSshd::new(root.path());
+    socket_up(&sshd.runner);
+    let r = run(root.path(), &config, &sshd);
     assert!(r.error.is_none(), "{:?}", r.error);
-    assert_eq!(runner.calls(), socket_calls());
+    assert_eq!(sshd.runner.calls(), socket_move_calls());
+    // The generator turned sshd_config's Port (brickup's drop-in) into the socket's.
+    assert_eq!(sshd.starts(), vec![vec![port]]);
     // A manual override would conflict with the generator's ("Address already in use").
     assert!(!root.path().join("etc/systemd/system/ssh.socket.d").exists());
 }
 
 #[test]
 fn socket_activation_moving_the_port_restarts_the_socket_and_rolls_back_when_silent() {
-    let port = free_port(); // nothing answers there: the socket must move, and then fails to
+    let port = free_port(); // the socket must move, and then nothing answers there
     let root = root_with(&["ssh.service", "ssh.socket"], &[]);
     let config = config(root.path(), port);
-    let runner = RecordingRunner::new();
-    socket_up(&runner);
-    let r = run(root.path(), &config, &runner);
+    let sshd = RealSshd::new(root.path()).silent_restarts(1);
+    socket_up(&sshd.runner);
+    let r = run(root.path(), &config, &sshd);
     assert!(r.error.is_some());
-    let calls = runner.calls();
+    // Back on the restored config: no override, sshd_config's default port.
+    assert_eq!(sshd.starts(), vec![vec![], vec![22]]);
+    let calls = sshd.runner.calls();
     assert_eq!(
         calls
             .iter()
@@ -203,36 +434,6 @@ fn socket_activation_moving_the_port_restarts_the_socket_and_rolls_back_when_sil
         .path()
         .join("etc/systemd/system/ssh.socket.d/00-brickup-port.conf")
         .exists());
-}
-
-#[test]
-fn silent_new_port_restores_the_old_config_and_restarts_again() {
-    let port = free_port(); // nothing will answer there
-    let root = root_with(&["ssh.service"], &[]);
-    let before = std::fs::read_to_string(root.path().join("etc/ssh/sshd_config")).unwrap();
-    let config = config(root.path(), port);
-    let runner = RecordingRunner::new();
-    runner.allow("systemctl restart ssh");
-    let r = run(root.path(), &config, &runner);
-    let err = format!("{:#}", r.error.expect("must fail"));
-    assert!(
-        err.contains(&format!("not listening on port {port}")) && err.contains("restored"),
-        "{err}"
-    );
-    assert_eq!(
-        runner.calls(),
-        vec!["systemctl restart ssh", "systemctl restart ssh"]
-    );
-    assert!(!root
-        .path()
-        .join("etc/ssh/sshd_config.d/00-brickup.conf")
-        .exists());
-    assert_eq!(
-        std::fs::read_to_string(root.path().join("etc/ssh/sshd_config")).unwrap(),
-        before
-    );
-    // The key step before it succeeded and stays: the owner's key is in.
-    assert!(root.path().join("root/.ssh/authorized_keys").exists());
 }
 
 /// A restart that fails (e.g. the new port is taken; Debian's unit does not retry on exit 255)
@@ -306,7 +507,7 @@ fn dropin_ports(root: &Path) -> Vec<String> {
 fn run_moving(
     root: &Path,
     config: &brickup::config::Config,
-    runner: &RecordingRunner,
+    runner: &dyn Runner,
     old: u16,
 ) -> engine::RunResult {
     let mut cx = Context::new(brickup::root::Root::new(root), config, runner);
@@ -325,15 +526,21 @@ fn run_moving(
 /// old port through the run; only the last pass drops it from sshd and from ufw.
 #[test]
 fn port_move_opens_first_keeps_the_old_port_and_closes_it_last() {
-    let port = banner_server();
+    let port = free_port();
     let old = free_port();
     let root = root_with(&["ssh.service"], &[]);
     let config = config(root.path(), port);
-    let runner = RecordingRunner::new();
-    ufw_active(root.path(), &runner);
+    let sshd = RealSshd::new(root.path());
+    let runner = &sshd.runner;
+    ufw_active(root.path(), runner);
     runner.allow("systemctl restart ssh");
-    let r = run_moving(root.path(), &config, &runner, old);
+    let r = run_moving(root.path(), &config, &sshd, old);
     assert!(r.error.is_none(), "{:?}", r.error);
+    // Through the run sshd listens on both ports; the last pass leaves only the new one.
+    let mut both = vec![port, old];
+    both.sort();
+    assert_eq!(sshd.starts(), vec![both, vec![port]]);
+    assert!(answers(port) && silent(old));
     let calls = runner.calls();
     let at = |c: &str| {
         calls
@@ -358,11 +565,12 @@ fn port_move_opens_first_keeps_the_old_port_and_closes_it_last() {
 /// When the last pass fails, the old port stays: sshd's config keeps both ports.
 #[test]
 fn a_failed_last_pass_leaves_the_old_port_open() {
-    let port = banner_server();
+    let port = free_port();
     let old = free_port();
     let root = root_with(&["ssh.service"], &[]);
     let config = config(root.path(), port);
-    let runner = RecordingRunner::new();
+    let sshd = RealSshd::new(root.path());
+    let runner = &sshd.runner;
     runner.answer_once("systemctl restart ssh", 0, "", "");
     runner.answer_once(
         "systemctl restart ssh",
@@ -371,7 +579,7 @@ fn a_failed_last_pass_leaves_the_old_port_open() {
         "Job for ssh.service failed.",
     );
     runner.allow("systemctl restart ssh");
-    let r = run_moving(root.path(), &config, &runner, old);
+    let r = run_moving(root.path(), &config, &sshd, old);
     let err = format!("{:#}", r.error.expect("the last pass must fail"));
     assert!(
         err.contains(&format!("closing the old SSH port(s) [{old}]")),
@@ -383,6 +591,11 @@ fn a_failed_last_pass_leaves_the_old_port_open() {
     let mut want = vec![port.to_string(), old.to_string()];
     want.sort();
     assert_eq!(ports, want, "both ports stay in sshd's config");
+    // The failed restart changed nothing; the recovery restarted sshd on both ports.
+    let mut both = vec![port, old];
+    both.sort();
+    assert_eq!(sshd.starts(), vec![both.clone(), both]);
+    assert!(answers(port) && answers(old));
     let text =
         std::fs::read_to_string(root.path().join("etc/ssh/sshd_config.d/00-brickup.conf")).unwrap();
     assert!(text.contains("PasswordAuthentication no"), "{text}");
@@ -437,37 +650,48 @@ fn preflight_refuses_a_nologin_user_and_a_taken_port() {
 /// bind again: "Failed to listen", seen in the VM); a config change alone restarts it.
 #[test]
 fn accept_no_socket_stops_the_listening_service_to_move_and_restarts_it_for_config() {
-    let port = banner_server();
+    let port = free_port();
     let root = root_with(&["ssh.service", "ssh.socket"], &[]);
     let config = config(root.path(), port);
-    let runner = RecordingRunner::new();
+    let sshd = RealSshd::new(root.path());
+    let runner = &sshd.runner;
     runner.answer("systemctl is-active ssh.socket", 0, "active\n", "");
     runner.answer("systemctl is-active ssh.service", 0, "active\n", "");
     runner.allow("systemctl daemon-reload");
     runner.allow("systemctl stop ssh.service");
     runner.allow("systemctl restart ssh.socket");
     runner.allow("systemctl restart ssh.service");
-    // The banner server already answers on `port`: only 22 (if the test machine listens there)
-    // makes this a move.
-    let r = run(root.path(), &config, &runner);
+    // A move: nothing listens on the port until the socket's restart.
+    let r = run(root.path(), &config, &sshd);
     assert!(r.error.is_none(), "{:?}", r.error);
     let calls = runner.calls();
-    if brickup::sshd::listening_ports().unwrap().contains(&22) {
-        let stop = calls.iter().position(|c| c == "systemctl stop ssh.service");
-        let restart = calls
-            .iter()
-            .position(|c| c == "systemctl restart ssh.socket");
-        assert!(stop.is_some() && stop < restart, "{calls:#?}");
-    } else {
-        assert!(
-            calls.contains(&"systemctl restart ssh.service".to_string()),
-            "{calls:#?}"
-        );
-        assert!(
-            !calls.contains(&"systemctl restart ssh.socket".to_string()),
-            "{calls:#?}"
-        );
-    }
+    let stop = calls.iter().position(|c| c == "systemctl stop ssh.service");
+    let restart = calls
+        .iter()
+        .position(|c| c == "systemctl restart ssh.socket");
+    assert!(stop.is_some() && stop < restart, "{calls:#?}");
+    assert!(
+        !calls.contains(&"systemctl restart ssh.service".to_string()),
+        "{calls:#?}"
+    );
+    assert_eq!(sshd.starts(), vec![vec![port]]);
+
+    // A config change alone, sshd on the port already: the service restarts, the socket stays.
+    drift_dropin(root.path());
+    let r = run(root.path(), &config, &sshd);
+    assert!(r.error.is_none(), "{:?}", r.error);
+    let calls = runner.calls()[calls.len()..].to_vec();
+    assert!(
+        calls.contains(&"systemctl restart ssh.service".to_string()),
+        "{calls:#?}"
+    );
+    assert!(
+        !calls.contains(&"systemctl restart ssh.socket".to_string())
+            && !calls.contains(&"systemctl stop ssh.service".to_string()),
+        "{calls:#?}"
+    );
+    assert_eq!(sshd.starts(), vec![vec![port], vec![port]]);
+    assert!(answers(port));
 }
 
 /// Every file under the root's sshd and systemd config, for "what the owner keeps" assertions.

@@ -6,12 +6,15 @@
 # usage: vm/firstboot.sh [--suite bookworm|trixie|bullseye] [--ssh-socket] [--case ok|baked|bad-sha|lockout] [--demo]
 #   ok       hardened, reachable, firewall enforcing, report signed and succeeded, csf.service and
 #            lfd.service active+enabled, SSHD_LOG written with sshd's failures (what lfd reads),
-#            check/rerun/drift repair (incl. a stopped rsyslog), reboot keeps everything
+#            check/rerun/drift repair (incl. a stopped rsyslog), reboot keeps everything; the
+#            receiver listens on guest port 8443 (not in csf's default TCP_OUT), so the repair
+#            run's report must pass csf's OUTPUT filter
 #   baked    brickup and its unit baked into the image (image/build-image.sh --brickup --unit);
 #            the user-data only carries the config: the unit hardens the node at first boot;
 #            then the same checks, drift repair and reboot as ok
 #   bad-sha  wrong csf sha256: report failed, SSH still reachable, firewall not enforcing
-#   lockout  a config that would lock the owner out: refused, password SSH untouched, report why
+#   lockout  a config that would lock the owner out: refused, password SSH untouched, report why;
+#            the power-on prober must see password offered there (its control for the ok case)
 #   --demo   after the checks, print how to log in and keep the VM until Enter is pressed
 # csf comes the way users get it: the fixture tarball is served at the upstream release URL's
 # path, http://10.0.2.100/Aetherinox/csf-firewall/releases/download/15.10/csf-firewall-v15.10.tgz
@@ -46,6 +49,13 @@ if [[ -z ${FIRSTBOOT_WATCHED:-} && $DEMO == 0 ]]; then
 fi
 
 SSH_PORT=2222 MN_PORT=51472 CLOSED_PORT=8080
+# The ok case's receiver listens on a port outside csf's default TCP_OUT: brickup must open it.
+# vm_boot forwards the receiver from this guest port; the other cases keep the default (80).
+RECV_URL=http://$VM_GUEST_RECV_IP/report
+if [[ $CASE == ok ]]; then
+    export VM_RECV_GUEST_PORT=8443
+    RECV_URL=http://$VM_GUEST_RECV_IP:$VM_RECV_GUEST_PORT/report
+fi
 CSF_VERSION=15.10
 # The upstream release asset's path (FACTS.md), served by the harness's http server.
 CSF_URL_PATH=Aetherinox/csf-firewall/releases/download/$CSF_VERSION/csf-firewall-v$CSF_VERSION.tgz
@@ -112,7 +122,7 @@ csf:
   sha256: $CSF_SHA
   allow_http: true
 report:
-  url: http://$VM_GUEST_RECV_IP/report
+  url: $RECV_URL
   allow_http: true
   hmac_secret: "$HMAC"
 YAML
@@ -168,7 +178,12 @@ vm_boot "node-$CASE" --image "$VM_WORK/disk.qcow2" --seed-dir "$VM_WORK/seed" \
 PORT22=${VM_FWD[22]}
 # From power-on: which auth methods does any SSH port offer? (render-userdata's bootcmd hardens
 # sshd before it first starts; the baked image here has no early unit, so only the ok case.)
-[[ $CASE == ok ]] && protect_prober_start 22 "$SSH_PORT"
+# The lockout case leaves the provider's password SSH on 22: there the same prober must see
+# password offered, or its "never offered" in the ok case would measure nothing.
+case $CASE in
+    ok) protect_prober_start 22 "$SSH_PORT" ;;
+    lockout) protect_prober_start 22 ;;
+esac
 
 # --- wait for the finished report ----------------------------------------------------------
 report_field() { # report_field EVENT FIELD - FIELD of the last EVENT report, as JSON
@@ -198,10 +213,10 @@ until [[ -n $(report_field finished status) ]] || ((SECONDS > deadline)); do
 done
 STATUS=$(report_field finished status)
 FIRSTBOOT_S=$((SECONDS - VM_BOOT_T0))
-if [[ $CASE == ok ]]; then
-    protect_prober_stop
-    protect_prober_verdict
-fi
+case $CASE in
+    ok) protect_prober_stop; protect_prober_verdict ;;
+    lockout) protect_prober_stop; protect_prober_saw_password ;;
+esac
 echo "report: finished $STATUS after $FIRSTBOOT_S s; error: $(report_field finished error)"
 echo "timing: first boot $FIRSTBOOT_S s (power-on -> signed finished report)"
 vm_stage "first boot done; checking the node from outside"
@@ -215,13 +230,65 @@ fi
 no_banner() { # no_banner HOSTPORT - nothing answers with an SSH banner
     ! timeout 8 python3 -c 'import socket,sys; s=socket.create_connection(("127.0.0.1",int(sys.argv[1])),5); s.settimeout(5); sys.exit(0 if s.recv(4)==b"SSH-" else 1)' "$1" 2>/dev/null
 }
+# password_refused - a password login is refused by sshd itself: ssh fails with sshd's
+# "Permission denied (METHODS)" and METHODS has neither password nor keyboard-interactive.
+# Any other failure (connection refused, timeout, no banner) fails the check.
 password_refused() {
-    ! SSHPASS=$PASSWORD sshpass -e ssh -p "$VM_SSH_PORT" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+    local err rc methods
+    err=$(SSHPASS=$PASSWORD sshpass -e ssh -p "$VM_SSH_PORT" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
         -o PubkeyAuthentication=no -o PreferredAuthentications=password,keyboard-interactive \
-        -o NumberOfPasswordPrompts=1 -o ConnectTimeout=10 root@127.0.0.1 true 2>/dev/null
+        -o NumberOfPasswordPrompts=1 -o ConnectTimeout=10 root@127.0.0.1 true 2>&1 </dev/null)
+    rc=$?
+    methods=$(sed -n 's/.*Permission denied (\([^)]*\)).*/\1/p' <<<"$err" | head -n1)
+    if ((rc != 0)) && [[ -n $methods ]] && ! grep -qE '(^|,)(password|keyboard-interactive)(,|$)' <<<"$methods"; then
+        echo "    sshd: Permission denied ($methods)"
+        return 0
+    fi
+    echo "    password login: exit $rc, not sshd's refusal without password: $(tr '\n' ' ' <<<"$err" | cut -c1-200)"
+    return 1
+}
+# password_is_right - control for password_refused: the password the login was refused with is
+# root's password in the guest's /etc/shadow (the refusal is not a wrong password's).
+password_is_right() {
+    # shellcheck disable=SC2016 # perl code
+    local script='open my $f, "<", "/etc/shadow" or die "shadow: $!";
+while (<$f>) { my ($u, $h) = split /:/; exit(crypt($ARGV[0], $h) eq $h ? 0 : 1) if $u eq "root" }
+exit 2;'
+    vm_ssh "perl -e $(printf %q "$script") $(printf %q "$PASSWORD")"
 }
 fetch() { timeout 15 python3 -c 'import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=6).read()' "http://127.0.0.1:$1/" 2>/dev/null; }
 not_fetch() { ! fetch "$1"; }
+# fetch_inside GUESTPORT - the guest's own server on GUESTPORT answers from inside (loopback).
+fetch_inside() {
+    vm_ssh "timeout 15 python3 -c 'import urllib.request; urllib.request.urlopen(\"http://127.0.0.1:$1/\", timeout=6).read()'"
+}
+# port22_closed_inside - inside the guest nothing listens on 22, while the SSH port has a
+# listener (sshd, or systemd holding ssh.socket): ss itself is shown to see listeners.
+port22_closed_inside() {
+    local on22 onssh
+    on22=$(vm_ssh "ss -Hltnp 'sport = :22'") || { echo "    ss failed in the guest"; return 1; }
+    onssh=$(vm_ssh "ss -Hltnp 'sport = :$SSH_PORT'")
+    if [[ -z $on22 ]] && grep -qE '"(sshd|systemd)"' <<<"$onssh"; then
+        return 0
+    fi
+    echo "    listening on 22: ${on22:-nothing}"
+    echo "    listening on $SSH_PORT: ${onssh:-nothing}"
+    return 1
+}
+# socket_on_new_port - ssh.socket is active and listens where brickup put sshd: its Listen
+# property has the SSH port and not 22 (the image's socket listened on 22).
+socket_on_new_port() {
+    local listen
+    listen=$(vm_ssh "systemctl is-active -q ssh.socket && systemctl show -p Listen --value ssh.socket") ||
+        { echo "    ssh.socket not active"; return 1; }
+    echo "    ssh.socket Listen: $(tr '\n' ' ' <<<"$listen")"
+    grep -qE ":$SSH_PORT \(Stream\)" <<<"$listen" && ! grep -qE ':22 \(Stream\)' <<<"$listen"
+}
+# finished_reports - how many finished reports the receiver has verified so far.
+finished_reports() {
+    python3 -c 'import json, sys
+print(sum(1 for l in open(sys.argv[1]) if l.strip() and json.loads(l).get("event") == "finished"))' "$VM_RECV_OUT"
+}
 error_mentions() { grep -q "$1" <<<"$(report_field finished error)"; }
 
 # check_converged LABEL - `brickup check` in the guest exits 0; its output is shown otherwise.
@@ -327,10 +394,12 @@ ok | baked)
         for f in $seen; do grep -qF "$f" <<<"$keys" || return 1; done
     }
     check "host key fingerprints in the report match what ssh sees" keyscan_matches
-    check "password login refused (sshpass) though the provider enabled it" password_refused
-    check "port 22 no longer answers" no_banner "$PORT22"
+    check "control: the password tried is root's password in the guest's /etc/shadow" password_is_right
+    check "password login refused by sshd (Permission denied, no password method) though the provider enabled it" password_refused
+    check "port 22 no longer answers from outside" no_banner "$PORT22"
+    check "inside the guest nothing listens on 22; something (sshd/ssh.socket) listens on $SSH_PORT" port22_closed_inside
     if [[ ${#SSH_SOCKET[@]} -gt 0 ]]; then
-        check "still socket-activated" vm_ssh "systemctl is-active -q ssh.socket"
+        check "still socket-activated: ssh.socket active and listening on $SSH_PORT, not 22" socket_on_new_port
     fi
     if [[ $CASE == baked ]]; then
         check "the baked unit did the first boot" \
@@ -341,7 +410,8 @@ ok | baked)
     vm_ssh "timeout 60 sh -c 'until ss -Hltn | grep -q :$MN_PORT && ss -Hltn | grep -q :$CLOSED_PORT; do sleep 1; done'" ||
         echo "    test servers in the guest not listening after 60 s"
     check "masternode port $MN_PORT (in TCP_IN) is reachable" fetch "${VM_FWD[$MN_PORT]}"
-    check "port $CLOSED_PORT (not in TCP_IN) is filtered" not_fetch "${VM_FWD[$CLOSED_PORT]}"
+    check "control: the server on $CLOSED_PORT answers from inside the guest" fetch_inside "$CLOSED_PORT"
+    check "port $CLOSED_PORT (not in TCP_IN) is filtered from outside" not_fetch "${VM_FWD[$CLOSED_PORT]}"
     check "csf TESTING is 0 and INPUT policy is DROP" \
         vm_ssh "grep -qx 'TESTING = \"0\"' /etc/csf/csf.conf && iptables -S INPUT | grep -qx -- '-P INPUT DROP'"
     # Right after first boot, before anything is rerun.
@@ -368,6 +438,7 @@ sys.exit(1)' "$1"
     check "drift report names SSHD_LOG or syslog (rsyslog stopped)" grep -qiE 'SSHD_LOG|syslog' "$VM_WORK/drift.txt"
     ((FAIL == fails_before)) || sed 's/^/    drift: /' "$VM_WORK/drift.txt" | tail -n 25
     # The repair, measured: a full live apply (sshd restart, csf enable sequence).
+    reports_before=$(finished_reports)
     bench=$(vm_ssh "python3 -c 'import resource, subprocess, time
 t = time.monotonic()
 rc = subprocess.run([\"brickup\", \"apply\"], stdout=subprocess.DEVNULL, stderr=open(\"/root/repair-apply.log\", \"w\")).returncode
@@ -376,6 +447,23 @@ print(f\"rc={rc} wall_s={time.monotonic() - t:.1f} peak_rss_kb={resource.getrusa
     check "apply repairs the drift" test "${bench%% *}" == rc=0 || true
     [[ ${bench%% *} == rc=0 ]] || vm_ssh "tail -n 25 /root/repair-apply.log"
     check "rsyslog running again after the repair" vm_ssh "systemctl is-active -q rsyslog.service"
+    if [[ $CASE == ok ]]; then
+        # The repair ran with csf enforcing (OUTPUT policy DROP): its report reached the receiver
+        # on guest port $VM_RECV_GUEST_PORT only because brickup put that port in TCP_OUT.
+        check "csf filters OUTPUT (policy DROP) and TCP_OUT has the report's port $VM_RECV_GUEST_PORT" \
+            vm_ssh "iptables -S OUTPUT | grep -qx -- '-P OUTPUT DROP' && grep -E '^TCP_OUT *=' /etc/csf/csf.conf | grep -qE '[\",]${VM_RECV_GUEST_PORT}[\",]'"
+        repair_report() {
+            local n _
+            for _ in $(seq 20); do
+                n=$(finished_reports)
+                ((n > reports_before)) && break
+                sleep 1
+            done
+            echo "    finished reports: $reports_before before the repair, $n after; last status $(report_field finished status)"
+            ((n > reports_before)) && [[ $(report_field finished status) == '"succeeded"' ]]
+        }
+        check "the repair run's finished report (sent while csf enforces) reached the receiver on guest port $VM_RECV_GUEST_PORT" repair_report
+    fi
     node_sound "after the repair"
     check "password login still refused after the repair" password_refused
     # Reboot: everything stays, and firstboot does not redo the work.

@@ -7,6 +7,8 @@
 #   protect_prober_stop             once the finished report is in
 #   protect_prober_verdict          PASS iff sshd answered at least once and never offered
 #                                   "password" or "keyboard-interactive"
+#   protect_prober_saw_password     the verdict's control, for a boot whose sshd does offer
+#                                   passwords (the lockout case): PASS iff the prober saw it
 #   protect_ssh_audit PORT          ssh-audit against vm/ssh-audit/openssh-X.Y.txt (X.Y from the
 #                                   banner): zero failures
 #   protect_updates                 the updater's timer enabled and active; a dry run of
@@ -29,8 +31,10 @@ protect_probe() {
     out=$(timeout 8 ssh -v -p "$host_port" -o BatchMode=yes -o PreferredAuthentications=none \
         -o PubkeyAuthentication=no -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
         -o ConnectTimeout=3 root@127.0.0.1 true 2>&1 </dev/null)
-    # "debug1: Authentications that can continue: publickey,password"
-    methods=$(sed -n 's/.*Authentications that can continue: //p' <<<"$out" | head -n1)
+    # "debug1: Authentications that can continue: publickey,password\r" - ssh's debug lines end
+    # in CR: left in, "password\r" escapes the verdict's "password(,|$)" (the lockout boot's
+    # control caught that).
+    methods=$(sed -n 's/.*Authentications that can continue: //p' <<<"$out" | tr -d '\r' | head -n1)
     [[ -n $methods ]] || return 0 # nothing answered, or no auth stage reached
     echo "$((SECONDS - VM_BOOT_T0)) $guest_port $methods"
 }
@@ -71,6 +75,18 @@ protect_prober_verdict() {
         fail "prober: password auth was offered: $(head -n3 <<<"$bad" | tr '\n' ';')"
     else
         pass "prober: $answers answers from power-on to the report, none offered password or keyboard-interactive (first: $first)"
+    fi
+}
+
+# The control: the same prober, where password auth is offered, must record it.
+protect_prober_saw_password() {
+    local answers seen
+    answers=$(wc -l <"$PROTECT_PROBE_LOG")
+    seen=$(grep -E '(^| |,)password(,|$)' "$PROTECT_PROBE_LOG" | head -n1)
+    if [[ -n $seen ]]; then
+        pass "prober (control): saw password auth offered where sshd offers it ($answers answers; first: $seen)"
+    else
+        fail "prober (control): password never seen in $answers answers though sshd offers it (log $PROTECT_PROBE_LOG)"
     fi
 }
 
