@@ -16,7 +16,7 @@ use crate::runner::{Cmd, Runner};
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(1200);
 const ATTEMPTS: u32 = 3;
 
-pub use crate::identity::parse_os_release;
+pub use crate::report::identity::parse_os_release;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {

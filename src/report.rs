@@ -5,6 +5,8 @@
 //! form fields with no run status, no authentication and no JSON.
 
 mod config;
+pub mod identity;
+pub mod receive;
 mod send;
 pub(crate) mod sign;
 mod store;
@@ -14,8 +16,8 @@ use sha2::{Digest, Sha256};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::identity::{self, HostKey};
 use crate::root::Root;
+use identity::HostKey;
 
 pub use config::{Credentials, ReportConfig, Secret};
 pub use send::{send, Sender};

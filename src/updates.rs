@@ -144,7 +144,7 @@ fn desired(cx: &Context, family: Family) -> Result<Vec<(PathBuf, String, String)
     let mut files: Vec<(&str, String)> = Vec::new();
     match family {
         Family::Debian => {
-            let ubuntu = crate::identity::os_release(&cx.root)?.0 == "ubuntu";
+            let ubuntu = crate::report::identity::os_release(&cx.root)?.0 == "ubuntu";
             files.push((AUTO_UPGRADES, render_auto_upgrades()));
             files.push((
                 SECURITY_ONLY,

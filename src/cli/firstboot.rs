@@ -61,7 +61,8 @@ impl Firstboot {
         }
         let (root, loaded) = load_or_report(&self.target, true)?;
         let _lock = crate::lock::acquire(&root, Duration::from_secs(self.target.lock_wait))?;
-        let id = crate::identity::instance_id(&root).context("finding this instance's identity")?;
+        let id = crate::report::identity::instance_id(&root)
+            .context("finding this instance's identity")?;
         let done = std::fs::read_to_string(root.path(DONE_FILE)).unwrap_or_default();
         if done.trim() == id {
             tracing::info!(instance = %id, "first boot already done for this instance; nothing to do");
@@ -84,7 +85,8 @@ impl Firstboot {
     fn run_early(self) -> Result<Exit> {
         let (root, loaded) = load(&self.target)?;
         let _lock = crate::lock::acquire(&root, Duration::from_secs(self.target.lock_wait))?;
-        let id = crate::identity::instance_id(&root).context("finding this instance's identity")?;
+        let id = crate::report::identity::instance_id(&root)
+            .context("finding this instance's identity")?;
         let done = std::fs::read_to_string(root.path(DONE_FILE)).unwrap_or_default();
         if done.trim() == id || early_record(&root, &id).is_some() {
             tracing::info!(instance = %id, "early hardening already done for this instance");

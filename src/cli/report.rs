@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::Exit;
-use crate::receive::{self, ReceiveOptions, Receiver};
+use crate::report::receive::{self, ReceiveOptions, Receiver};
 use crate::report::{self, Secret};
 use crate::root::Root;
 

@@ -2,6 +2,7 @@
 //! pinned, sha256-verified tarball; its install (`sh install.sh`, `csftest.pl`'s RESULT line);
 //! and the firewall policy in `/etc/csf/csf.conf`, enabled only once SSH is proven reachable.
 
+pub mod conf;
 mod enable;
 mod logs;
 
@@ -12,7 +13,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 
 use crate::config::{CsfConfig, Ipv6Mode};
-use crate::csfconf;
 use crate::download::{self, Sha256Digest};
 use crate::engine::{Action, Applied, Context, Step};
 use crate::fsops::Transaction;
@@ -334,7 +334,7 @@ pub fn firewall_state(root: &crate::root::Root) -> crate::report::Firewall {
     if root.path("/etc/csf/csf.disable").exists() {
         return Firewall::Off;
     }
-    match csfconf::read_keys(&conf).get("TESTING").map(String::as_str) {
+    match conf::read_keys(&conf).get("TESTING").map(String::as_str) {
         Some("0") => Firewall::Enforcing,
         Some(_) => Firewall::Testing,
         None => Firewall::Unknown,
@@ -401,19 +401,19 @@ pub fn policy(cx: &Context) -> BTreeMap<String, String> {
     let mut put = |k: &str, v: String| {
         m.insert(k.to_string(), v);
     };
-    put("TCP_IN", csfconf::port_list(&tcp_in));
-    put("TCP_OUT", csfconf::port_list(&tcp_out));
-    put("UDP_IN", csfconf::port_list(&udp_in));
+    put("TCP_IN", conf::port_list(&tcp_in));
+    put("TCP_OUT", conf::port_list(&tcp_out));
+    put("UDP_IN", conf::port_list(&udp_in));
     if let Some(u) = &fw.udp_out {
-        put("UDP_OUT", csfconf::port_list(&ports(u)));
+        put("UDP_OUT", conf::port_list(&ports(u)));
     }
     put("IPV6", if ipv6 { "1" } else { "0" }.into());
     if ipv6 {
-        put("TCP6_IN", csfconf::port_list(&tcp_in));
-        put("TCP6_OUT", csfconf::port_list(&tcp_out));
-        put("UDP6_IN", csfconf::port_list(&udp_in));
+        put("TCP6_IN", conf::port_list(&tcp_in));
+        put("TCP6_OUT", conf::port_list(&tcp_out));
+        put("UDP6_IN", conf::port_list(&udp_in));
         if let Some(u) = &fw.udp_out {
-            put("UDP6_OUT", csfconf::port_list(&ports(u)));
+            put("UDP6_OUT", conf::port_list(&ports(u)));
         }
     }
     put(

@@ -10,7 +10,7 @@ use super::crypto::{self, MIN_RSA_BITS};
 use super::sshd_cmd;
 use crate::engine::Context;
 use crate::fsops::{NewFile, Transaction};
-use crate::identity::{fingerprint_public_key, HostKey};
+use crate::report::identity::{fingerprint_public_key, HostKey};
 use crate::root::Root;
 use crate::runner::Runner;
 
