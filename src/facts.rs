@@ -16,17 +16,17 @@ pub struct Facts {
     /// leave the owner without a way in.
     pub old_ssh_ports: Vec<u16>,
     /// A global IPv6 address is configured (`firewall.ipv6: auto` turns csf's IPv6 on then).
-    pub global_ipv6: bool,
+    pub(crate) global_ipv6: bool,
     /// OS family and package tool (None: unsupported or unreadable; the packages step says why).
-    pub os: Option<crate::packages::Os>,
+    pub(crate) os: Option<crate::packages::Os>,
     /// The target's OpenSSH (`sshd -V` of the root's own sshd): the SSH crypto is chosen by it.
-    pub openssh: Option<OpensshVersion>,
+    pub(crate) openssh: Option<OpensshVersion>,
 }
 
 impl Facts {
     /// Look at the host. Under a root other than `/` nothing is running to look at: only the
     /// installed software is read. Early at boot (before sshd first starts) no port is asked.
-    pub fn gather(cx: &Context) -> Result<Facts> {
+    pub(crate) fn gather(cx: &Context) -> Result<Facts> {
         let mut facts = Facts {
             openssh: openssh_version(cx),
             os: crate::packages::detect(&cx.root).ok(),

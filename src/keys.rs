@@ -24,7 +24,7 @@ const KEY_TYPES: &[&str] = &[
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum KeyError {
+pub(crate) enum KeyError {
     #[error("this is a PRIVATE key: paste the public key (the .pub file's one line) instead, and treat the private key as leaked")]
     PrivateKey,
     #[error("not a public key: expected `<type> <base64> [comment]` with type one of {}", KEY_TYPES.join(", "))]
@@ -39,16 +39,16 @@ pub enum KeyError {
 
 /// One `authorized_keys` line's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublicKey {
-    pub options: Option<String>,
-    pub kind: String,
-    pub blob: String,
-    pub comment: String,
+pub(crate) struct PublicKey {
+    pub(crate) options: Option<String>,
+    pub(crate) kind: String,
+    pub(crate) blob: String,
+    pub(crate) comment: String,
 }
 
 impl PublicKey {
     /// Parse an `authorized_keys` line: `[options] type base64 [comment]`. Never echoes the text.
-    pub fn parse(line: &str) -> Result<PublicKey, KeyError> {
+    pub(crate) fn parse(line: &str) -> Result<PublicKey, KeyError> {
         let line = line.trim();
         if line.contains("PRIVATE KEY")
             || line.starts_with("-----BEGIN")
@@ -83,14 +83,14 @@ impl PublicKey {
     }
 
     /// The same key, whatever the options or comment.
-    pub fn same_key(&self, other: &PublicKey) -> bool {
+    pub(crate) fn same_key(&self, other: &PublicKey) -> bool {
         self.kind == other.kind && self.blob == other.blob
     }
 
     /// Does this entry let its key open a shell? Options that run a fixed command (cloud-init's
     /// "Please login as ..." line), limit the source, expire, or take the terminal do not
     /// (sshd(8) AUTHORIZED_KEYS FILE FORMAT).
-    pub fn usable(&self) -> bool {
+    pub(crate) fn usable(&self) -> bool {
         let Some(opts) = &self.options else {
             return true;
         };
@@ -149,7 +149,7 @@ fn embedded_type(raw: &[u8]) -> Option<String> {
 /// `current` with every wanted key usable: sshd uses the *first* entry of a key, so a key whose
 /// first entry is restricted (e.g. `command="echo Please login as..."`) gets its plain line
 /// inserted just before that entry; a missing key is appended. Other lines are kept byte for byte.
-pub fn merge(current: &str, wanted: &[String]) -> String {
+pub(crate) fn merge(current: &str, wanted: &[String]) -> String {
     let mut lines: Vec<String> = current.lines().map(str::to_string).collect();
     let mut changed = false;
     for line in wanted {
@@ -175,7 +175,7 @@ pub fn merge(current: &str, wanted: &[String]) -> String {
 }
 
 /// Is one of `keys` usable as the first entry of its key in this authorized_keys text?
-pub fn has_usable_key(text: &str, keys: &[String]) -> bool {
+pub(crate) fn has_usable_key(text: &str, keys: &[String]) -> bool {
     let entries: Vec<PublicKey> = text
         .lines()
         .filter_map(|l| PublicKey::parse(l).ok())
@@ -192,16 +192,16 @@ pub fn has_usable_key(text: &str, keys: &[String]) -> bool {
 
 /// A user's passwd entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    pub name: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub home: PathBuf,
-    pub shell: PathBuf,
+pub(crate) struct User {
+    pub(crate) name: String,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) home: PathBuf,
+    pub(crate) shell: PathBuf,
 }
 
 /// Look `name` up in the root's `/etc/passwd`.
-pub fn user(root: &Root, name: &str) -> Result<User> {
+pub(crate) fn user(root: &Root, name: &str) -> Result<User> {
     let path = root.path("/etc/passwd");
     let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     text.lines()
@@ -222,7 +222,7 @@ pub fn user(root: &Root, name: &str) -> Result<User> {
 }
 
 /// Expand an `AuthorizedKeysFile` entry (%h, %u, %U, %%; relative means from home) to a host path.
-pub fn expand_keys_file(pattern: &str, user: &User) -> PathBuf {
+pub(crate) fn expand_keys_file(pattern: &str, user: &User) -> PathBuf {
     let mut out = String::new();
     let mut chars = pattern.chars();
     while let Some(c) = chars.next() {
@@ -250,7 +250,7 @@ pub fn expand_keys_file(pattern: &str, user: &User) -> PathBuf {
 }
 
 /// The authorized_keys file sshd reads for the configured user (host path), and the user.
-pub fn target(cx: &Context) -> Result<(PathBuf, User)> {
+pub(crate) fn target(cx: &Context) -> Result<(PathBuf, User)> {
     let user = user(&cx.root, &cx.config.ssh.user)?;
     let pattern = crate::sshd::authorized_keys_file(&cx.root)?;
     Ok((expand_keys_file(&pattern, &user), user))
@@ -258,7 +258,7 @@ pub fn target(cx: &Context) -> Result<(PathBuf, User)> {
 
 /// The tree brickup must not follow links in: the user's home when the file is below it (sshd
 /// reads it as root from a directory the user controls), else the file's own directory.
-pub fn tree(path: &Path, user: &User) -> UserTree {
+pub(crate) fn tree(path: &Path, user: &User) -> UserTree {
     let top = if path.starts_with(&user.home) && path != user.home {
         user.home.clone()
     } else {

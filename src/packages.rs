@@ -16,16 +16,16 @@ use crate::runner::{Cmd, Runner};
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(1200);
 const ATTEMPTS: u32 = 3;
 
-pub use crate::report::identity::parse_os_release;
+pub(crate) use crate::report::identity::parse_os_release;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
+pub(crate) enum Family {
     Debian,
     RedHat { major: u32 },
 }
 
 /// The OS family from os-release's ID and ID_LIKE; an unknown one is an error naming them.
-pub fn family(os: &BTreeMap<String, String>) -> Result<Family> {
+pub(crate) fn family(os: &BTreeMap<String, String>) -> Result<Family> {
     let id = os.get("ID").cloned().unwrap_or_default();
     let like = os.get("ID_LIKE").cloned().unwrap_or_default();
     let ids: Vec<&str> = std::iter::once(id.as_str())
@@ -50,7 +50,7 @@ pub fn family(os: &BTreeMap<String, String>) -> Result<Family> {
 }
 
 /// What csf needs on each family (FACTS.md).
-pub fn csf_prerequisites(family: Family) -> Vec<&'static str> {
+pub(crate) fn csf_prerequisites(family: Family) -> Vec<&'static str> {
     match family {
         Family::Debian => vec![
             "perl",
@@ -97,7 +97,7 @@ const SOURCE_FILES: &[(&str, &str)] = &[
 
 /// TCP ports of the package sources configured under the root, so an enforcing firewall still
 /// lets repairs and updates reach them.
-pub fn mirror_ports(root: &Root) -> Vec<u16> {
+pub(crate) fn mirror_ports(root: &Root) -> Vec<u16> {
     let mut ports = Vec::new();
     for (dir, suffix) in SOURCE_FILES {
         let dir = root.path(dir);
@@ -118,7 +118,7 @@ pub fn mirror_ports(root: &Root) -> Vec<u16> {
 
 /// Ports of every http(s)/ftp URL in a sources text (`deb URL`, `URIs: URL`, `baseurl=URL`,
 /// `mirrorlist=URL`, ...). Comments are skipped.
-pub fn source_ports(text: &str) -> Vec<u16> {
+pub(crate) fn source_ports(text: &str) -> Vec<u16> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.starts_with('#'))
@@ -130,7 +130,7 @@ pub fn source_ports(text: &str) -> Vec<u16> {
 }
 
 /// A package manager.
-pub trait PackageManager {
+pub(crate) trait PackageManager {
     fn name(&self) -> &'static str;
     /// Those of `pkgs` not installed.
     fn missing(&self, pkgs: &[String]) -> Result<Vec<String>>;
@@ -140,16 +140,16 @@ pub trait PackageManager {
     fn install(&self, pkgs: &[String]) -> Result<()>;
 }
 
-pub struct Apt<'a> {
-    pub root: Root,
-    pub runner: &'a dyn Runner,
+pub(crate) struct Apt<'a> {
+    pub(crate) root: Root,
+    pub(crate) runner: &'a dyn Runner,
 }
 
-pub struct Rpm<'a> {
-    pub root: Root,
-    pub runner: &'a dyn Runner,
+pub(crate) struct Rpm<'a> {
+    pub(crate) root: Root,
+    pub(crate) runner: &'a dyn Runner,
     /// `dnf` or `yum`.
-    pub tool: &'static str,
+    pub(crate) tool: &'static str,
 }
 
 fn transient(text: &str) -> bool {
@@ -306,19 +306,19 @@ impl PackageManager for Rpm<'_> {
 
 /// The target's OS family and package tool, from os-release(5) and the tools installed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Os {
-    pub family: Family,
+pub(crate) struct Os {
+    pub(crate) family: Family,
     /// `apt-get`, `dnf` or `yum`.
-    pub tool: &'static str,
+    pub(crate) tool: &'static str,
 }
 
 /// The OS family of the root (os-release(5): `/etc/os-release`, else `/usr/lib/os-release`).
-pub fn os_family(root: &Root) -> Result<Family> {
+pub(crate) fn os_family(root: &Root) -> Result<Family> {
     Ok(detect(root)?.family)
 }
 
 /// Read the root's os-release and look for dnf; an unsupported OS is an error naming it.
-pub fn detect(root: &Root) -> Result<Os> {
+pub(crate) fn detect(root: &Root) -> Result<Os> {
     let path = root.path("/etc/os-release");
     let path = if path.exists() {
         path
@@ -343,7 +343,7 @@ pub fn detect(root: &Root) -> Result<Os> {
 }
 
 /// The package manager for the target's OS: from the run's facts, else read now.
-pub fn manager<'a>(cx: &Context<'a>) -> Result<(Family, Box<dyn PackageManager + 'a>)> {
+pub(crate) fn manager<'a>(cx: &Context<'a>) -> Result<(Family, Box<dyn PackageManager + 'a>)> {
     let os = match cx.facts.os {
         Some(os) => os,
         None => detect(&cx.root)?,
@@ -364,7 +364,7 @@ pub fn manager<'a>(cx: &Context<'a>) -> Result<(Family, Box<dyn PackageManager +
 
 /// All packages wanted: csf's prerequisites (when csf is configured), the security updater
 /// (when `updates.enabled`), plus `packages.extra`.
-pub fn wanted(cx: &Context, fam: Family) -> Vec<String> {
+pub(crate) fn wanted(cx: &Context, fam: Family) -> Vec<String> {
     let mut pkgs: Vec<String> = Vec::new();
     if cx.config.csf.is_some() {
         pkgs.extend(csf_prerequisites(fam).into_iter().map(String::from));

@@ -20,7 +20,7 @@ const DNF_TIMER_DROPIN: &str = "/etc/systemd/system/dnf-automatic.timer.d/50-bri
 const HEADER: &str = "// Written by brickup (the updates section of /etc/brickup/brickup.yaml).\n";
 
 /// The packages that do the updating, installed by the packages step.
-pub fn packages(family: Family) -> &'static [&'static str] {
+pub(crate) fn packages(family: Family) -> &'static [&'static str] {
     match family {
         Family::Debian => &["unattended-upgrades"],
         Family::RedHat { .. } => &["dnf-automatic"],
@@ -28,7 +28,7 @@ pub fn packages(family: Family) -> &'static [&'static str] {
 }
 
 /// The timer that runs the updater, and the service whose last result counts.
-pub fn timer(family: Family) -> (&'static str, &'static str) {
+pub(crate) fn timer(family: Family) -> (&'static str, &'static str) {
     match family {
         Family::Debian => ("apt-daily-upgrade.timer", "apt-daily-upgrade.service"),
         Family::RedHat { .. } => ("dnf-automatic.timer", "dnf-automatic.service"),
@@ -36,7 +36,7 @@ pub fn timer(family: Family) -> (&'static str, &'static str) {
 }
 
 /// `20auto-upgrades`: refresh the lists and run unattended-upgrade daily.
-pub fn render_auto_upgrades() -> String {
+pub(crate) fn render_auto_upgrades() -> String {
     format!("{HEADER}APT::Periodic::Update-Package-Lists \"1\";\nAPT::Periodic::Unattended-Upgrade \"1\";\n")
 }
 
@@ -59,7 +59,7 @@ fn security_origins(ubuntu: bool) -> &'static [&'static str] {
 
 /// The drop-in that limits unattended-upgrades to the security origin. apt appends lists
 /// across files, so `#clear` first empties what `50unattended-upgrades` allowed.
-pub fn render_security_only(ubuntu: bool, reboot_window: Option<&str>) -> String {
+pub(crate) fn render_security_only(ubuntu: bool, reboot_window: Option<&str>) -> String {
     let mut s = String::from(HEADER);
     s.push_str("#clear Unattended-Upgrade::Allowed-Origins;\n#clear Unattended-Upgrade::Origins-Pattern;\nUnattended-Upgrade::Origins-Pattern {\n");
     for o in security_origins(ubuntu) {
@@ -77,7 +77,7 @@ pub fn render_security_only(ubuntu: bool, reboot_window: Option<&str>) -> String
 
 /// Set `key = value` lines in one `[section]` of an INI text: existing keys are replaced in
 /// place, missing ones appended to the section (which is added when absent).
-pub fn set_ini(text: &str, section: &str, pairs: &[(&str, &str)]) -> String {
+pub(crate) fn set_ini(text: &str, section: &str, pairs: &[(&str, &str)]) -> String {
     let mut out: Vec<String> = Vec::new();
     let mut inside = false;
     let mut missing: Vec<(&str, &str)> = pairs.to_vec();
@@ -118,14 +118,14 @@ fn flush(out: &mut Vec<String>, missing: &mut Vec<(&str, &str)>) {
 }
 
 /// dnf-automatic: security updates, applied; a reboot only when a window is configured.
-pub fn edit_dnf_automatic(current: &str, reboot: bool) -> String {
+pub(crate) fn edit_dnf_automatic(current: &str, reboot: bool) -> String {
     let mut pairs = vec![("upgrade_type", "security"), ("apply_updates", "yes")];
     pairs.push(("reboot", if reboot { "when-needed" } else { "never" }));
     set_ini(current, "commands", &pairs)
 }
 
 /// dnf-automatic.timer at the reboot window (the run that updates is the one that reboots).
-pub fn render_dnf_timer(window: &str) -> String {
+pub(crate) fn render_dnf_timer(window: &str) -> String {
     format!("# Written by brickup: security updates, and reboots when needed, at {window}.\n[Timer]\nOnCalendar=\nOnCalendar=*-*-* {window}:00\nRandomizedDelaySec=0\n")
 }
 
@@ -177,7 +177,7 @@ fn family(cx: &Context) -> Result<Family> {
 }
 
 /// Keeps security updates on.
-pub struct UpdatesStep;
+pub(crate) struct UpdatesStep;
 
 impl Step for UpdatesStep {
     fn name(&self) -> &'static str {

@@ -20,12 +20,12 @@ use crate::run::converge;
 use crate::runner::SystemRunner;
 
 /// Holds the instance id of the last successful first-boot run.
-pub const DONE_FILE: &str = "/var/lib/brickup/firstboot-done";
+pub(crate) const DONE_FILE: &str = "/var/lib/brickup/firstboot-done";
 /// The last successful early run: instance id and when sshd was hardened (JSON).
-pub const EARLY_FILE: &str = "/var/lib/brickup/firstboot-early.json";
+pub(crate) const EARLY_FILE: &str = "/var/lib/brickup/firstboot-early.json";
 
 #[derive(Debug, clap::Args)]
-pub struct Firstboot {
+pub(crate) struct Firstboot {
     #[command(flatten)]
     target: Target,
     /// Print the summary as JSON on stdout.
@@ -46,7 +46,7 @@ struct EarlyRecord {
 }
 
 /// What the early run on `instance` recorded, if it ran there.
-pub fn early_record(root: &Root, instance: &str) -> Option<SshHardened> {
+pub(crate) fn early_record(root: &Root, instance: &str) -> Option<SshHardened> {
     let text = std::fs::read_to_string(root.path(EARLY_FILE)).ok()?;
     let record: EarlyRecord = serde_json::from_str(&text)
         .map_err(|e| tracing::warn!("reading {EARLY_FILE}: {e}"))
@@ -55,7 +55,7 @@ pub fn early_record(root: &Root, instance: &str) -> Option<SshHardened> {
 }
 
 impl Firstboot {
-    pub fn run(self) -> Result<Exit> {
+    pub(crate) fn run(self) -> Result<Exit> {
         if self.early {
             return self.run_early();
         }

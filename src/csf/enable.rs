@@ -74,7 +74,7 @@ fn flush(cx: &Context) -> Result<()> {
 /// Does an `iptables-save` dump accept new TCP connections to `port` from anywhere? Only rules
 /// in INPUT and the chains INPUT jumps to count (an OUTPUT rule for the port proves nothing),
 /// and not rules limited to a source address or to the loopback interface.
-pub fn rules_accept(dump: &str, port: u16) -> bool {
+pub(crate) fn rules_accept(dump: &str, port: u16) -> bool {
     let rules: Vec<Vec<&str>> = dump
         .lines()
         .filter(|l| l.starts_with("-A "))

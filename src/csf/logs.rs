@@ -16,9 +16,9 @@ use crate::fsops::Transaction;
 use crate::runner::Cmd;
 
 /// The csf.conf keys naming log files brickup relies on: lfd's SSH brute-force detection.
-pub const WATCHED_LOGS: &[&str] = &["SSHD_LOG"];
+pub(crate) const WATCHED_LOGS: &[&str] = &["SSHD_LOG"];
 /// The syslog daemon that writes them, installed as a csf prerequisite on every family.
-pub const WRITER: &str = "rsyslog.service";
+pub(crate) const WRITER: &str = "rsyslog.service";
 /// How long a probe may take to reach the file.
 const PROBE_WAIT: Duration = Duration::from_secs(5);
 /// authpriv.notice: Debian's rsyslog routes `auth,authpriv.*` to auth.log, the RHEL family's

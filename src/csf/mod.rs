@@ -22,13 +22,13 @@ pub(crate) use enable::open_port;
 pub use enable::FirewallStep;
 pub use logs::LogStep;
 
-pub const CSF_CONF: &str = "/etc/csf/csf.conf";
+pub(crate) const CSF_CONF: &str = "/etc/csf/csf.conf";
 /// Verified tarballs, kept so a rerun or repair needs no network.
-pub const CACHE_DIR: &str = "/var/lib/brickup/cache";
+pub(crate) const CACHE_DIR: &str = "/var/lib/brickup/cache";
 const UNPACK_PARENT: &str = "/var/lib/brickup";
 
 /// csf.conf keys brickup owns; `firewall.settings` may not set them.
-pub const OWNED_KEYS: &[&str] = &[
+pub(crate) const OWNED_KEYS: &[&str] = &[
     "TESTING",
     "TCP_IN",
     "TCP_OUT",
@@ -44,7 +44,7 @@ pub const OWNED_KEYS: &[&str] = &[
 ];
 
 /// The guide's outbound TCP ports.
-pub const DEFAULT_TCP_OUT: &[u16] = &[25, 53, 587, 80, 443];
+pub(crate) const DEFAULT_TCP_OUT: &[u16] = &[25, 53, 587, 80, 443];
 
 fn csf_config<'a>(cx: &'a Context) -> Result<&'a CsfConfig> {
     cx.config
@@ -60,7 +60,7 @@ fn digest(cfg: &CsfConfig) -> Result<Sha256Digest> {
 }
 
 /// Where the verified tarball lives once downloaded (host path).
-pub fn cached_tarball(cfg: &CsfConfig) -> PathBuf {
+pub(crate) fn cached_tarball(cfg: &CsfConfig) -> PathBuf {
     Path::new(CACHE_DIR).join(format!("{}.tgz", cfg.sha256.to_ascii_lowercase()))
 }
 
@@ -75,7 +75,7 @@ fn fetch(cx: &Context) -> Result<PathBuf> {
 }
 
 /// Downloads the pinned tarball and verifies its sha256 before anything is installed.
-pub struct DownloadStep;
+pub(crate) struct DownloadStep;
 
 impl Step for DownloadStep {
     fn name(&self) -> &'static str {
@@ -171,13 +171,13 @@ fn unpack(cx: &Context, tarball: &Path) -> Result<(tempfile::TempDir, PathBuf)> 
 
 /// csftest.pl always exits 0: its last RESULT line is the verdict.
 #[derive(Debug, PartialEq, Eq)]
-pub enum CsfTest {
+pub(crate) enum CsfTest {
     Ok,
     Warn(String),
     Fatal(String),
 }
 
-pub fn parse_csftest(output: &str) -> Result<CsfTest> {
+pub(crate) fn parse_csftest(output: &str) -> Result<CsfTest> {
     let line = output
         .lines()
         .rev()
@@ -326,7 +326,7 @@ impl Step for InstallStep {
 }
 
 /// The firewall's state for the report, from csf.conf and csf's disable flag.
-pub fn firewall_state(root: &crate::root::Root) -> crate::report::Firewall {
+pub(crate) fn firewall_state(root: &crate::root::Root) -> crate::report::Firewall {
     use crate::report::Firewall;
     let Ok(conf) = fs::read_to_string(root.path(CSF_CONF)) else {
         return Firewall::Off;
@@ -342,7 +342,7 @@ pub fn firewall_state(root: &crate::root::Root) -> crate::report::Firewall {
 }
 
 /// Does the host have a global IPv6 address (`/proc/net/if_inet6`, scope 00, not loopback)?
-pub fn has_global_ipv6(if_inet6: &str) -> bool {
+pub(crate) fn has_global_ipv6(if_inet6: &str) -> bool {
     if_inet6.lines().any(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
         f.len() >= 6 && f[3] == "00" && f[5] != "lo" && !f[0].starts_with("fe80")
@@ -351,7 +351,7 @@ pub fn has_global_ipv6(if_inet6: &str) -> bool {
 
 /// TCP ports brickup itself needs once csf enforces: the report URL's, the csf URL's (repairs
 /// may download again) and the package sources' (prerequisites, updates).
-pub fn own_ports(cx: &Context) -> Vec<u16> {
+pub(crate) fn own_ports(cx: &Context) -> Vec<u16> {
     let mut urls = Vec::new();
     if let Some(r) = &cx.config.report {
         urls.push(r.url.as_str());

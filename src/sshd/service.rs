@@ -21,13 +21,13 @@ const GENERATORS: &[&str] = &[
     "/lib/systemd/system-generators/sshd-socket-generator",
 ];
 
-pub enum Verified {
+pub(crate) enum Verified {
     Yes,
     Deferred(String),
 }
 
 /// The `sshd -t` command plan shows.
-pub fn validate_cmd(cx: &Context) -> Cmd {
+pub(crate) fn validate_cmd(cx: &Context) -> Cmd {
     sshd_cmd(&cx.root)
         .unwrap_or_else(|| Cmd::new("/usr/sbin/sshd"))
         .args(["-t", "-f", SSHD_CONFIG])
@@ -140,12 +140,12 @@ fn normalise(keyword: &str, value: &str) -> String {
 
 /// One keyword sshd -T does not show as brickup wants it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mismatch {
-    pub keyword: String,
-    pub wanted: String,
-    pub effective: String,
+pub(crate) struct Mismatch {
+    pub(crate) keyword: String,
+    pub(crate) wanted: String,
+    pub(crate) effective: String,
     /// An owned keyword (the owner's way in depends on it), not one of brickup's defaults.
-    pub owned: bool,
+    pub(crate) owned: bool,
 }
 
 /// Keywords sshd -T prints once per value: compared as sets.
@@ -262,7 +262,7 @@ fn culprits(cx: &Context, keyword: &str, wanted: &str) -> String {
 /// Check the candidate config with the target's own sshd, for every connection of
 /// [`test_specs`]: brickup's values win, the user may log in, and a configured key is usable in
 /// the file(s) sshd reads for the user. Anything else is a [`LockoutGuard`].
-pub fn verify_effective(cx: &Context) -> Result<Verified> {
+pub(crate) fn verify_effective(cx: &Context) -> Result<Verified> {
     if sshd_cmd(&cx.root).is_none() {
         // No sshd to ask: the candidate files, read as sshd would, are the next best truth.
         super::guard_key_usable(cx, &[super::authorized_keys_file(&cx.root)?])?;
@@ -344,7 +344,7 @@ fn glob_match(pattern: &str, text: &str) -> bool {
 }
 
 /// Drift between the effective config and brickup's settings.
-pub fn effective_drift(cx: &Context) -> Result<Vec<String>> {
+pub(crate) fn effective_drift(cx: &Context) -> Result<Vec<String>> {
     let Some(eff) = effective(cx)? else {
         return Ok(vec![]);
     };
@@ -388,7 +388,7 @@ pub fn listening_ports() -> Result<Vec<u16>> {
 }
 
 /// The SSH port not listening, or port 22 listening when it is neither the port nor kept.
-pub fn listening_drift(port: u16, kept: &[u16]) -> Result<Vec<String>> {
+pub(crate) fn listening_drift(port: u16, kept: &[u16]) -> Result<Vec<String>> {
     let ports = listening_ports()?;
     let mut drift = Vec::new();
     for p in std::iter::once(port).chain(kept.iter().copied()) {
@@ -454,7 +454,7 @@ fn label_port_for_selinux(cx: &Context, port: u16) -> Result<()> {
 }
 
 /// Restart sshd when its config changed or it is not on the wanted port; prove it answers.
-pub fn restart_if_needed(cx: &Context, tx: &mut Transaction, changed: bool) -> Result<()> {
+pub(crate) fn restart_if_needed(cx: &Context, tx: &mut Transaction, changed: bool) -> Result<()> {
     let port = cx.config.ssh.port.get();
     if cx.early {
         return prepare_first_start(cx, tx, port);
@@ -498,7 +498,7 @@ fn prepare_first_start(cx: &Context, tx: &mut Transaction, port: u16) -> Result<
 
 /// Marks a failure after sshd was (being) restarted with the candidate config.
 #[derive(Debug)]
-pub struct Restarted;
+pub(crate) struct Restarted;
 
 impl std::fmt::Display for Restarted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -508,7 +508,7 @@ impl std::fmt::Display for Restarted {
 
 /// After the engine restored sshd's files for a failure marked [`Restarted`]: start sshd on
 /// them again, so it is never left down or on the unproven config. None when nothing was needed.
-pub fn recover(cx: &Context, error: &anyhow::Error) -> Result<Option<String>> {
+pub(crate) fn recover(cx: &Context, error: &anyhow::Error) -> Result<Option<String>> {
     if error.downcast_ref::<Restarted>().is_none() || !cx.live() {
         return Ok(None);
     }
