@@ -2,6 +2,7 @@
 //! status report - converged safely, once at first boot and again by hand for repair.
 
 pub mod archive;
+pub(crate) mod authorized_keys;
 pub mod cli;
 pub mod config;
 pub mod csf;

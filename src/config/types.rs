@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{de, Deserialize, Deserializer, Serialize};
 
-use crate::keys;
+use crate::authorized_keys;
 use crate::sshd::edit::Keyword;
 
 /// A TCP/UDP port, 1-65535.
@@ -317,7 +317,7 @@ impl SshConfig {
             ));
         }
         for (i, line) in self.authorized_keys.iter().enumerate() {
-            if let Err(e) = keys::PublicKey::parse(line) {
+            if let Err(e) = authorized_keys::PublicKey::parse(line) {
                 p.push((format!("ssh.authorized_keys[{i}]"), e.to_string()));
             }
         }

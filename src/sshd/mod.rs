@@ -316,15 +316,15 @@ pub(crate) fn guard_key_usable(cx: &Context, patterns: &[String]) -> Result<()> 
     if cx.config.ssh.password_authentication {
         return Ok(());
     }
-    let user = crate::keys::user(&cx.root, &cx.config.ssh.user)?;
+    let user = crate::authorized_keys::user(&cx.root, &cx.config.ssh.user)?;
     let mut tried = Vec::new();
     for pattern in patterns.iter().filter(|p| p.as_str() != "none") {
-        let path = crate::keys::expand_keys_file(pattern, &user);
-        let tree = crate::keys::tree(&path, &user);
+        let path = crate::authorized_keys::expand_keys_file(pattern, &user);
+        let tree = crate::authorized_keys::tree(&path, &user);
         let text = crate::fsops::read_user_file(&cx.root, &tree, &path)?
             .map(|f| String::from_utf8_lossy(&f.content).into_owned())
             .unwrap_or_default();
-        if crate::keys::has_usable_key(&text, &cx.config.ssh.authorized_keys) {
+        if crate::authorized_keys::has_usable_key(&text, &cx.config.ssh.authorized_keys) {
             return Ok(());
         }
         tried.push(path.display().to_string());
@@ -354,7 +354,7 @@ impl Step for SshdStep {
 
     /// Before anything changes: the user can log in at all, and the port is free for sshd.
     fn preflight(&self, cx: &Context) -> Result<()> {
-        let user = crate::keys::user(&cx.root, &cx.config.ssh.user)
+        let user = crate::authorized_keys::user(&cx.root, &cx.config.ssh.user)
             .map_err(|_| Refused::error("ssh.user", "no such user in the target's /etc/passwd"))?;
         let shell = user.shell.to_string_lossy();
         if shell.ends_with("nologin") || shell.ends_with("/false") || shell.is_empty() {
