@@ -1,17 +1,15 @@
 //! The `authorized_keys` file format (sshd(8), "AUTHORIZED_KEYS FILE FORMAT"): parsing public keys
 //! (and refusing private ones), merging wanted keys into a file while keeping every line already
 //! there, and where sshd looks for a user's file (sshd_config(5) TOKENS). Shared by the key step,
-//! which writes the file, and the sshd step, whose lockout guard reads it; no I/O but the passwd
-//! lookup.
+//! which writes the file, and the sshd step, whose lockout guard reads it. No I/O.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use base64::Engine as _;
 
+use crate::facts::User;
 use crate::fsops::UserTree;
-use crate::root::Root;
 
 /// Key types sshd accepts today (ssh-dss is disabled by OpenSSH 9.8+ and refused here).
 const KEY_TYPES: &[&str] = &[
@@ -189,37 +187,6 @@ pub(crate) fn has_usable_key(text: &str, keys: &[String]) -> bool {
                 .find(|e| e.same_key(&k))
                 .is_some_and(|e| e.usable())
         })
-}
-
-/// A user's passwd entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct User {
-    pub(crate) name: String,
-    pub(crate) uid: u32,
-    pub(crate) gid: u32,
-    pub(crate) home: PathBuf,
-    pub(crate) shell: PathBuf,
-}
-
-/// Look `name` up in the root's `/etc/passwd`.
-pub(crate) fn user(root: &Root, name: &str) -> Result<User> {
-    let path = root.path("/etc/passwd");
-    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() >= 7 && f[0] == name).then(|| -> Option<User> {
-                Some(User {
-                    name: name.to_string(),
-                    uid: f[2].parse().ok()?,
-                    gid: f[3].parse().ok()?,
-                    home: PathBuf::from(f[5]),
-                    shell: PathBuf::from(f[6]),
-                })
-            })?
-        })
-        .next()
-        .with_context(|| format!("user {name:?} not found in /etc/passwd"))
 }
 
 /// Expand an `AuthorizedKeysFile` entry (%h, %u, %U, %%; relative means from home) to a host path.

@@ -43,7 +43,8 @@ pub struct Context<'a> {
     /// exactly when the root is `/`, except in tests that pair a temp root with a recording runner
     /// ([`Context::set_live`], built only for tests).
     live: bool,
-    /// The host as found before the run ([`Facts::gather`]); empty until gathered.
+    /// The host as found before the run: the root's files read by [`Context::new`], the running
+    /// system asked by [`Context::with_facts`].
     pub facts: Facts,
     /// Set by [`apply`] while the run is in progress: sshd and the firewalls keep
     /// `facts.old_ssh_ports` open beside `ssh.port`. `plan` and `check` see the final state.
@@ -56,20 +57,24 @@ pub struct Context<'a> {
 impl<'a> Context<'a> {
     pub fn new(root: Root, config: &'a Config, runner: &'a dyn Runner) -> Self {
         let live = root.is_live();
+        let facts = Facts::read(&root, config);
         Context {
             root,
             config,
             runner,
             live,
-            facts: Facts::default(),
+            facts,
             keep_old_ports: false,
             early: false,
         }
     }
 
-    /// Gather the host's facts once, before planning, applying or checking.
+    /// Ask the running system for the rest of the host's facts, once, before planning,
+    /// applying or checking (those the root's files give were read by [`Context::new`]).
     pub(crate) fn with_facts(mut self) -> Result<Self> {
-        self.facts = Facts::gather(&self)?;
+        let mut facts = self.facts.clone();
+        facts.ask(&self)?;
+        self.facts = facts;
         Ok(self)
     }
 

@@ -6,15 +6,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 
-use crate::authorized_keys::{expand_keys_file, merge, tree, user, User};
+use crate::authorized_keys::{expand_keys_file, merge, tree};
 use crate::engine::{Action, Applied, Context, Step};
+use crate::facts::User;
 use crate::fsops::{read_user_file, Transaction};
 
 /// The authorized_keys file sshd reads for the configured user (host path), and the user.
-fn target(cx: &Context) -> Result<(PathBuf, User)> {
-    let user = user(&cx.root, &cx.config.ssh.user)?;
-    let pattern = crate::sshd::authorized_keys_file(&cx.root)?;
-    Ok((expand_keys_file(&pattern, &user), user))
+fn target<'a>(cx: &'a Context) -> Result<(PathBuf, &'a User)> {
+    let user = cx.facts.user()?;
+    let pattern = cx.facts.authorized_keys_file()?;
+    Ok((expand_keys_file(pattern, user), user))
 }
 
 fn wanted_content(cx: &Context, path: &Path, user: &User) -> Result<(String, String)> {

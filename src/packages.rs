@@ -310,11 +310,8 @@ pub(crate) struct Os {
     pub(crate) family: Family,
     /// `apt-get`, `dnf` or `yum`.
     pub(crate) tool: &'static str,
-}
-
-/// The OS family of the root (os-release(5): `/etc/os-release`, else `/usr/lib/os-release`).
-pub(crate) fn os_family(root: &Root) -> Result<Family> {
-    Ok(detect(root)?.family)
+    /// os-release's `ID` is `ubuntu` (its security pocket differs from Debian's).
+    pub(crate) ubuntu: bool,
 }
 
 /// Read the root's os-release and look for dnf; an unsupported OS is an error naming it.
@@ -327,7 +324,9 @@ pub(crate) fn detect(root: &Root) -> Result<Os> {
     };
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let family = family(&parse_os_release(&text))?;
+    let fields = parse_os_release(&text);
+    let family = family(&fields)?;
+    let ubuntu = fields.get("ID").is_some_and(|id| id == "ubuntu");
     let tool = match family {
         Family::Debian => "apt-get",
         Family::RedHat { .. }
@@ -339,15 +338,16 @@ pub(crate) fn detect(root: &Root) -> Result<Os> {
         }
         Family::RedHat { .. } => "yum",
     };
-    Ok(Os { family, tool })
+    Ok(Os {
+        family,
+        tool,
+        ubuntu,
+    })
 }
 
-/// The package manager for the target's OS: from the run's facts, else read now.
+/// The package manager for the target's OS, from the run's facts.
 pub(crate) fn manager<'a>(cx: &Context<'a>) -> Result<(Family, Box<dyn PackageManager + 'a>)> {
-    let os = match cx.facts.os {
-        Some(os) => os,
-        None => detect(&cx.root)?,
-    };
+    let os = cx.facts.os()?;
     let pm: Box<dyn PackageManager + 'a> = match os.tool {
         "apt-get" => Box::new(Apt {
             root: cx.root.clone(),

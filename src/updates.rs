@@ -144,7 +144,7 @@ fn desired(cx: &Context, family: Family) -> Result<Vec<(PathBuf, String, String)
     let mut files: Vec<(&str, String)> = Vec::new();
     match family {
         Family::Debian => {
-            let ubuntu = crate::report::identity::os_release(&cx.root)?.0 == "ubuntu";
+            let ubuntu = cx.facts.os()?.ubuntu;
             files.push((AUTO_UPGRADES, render_auto_upgrades()));
             files.push((
                 SECURITY_ONLY,
@@ -170,10 +170,7 @@ fn desired(cx: &Context, family: Family) -> Result<Vec<(PathBuf, String, String)
 }
 
 fn family(cx: &Context) -> Result<Family> {
-    match cx.facts.os.map(|o| o.family) {
-        Some(f) => Ok(f),
-        None => crate::packages::os_family(&cx.root),
-    }
+    Ok(cx.facts.os()?.family)
 }
 
 /// Keeps security updates on.

@@ -198,14 +198,15 @@ pub(crate) fn parse_csftest(output: &str) -> Result<CsfTest> {
 /// Installs csf from the verified tarball unless that version is already installed.
 pub struct InstallStep;
 
-impl InstallStep {
-    fn installed(cx: &Context) -> Option<String> {
-        if !cx.root.path("/usr/sbin/csf").exists() {
-            return None;
-        }
-        version_in(&cx.root.path("/etc/csf"))
+/// The version of the csf installed under the root, if any (a run reads it once, as a fact).
+pub(crate) fn installed_version(root: &crate::root::Root) -> Option<String> {
+    if !root.path("/usr/sbin/csf").exists() {
+        return None;
     }
+    version_in(&root.path("/etc/csf"))
+}
 
+impl InstallStep {
     /// csf will not run beside firewalld, and ufw would fight it: stop and disable whichever is
     /// installed and running or enabled (csf's installer masks firewalld but never touches ufw).
     fn stop_rivals(cx: &Context) -> Result<Vec<String>> {
@@ -265,7 +266,7 @@ impl Step for InstallStep {
     }
 
     fn plan(&self, cx: &Context) -> Result<Vec<Action>> {
-        Ok(match Self::installed(cx) {
+        Ok(match &cx.facts.csf_version {
             Some(v) => vec![Action::Note(format!(
                 "csf {v} installed; reinstalled only if the pinned tarball is another version"
             ))],
@@ -288,7 +289,7 @@ impl Step for InstallStep {
         let tarball = cx.root.path(cached_tarball(cfg));
         let (_guard, dir) = unpack(cx, &tarball)?;
         let version = version_in(&dir).context("the tarball has no version.txt")?;
-        let mut applied = if Self::installed(cx).as_deref() == Some(version.as_str()) {
+        let mut applied = if cx.facts.csf_version.as_deref() == Some(version.as_str()) {
             Applied::unchanged(format!("csf {version} already installed"))
         } else {
             let cmd = Cmd::new("sh").arg("install.sh").cwd(&dir);
@@ -316,7 +317,8 @@ impl Step for InstallStep {
     }
 
     fn check(&self, cx: &Context) -> Result<Vec<String>> {
-        Ok(match Self::installed(cx) {
+        // Drift is the state now, not as the run found it.
+        Ok(match installed_version(&cx.root) {
             Some(_) => vec![],
             // Under --root the install waits for first boot (see apply).
             None if !cx.live() => vec![],

@@ -206,7 +206,7 @@ pub(crate) fn defaults(cx: &Context) -> edit::Settings {
         let target = crypto::Target {
             version,
             crypto_policy: matches!(
-                cx.facts.os.map(|o| o.family),
+                cx.facts.os.as_ref().ok().map(|o| o.family),
                 Some(crate::packages::Family::RedHat { .. })
             ),
             rsa_keys_ok: rsa_login_keys_ok(cx),
@@ -316,11 +316,11 @@ pub(crate) fn guard_key_usable(cx: &Context, patterns: &[String]) -> Result<()> 
     if cx.config.ssh.password_authentication {
         return Ok(());
     }
-    let user = crate::authorized_keys::user(&cx.root, &cx.config.ssh.user)?;
+    let user = cx.facts.user()?;
     let mut tried = Vec::new();
     for pattern in patterns.iter().filter(|p| p.as_str() != "none") {
-        let path = crate::authorized_keys::expand_keys_file(pattern, &user);
-        let tree = crate::authorized_keys::tree(&path, &user);
+        let path = crate::authorized_keys::expand_keys_file(pattern, user);
+        let tree = crate::authorized_keys::tree(&path, user);
         let text = crate::fsops::read_user_file(&cx.root, &tree, &path)?
             .map(|f| String::from_utf8_lossy(&f.content).into_owned())
             .unwrap_or_default();
@@ -331,7 +331,7 @@ pub(crate) fn guard_key_usable(cx: &Context, patterns: &[String]) -> Result<()> 
     }
     Err(LockoutGuard::NoKeyInstalled {
         path: tried.join(", "),
-        user: user.name,
+        user: user.name.clone(),
     }
     .into())
 }
@@ -354,7 +354,9 @@ impl Step for SshdStep {
 
     /// Before anything changes: the user can log in at all, and the port is free for sshd.
     fn preflight(&self, cx: &Context) -> Result<()> {
-        let user = crate::authorized_keys::user(&cx.root, &cx.config.ssh.user)
+        let user = cx
+            .facts
+            .user()
             .map_err(|_| Refused::error("ssh.user", "no such user in the target's /etc/passwd"))?;
         let shell = user.shell.to_string_lossy();
         if shell.ends_with("nologin") || shell.ends_with("/false") || shell.is_empty() {

@@ -562,12 +562,7 @@ fn close_old_ports(cx: &Context) -> Result<()> {
 /// connection's sshd reads the config afresh.
 fn restart(cx: &Context, socket: bool, port: Option<u16>) -> Result<()> {
     if !socket {
-        let unit = if unit_exists(cx, "ssh.service") {
-            "ssh"
-        } else {
-            "sshd"
-        };
-        systemctl(cx, &["restart", unit])?;
+        systemctl(cx, &["restart", cx.facts.sshd_service])?;
         return Ok(());
     }
     systemctl(cx, &["daemon-reload"])?;
@@ -575,7 +570,8 @@ fn restart(cx: &Context, socket: bool, port: Option<u16>) -> Result<()> {
         Some(p) => !listening_drift(p, cx.kept_ssh_ports())?.is_empty(),
         None => true,
     };
-    let listener = unit_exists(cx, "ssh.service")
+    // Whether ssh.service runs now is a live read: the restarts change it.
+    let listener = cx.facts.sshd_service == "ssh"
         && crate::systemd::active_state(cx.runner, "ssh.service")? == "active";
     if moves {
         if listener {
