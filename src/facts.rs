@@ -41,6 +41,10 @@ pub struct Facts {
     pub(crate) authorized_keys_file: Result<String, String>,
     /// sshd's service unit: `ssh` (Debian, Ubuntu) when `ssh.service` is installed, else `sshd`.
     pub(crate) sshd_service: &'static str,
+    /// sshd is socket-activated: `ssh.socket` is active (in `firstboot --early`, before sshd's
+    /// first start: enabled). Asked only on the running machine; Err: systemctl could not be asked
+    /// (the sshd step fails with it when it needs the answer).
+    pub sshd_socket: Result<bool, String>,
     /// The csf version installed before the run (`/etc/csf/version.txt` beside `/usr/sbin/csf`).
     pub(crate) csf_version: Option<String>,
 }
@@ -71,6 +75,7 @@ impl Facts {
             user: user(root, &config.ssh.user).map_err(flat),
             authorized_keys_file: crate::sshd::authorized_keys_file(root).map_err(flat),
             sshd_service,
+            sshd_socket: Ok(false),
             csf_version: crate::csf::installed_version(root),
         }
     }
@@ -80,6 +85,7 @@ impl Facts {
     pub(crate) fn ask(&mut self, cx: &Context) -> Result<()> {
         self.openssh = openssh_version(cx);
         if cx.live() {
+            self.sshd_socket = sshd_socket(cx).map_err(flat);
             self.global_ipv6 = std::fs::read_to_string("/proc/net/if_inet6")
                 .map(|t| crate::csf::has_global_ipv6(&t))
                 .unwrap_or(false);
@@ -96,6 +102,10 @@ impl Facts {
 
     pub(crate) fn user(&self) -> Result<&User> {
         self.user.as_ref().map_err(|e| anyhow!(e.clone()))
+    }
+
+    pub(crate) fn sshd_socket(&self) -> Result<bool> {
+        self.sshd_socket.clone().map_err(|e| anyhow!(e))
     }
 
     pub(crate) fn authorized_keys_file(&self) -> Result<&str> {
@@ -130,6 +140,19 @@ fn user(root: &Root, name: &str) -> Result<User> {
         })
         .next()
         .with_context(|| format!("user {name:?} not found in /etc/passwd"))
+}
+
+/// Is sshd socket-activated? Before its first start (`--early`) the socket is not active yet:
+/// whether it is enabled says how sshd will start.
+fn sshd_socket(cx: &Context) -> Result<bool> {
+    if !crate::systemd::unit_exists(&cx.root, "ssh.socket") {
+        return Ok(false);
+    }
+    Ok(if cx.early {
+        crate::systemd::enabled_state(cx.runner, "ssh.socket")? == "enabled"
+    } else {
+        crate::systemd::active_state(cx.runner, "ssh.socket")? == "active"
+    })
 }
 
 /// `sshd -V` of the target's sshd (older releases print the version in their usage text).

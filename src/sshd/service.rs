@@ -424,17 +424,6 @@ fn systemctl(cx: &Context, args: &[&str]) -> Result<crate::runner::Output> {
         .check(&Cmd::new("systemctl").args(args.iter().copied()))
 }
 
-fn unit_exists(cx: &Context, unit: &str) -> bool {
-    crate::systemd::unit_exists(&cx.root, unit)
-}
-
-fn socket_active(cx: &Context) -> Result<bool> {
-    if !unit_exists(cx, "ssh.socket") {
-        return Ok(false);
-    }
-    Ok(crate::systemd::active_state(cx.runner, "ssh.socket")? == "active")
-}
-
 fn label_port_for_selinux(cx: &Context, port: u16) -> Result<()> {
     if port == 22 || !cx.root.path("/sys/fs/selinux/enforce").exists() {
         return Ok(());
@@ -465,7 +454,7 @@ pub(crate) fn restart_if_needed(cx: &Context, tx: &mut Transaction, changed: boo
     label_port_for_selinux(cx, port)?;
     // Every active firewall accepts the new port before sshd moves to it.
     crate::firewall::open_port(cx, port)?;
-    let socket = socket_active(cx)?;
+    let socket = cx.facts.sshd_socket()?;
     if socket {
         write_socket_override(cx, tx, port)?;
     }
@@ -487,9 +476,7 @@ pub(crate) fn restart_if_needed(cx: &Context, tx: &mut Transaction, changed: boo
 /// Ubuntu's generator) loaded with a daemon-reload.
 fn prepare_first_start(cx: &Context, tx: &mut Transaction, port: u16) -> Result<()> {
     label_port_for_selinux(cx, port)?;
-    let socket = unit_exists(cx, "ssh.socket")
-        && crate::systemd::enabled_state(cx.runner, "ssh.socket")? == "enabled";
-    if socket {
+    if cx.facts.sshd_socket()? {
         write_socket_override(cx, tx, port)?;
         systemctl(cx, &["daemon-reload"])?;
     }
@@ -513,8 +500,9 @@ pub(crate) fn recover(cx: &Context, error: &anyhow::Error) -> Result<Option<Stri
         return Ok(None);
     }
     tracing::error!("{error:#}; restarting sshd on the restored config");
-    let socket = socket_active(cx)?;
-    restart(cx, socket, None)
+    // The socket model as found before the run: a failed socket restart may have left ssh.socket
+    // failed, and it is still the socket that must come back.
+    restart(cx, cx.facts.sshd_socket()?, None)
         .context("restoring the previous sshd config and restarting sshd also failed")?;
     Ok(Some(
         "the previous sshd config was restored and sshd restarted".into(),
