@@ -178,6 +178,6 @@ fn old_ssh_ports(cx: &Context) -> Vec<u16> {
     candidates
         .into_iter()
         .filter(|p| *p != wanted)
-        .filter(|p| crate::sshd::answers(*p, Duration::from_millis(500)))
+        .filter(|p| crate::ports::answers(*p, Duration::from_millis(500)))
         .collect()
 }

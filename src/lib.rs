@@ -15,6 +15,7 @@ pub mod http;
 pub mod keys;
 pub(crate) mod lock;
 pub mod packages;
+pub mod ports;
 pub(crate) mod redact;
 pub mod report;
 pub mod root;

@@ -154,7 +154,7 @@ fn socket_calls() -> Vec<String> {
         // Accept=no: a running ssh.service holds the listeners (here: not running).
         "systemctl is-active ssh.service".to_string(),
     ];
-    if brickup::sshd::listening_ports().unwrap().contains(&22) {
+    if brickup::ports::listening_ports().unwrap().contains(&22) {
         calls.push("systemctl restart ssh.socket".to_string());
     }
     calls
@@ -470,7 +470,7 @@ fn accept_no_socket_stops_the_listening_service_to_move_and_restarts_it_for_conf
     let r = run_socket(root.path(), &config, &runner);
     assert!(r.error.is_none(), "{:?}", r.error);
     let calls = runner.calls();
-    if brickup::sshd::listening_ports().unwrap().contains(&22) {
+    if brickup::ports::listening_ports().unwrap().contains(&22) {
         let stop = calls.iter().position(|c| c == "systemctl stop ssh.service");
         let restart = calls
             .iter()

@@ -122,7 +122,7 @@ fn sshd_running(loaded: &Loaded) -> bool {
     let quick = Duration::from_millis(300);
     [22, loaded.config.ssh.port.get()]
         .into_iter()
-        .any(|p| crate::sshd::answers(p, quick))
+        .any(|p| crate::ports::answers(p, quick))
 }
 
 fn write(root: &Root, path: &str, content: &[u8]) -> Result<()> {

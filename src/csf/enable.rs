@@ -135,7 +135,7 @@ fn in_range(spec: &str, port: u16) -> bool {
 /// The checks between "loaded in TESTING" and "enforcing".
 fn verify_reachable(cx: &Context, ipv6: bool) -> Result<()> {
     let port = cx.config.ssh.port.get();
-    if !crate::sshd::listening_ports()?.contains(&port) {
+    if !crate::ports::listening_ports()?.contains(&port) {
         bail!("check failed: sshd is not listening on port {port}");
     }
     for p in std::iter::once(port).chain(cx.kept_ssh_ports().iter().copied()) {

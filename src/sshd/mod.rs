@@ -8,7 +8,7 @@ mod hostkeys;
 mod service;
 
 pub(crate) use hostkeys::served as served_host_keys;
-pub use service::{answers, current_ports, listening_ports};
+pub(crate) use service::current_ports;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -17,6 +17,7 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::engine::{Action, Applied, Context, Refused, Step};
 use crate::fsops::{NewFile, Transaction};
+use crate::ports::{answers, listening_ports};
 use crate::root::Root;
 use crate::runner::Cmd;
 

@@ -3,16 +3,15 @@
 //! `sshd-socket-generator`), SELinux port labels; then proof that the new port answers.
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 
 use super::{read_order, sshd_cmd, LockoutGuard, SSHD_CONFIG};
 use crate::engine::Context;
 use crate::fsops::{NewFile, Transaction};
+use crate::ports::{answers, listening_ports};
 use crate::runner::Cmd;
 
 const SOCKET_OVERRIDE: &str = "/etc/systemd/system/ssh.socket.d/00-brickup-port.conf";
@@ -208,7 +207,7 @@ fn mismatches(cx: &Context, eff: &BTreeMap<String, Vec<String>>) -> Vec<Mismatch
 }
 
 /// sshd's ports as its current config and socket override say (before any change).
-pub fn current_ports(cx: &Context) -> Vec<u16> {
+pub(crate) fn current_ports(cx: &Context) -> Vec<u16> {
     let mut ports: Vec<u16> = match effective(cx) {
         Ok(Some(eff)) => eff
             .get("port")
@@ -362,31 +361,6 @@ pub(crate) fn effective_drift(cx: &Context) -> Result<Vec<String>> {
         .collect())
 }
 
-/// TCP ports in LISTEN state, from /proc/net/tcp and tcp6.
-pub fn listening_ports() -> Result<Vec<u16>> {
-    let mut ports = Vec::new();
-    for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let text = match std::fs::read_to_string(f) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e).with_context(|| format!("reading {f}")),
-        };
-        for line in text.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.len() > 3 && cols[3] == "0A" {
-                if let Some(p) = cols[1]
-                    .rsplit(':')
-                    .next()
-                    .and_then(|h| u16::from_str_radix(h, 16).ok())
-                {
-                    ports.push(p);
-                }
-            }
-        }
-    }
-    Ok(ports)
-}
-
 /// The SSH port not listening, or port 22 listening when it is neither the port nor kept.
 pub(crate) fn listening_drift(port: u16, kept: &[u16]) -> Result<Vec<String>> {
     let ports = listening_ports()?;
@@ -400,23 +374,6 @@ pub(crate) fn listening_drift(port: u16, kept: &[u16]) -> Result<Vec<String>> {
         drift.push("port 22 is still listening".into());
     }
     Ok(drift)
-}
-
-/// Wait for an SSH banner on 127.0.0.1:port.
-pub fn answers(port: u16, within: Duration) -> bool {
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let start = Instant::now();
-    while start.elapsed() < within {
-        if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
-            let mut buf = [0u8; 4];
-            if s.read_exact(&mut buf).is_ok() && &buf == b"SSH-" {
-                return true;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    false
 }
 
 fn systemctl(cx: &Context, args: &[&str]) -> Result<crate::runner::Output> {
