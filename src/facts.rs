@@ -16,7 +16,7 @@ use anyhow::{anyhow, Context as _, Result};
 
 use crate::config::Config;
 use crate::engine::Context;
-use crate::packages::Os;
+use crate::os::Os;
 use crate::root::Root;
 use crate::sshd::crypto::OpensshVersion;
 
@@ -70,7 +70,7 @@ impl Facts {
         Facts {
             old_ssh_ports: Vec::new(),
             global_ipv6: false,
-            os: crate::packages::detect(root).map_err(flat),
+            os: crate::os::detect(root).map_err(flat),
             openssh: None,
             user: user(root, &config.ssh.user).map_err(flat),
             authorized_keys_file: crate::sshd::authorized_keys_file(root).map_err(flat),

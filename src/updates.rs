@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result};
 
 use crate::engine::{Action, Applied, Context, Step};
 use crate::fsops::{NewFile, Transaction};
-use crate::packages::Family;
+use crate::os::Family;
 use crate::runner::Cmd;
 
 const AUTO_UPGRADES: &str = "/etc/apt/apt.conf.d/20auto-upgrades";

@@ -208,7 +208,7 @@ pub(crate) fn defaults(cx: &Context) -> edit::Settings {
             version,
             crypto_policy: matches!(
                 cx.facts.os.as_ref().ok().map(|o| o.family),
-                Some(crate::packages::Family::RedHat { .. })
+                Some(crate::os::Family::RedHat { .. })
             ),
             rsa_keys_ok: rsa_login_keys_ok(cx),
         };
