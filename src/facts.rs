@@ -45,6 +45,9 @@ pub struct Facts {
     /// first start: enabled). Asked only on the running machine; Err: systemctl could not be asked
     /// (the sshd step fails with it when it needs the answer).
     pub sshd_socket: Result<bool, String>,
+    /// TCP ports of the package sources configured under the root: an enforcing csf keeps them
+    /// open in TCP_OUT (no step changes the sources).
+    pub(crate) mirror_ports: Vec<u16>,
     /// The csf version installed before the run (`/etc/csf/version.txt` beside `/usr/sbin/csf`).
     pub(crate) csf_version: Option<String>,
 }
@@ -76,6 +79,7 @@ impl Facts {
             authorized_keys_file: crate::sshd::authorized_keys_file(root).map_err(flat),
             sshd_service,
             sshd_socket: Ok(false),
+            mirror_ports: crate::packages::mirror_ports(root),
             csf_version: crate::csf::installed_version(root),
         }
     }

@@ -367,7 +367,7 @@ pub(crate) fn own_ports(cx: &Context) -> Vec<u16> {
         .filter(|u| u.scheme() != "file")
         .filter_map(|u| u.port_or_known_default())
         .collect();
-    ports.extend(crate::packages::mirror_ports(&cx.root));
+    ports.extend(&cx.facts.mirror_ports);
     ports.sort_unstable();
     ports.dedup();
     ports
