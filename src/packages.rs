@@ -15,6 +15,14 @@ use crate::runner::{Cmd, Runner};
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(1200);
 const ATTEMPTS: u32 = 3;
 
+/// The packages that keep security updates coming (configured by the updates step).
+fn updater_packages(family: Family) -> &'static [&'static str] {
+    match family {
+        Family::Debian => &["unattended-upgrades"],
+        Family::RedHat { .. } => &["dnf-automatic"],
+    }
+}
+
 /// What csf needs on each family (FACTS.md).
 pub(crate) fn csf_prerequisites(family: Family) -> Vec<&'static str> {
     match family {
@@ -295,7 +303,7 @@ pub(crate) fn wanted(cx: &Context, fam: Family) -> Vec<String> {
         pkgs.extend(csf_prerequisites(fam).into_iter().map(String::from));
     }
     if cx.config.updates.enabled {
-        pkgs.extend(crate::updates::packages(fam).iter().map(|p| p.to_string()));
+        pkgs.extend(updater_packages(fam).iter().map(|p| p.to_string()));
     }
     for p in &cx.config.packages.extra {
         if !pkgs.contains(p) {

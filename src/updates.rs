@@ -19,14 +19,6 @@ const DNF_AUTOMATIC: &str = "/etc/dnf/automatic.conf";
 const DNF_TIMER_DROPIN: &str = "/etc/systemd/system/dnf-automatic.timer.d/50-brickup.conf";
 const HEADER: &str = "// Written by brickup (the updates section of /etc/brickup/brickup.yaml).\n";
 
-/// The packages that do the updating, installed by the packages step.
-pub(crate) fn packages(family: Family) -> &'static [&'static str] {
-    match family {
-        Family::Debian => &["unattended-upgrades"],
-        Family::RedHat { .. } => &["dnf-automatic"],
-    }
-}
-
 /// The timer that runs the updater, and the service whose last result counts.
 pub(crate) fn timer(family: Family) -> (&'static str, &'static str) {
     match family {
