@@ -46,7 +46,7 @@ impl Step for KeysStep {
 
     fn plan(&self, cx: &Context) -> Result<Vec<Action>> {
         let (path, user) = target(cx)?;
-        let (old, new) = wanted_content(cx, &path, &user)?;
+        let (old, new) = wanted_content(cx, &path, user)?;
         Ok(if old == new {
             vec![]
         } else {
@@ -60,10 +60,10 @@ impl Step for KeysStep {
 
     fn apply(&self, cx: &Context, tx: &mut Transaction) -> Result<Applied> {
         let (path, user) = target(cx)?;
-        let tree = tree(&path, &user);
+        let tree = tree(&path, user);
         let dir = path.parent().unwrap_or(Path::new("/"));
         let mut changed = tx.create_user_dir(&tree, dir, 0o700)?;
-        let (_, new) = wanted_content(cx, &path, &user)?;
+        let (_, new) = wanted_content(cx, &path, user)?;
         changed |= tx.write_user_file(&tree, &path, new.as_bytes(), 0o600)?;
         Ok(if changed {
             Applied::changed(format!("installed key(s) in {}", path.display()))
@@ -74,7 +74,7 @@ impl Step for KeysStep {
 
     fn check(&self, cx: &Context) -> Result<Vec<String>> {
         let (path, user) = target(cx)?;
-        let (old, new) = wanted_content(cx, &path, &user)?;
+        let (old, new) = wanted_content(cx, &path, user)?;
         let mut drift = Vec::new();
         if old != new {
             drift.push(format!(
@@ -82,7 +82,7 @@ impl Step for KeysStep {
                 path.display()
             ));
         }
-        if let Some(f) = read_user_file(&cx.root, &tree(&path, &user), &path)? {
+        if let Some(f) = read_user_file(&cx.root, &tree(&path, user), &path)? {
             if f.mode & 0o022 != 0 || f.uid != user.uid {
                 drift.push(format!(
                     "{}: mode {:o} owner {} (sshd's StrictModes may ignore it)",
