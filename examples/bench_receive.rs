@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result};
-use brickup::receive::{ReceiveOptions, Receiver};
+use brickup::report::receive::{ReceiveOptions, Receiver};
 use brickup::report::{self, Firewall, Report, RunFacts, Secret};
 use brickup::root::Root;
 

@@ -37,43 +37,48 @@ pub struct StepResult {
 #[derive(Clone)]
 pub struct Context<'a> {
     pub root: Root,
-    pub config: &'a Config,
-    pub runner: &'a dyn Runner,
+    pub(crate) config: &'a Config,
+    pub(crate) runner: &'a dyn Runner,
     /// Working on the running machine: services may be restarted and live checks run. True
     /// exactly when the root is `/`, except in tests that pair a temp root with a recording runner
     /// ([`Context::set_live`], built only for tests).
     live: bool,
-    /// The host as found before the run ([`Facts::gather`]); empty until gathered.
+    /// The host as found before the run: the root's files read by [`Context::new`], the running
+    /// system asked by [`Context::with_facts`].
     pub facts: Facts,
     /// Set by [`apply`] while the run is in progress: sshd and the firewalls keep
     /// `facts.old_ssh_ports` open beside `ssh.port`. `plan` and `check` see the final state.
-    pub keep_old_ports: bool,
+    pub(crate) keep_old_ports: bool,
     /// `firstboot --early`: sshd has not started yet (this runs before ssh.service/ssh.socket),
     /// so its config is written and validated but sshd is never restarted.
-    pub early: bool,
+    pub(crate) early: bool,
 }
 
 impl<'a> Context<'a> {
     pub fn new(root: Root, config: &'a Config, runner: &'a dyn Runner) -> Self {
         let live = root.is_live();
+        let facts = Facts::read(&root, config);
         Context {
             root,
             config,
             runner,
             live,
-            facts: Facts::default(),
+            facts,
             keep_old_ports: false,
             early: false,
         }
     }
 
-    /// Gather the host's facts once, before planning, applying or checking.
-    pub fn with_facts(mut self) -> Result<Self> {
-        self.facts = Facts::gather(&self)?;
+    /// Ask the running system for the rest of the host's facts, once, before planning,
+    /// applying or checking (those the root's files give were read by [`Context::new`]).
+    pub(crate) fn with_facts(mut self) -> Result<Self> {
+        let mut facts = self.facts.clone();
+        facts.ask(&self)?;
+        self.facts = facts;
         Ok(self)
     }
 
-    pub fn live(&self) -> bool {
+    pub(crate) fn live(&self) -> bool {
         self.live
     }
 
@@ -84,7 +89,7 @@ impl<'a> Context<'a> {
     }
 
     /// Ports sshd must keep listening on (and the firewalls keep open) besides `ssh.port`.
-    pub fn kept_ssh_ports(&self) -> &[u16] {
+    pub(crate) fn kept_ssh_ports(&self) -> &[u16] {
         if self.keep_old_ports {
             &self.facts.old_ssh_ports
         } else {
@@ -103,7 +108,7 @@ pub struct Refused {
 }
 
 impl Refused {
-    pub fn error(field: impl Into<String>, message: impl Into<String>) -> anyhow::Error {
+    pub(crate) fn error(field: impl Into<String>, message: impl Into<String>) -> anyhow::Error {
         Refused {
             field: field.into(),
             message: message.into(),
@@ -129,7 +134,7 @@ pub enum Action {
 
 impl Action {
     /// File actions for (host path, current, wanted) triples, as the steps' `desired` give them.
-    pub fn files(files: Vec<(std::path::PathBuf, String, String)>) -> Vec<Action> {
+    pub(crate) fn files(files: Vec<(std::path::PathBuf, String, String)>) -> Vec<Action> {
         files
             .into_iter()
             .map(|(p, old, new)| Action::File {
@@ -141,7 +146,7 @@ impl Action {
     }
 
     /// Unified diff for files, `$ cmd` for commands.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         match self {
             Action::File { path, old, new } => {
                 let diff = similar::TextDiff::from_lines(old, new);
@@ -161,26 +166,26 @@ impl Action {
 pub struct Applied {
     pub changed: bool,
     /// Live work left for a run on the machine itself (under a root other than `/`).
-    pub deferred: bool,
+    pub(crate) deferred: bool,
     pub message: String,
 }
 
 impl Applied {
-    pub fn changed(message: impl Into<String>) -> Self {
+    pub(crate) fn changed(message: impl Into<String>) -> Self {
         Applied {
             changed: true,
             deferred: false,
             message: message.into(),
         }
     }
-    pub fn unchanged(message: impl Into<String>) -> Self {
+    pub(crate) fn unchanged(message: impl Into<String>) -> Self {
         Applied {
             changed: false,
             deferred: false,
             message: message.into(),
         }
     }
-    pub fn deferring(mut self, what: impl AsRef<str>) -> Self {
+    pub(crate) fn deferring(mut self, what: impl AsRef<str>) -> Self {
         self.deferred = true;
         if !self.message.is_empty() {
             self.message.push_str("; ");
@@ -231,11 +236,11 @@ pub struct RunResult {
     /// The first failure, if any.
     pub error: Option<anyhow::Error>,
     /// From [`process_start`] to the end of a successful sshd step, when one ran.
-    pub sshd_done: Option<std::time::Duration>,
+    pub(crate) sshd_done: Option<std::time::Duration>,
 }
 
 impl RunResult {
-    pub fn failed(&self) -> bool {
+    pub(crate) fn failed(&self) -> bool {
         self.error.is_some()
     }
 
@@ -246,7 +251,7 @@ impl RunResult {
             .map(|e| e.chain().map(|c| c.to_string()).collect())
     }
 
-    pub fn changed(&self) -> bool {
+    pub(crate) fn changed(&self) -> bool {
         self.steps.iter().any(|s| s.outcome == Outcome::Changed)
     }
 
@@ -423,7 +428,7 @@ fn finish_port_move(cx: &Context, steps: &[Box<dyn Step>]) -> (StepResult, Optio
 }
 
 /// Plan every step: (step name, actions or the error that stopped planning it).
-pub fn plan(cx: &Context, steps: &[Box<dyn Step>]) -> Vec<(String, Result<Vec<Action>>)> {
+pub(crate) fn plan(cx: &Context, steps: &[Box<dyn Step>]) -> Vec<(String, Result<Vec<Action>>)> {
     steps
         .iter()
         .map(|s| {
@@ -437,7 +442,7 @@ pub fn plan(cx: &Context, steps: &[Box<dyn Step>]) -> Vec<(String, Result<Vec<Ac
 }
 
 /// Check every step: (step name, drift lines). An error reading the state is drift too.
-pub fn check(cx: &Context, steps: &[Box<dyn Step>]) -> Vec<(String, Vec<String>)> {
+pub(crate) fn check(cx: &Context, steps: &[Box<dyn Step>]) -> Vec<(String, Vec<String>)> {
     steps
         .iter()
         .filter(|s| s.skip_reason(cx).is_none())

@@ -1,47 +1,162 @@
-//! What a run needs to know about the host, gathered once after the config loads and before any
-//! step changes anything; steps plan from the config and these facts.
+//! What a run needs to know about the host, gathered once before any step changes anything;
+//! steps plan from the config and these facts. What the files under the root say is read when
+//! the [`Context`] is made ([`Facts::read`]); what only the running system can answer (commands,
+//! sockets) is asked once after that ([`Facts::ask`], through `Context::with_facts`).
+//!
+//! Only what cannot change during a run is a fact. What a step changes stays a live read where
+//! it is used: csf's running state and TESTING flag (csf is installed and enabled by steps),
+//! ufw's and firewalld's (csf's installer masks firewalld, the install step disables both), the
+//! sshd config and the ports sshd listens on (the sshd step rewrites and restarts it), and whether
+//! ssh.service is running (restarts stop and start it).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{anyhow, Context as _, Result};
 
+use crate::config::Config;
 use crate::engine::Context;
+use crate::os::Os;
+use crate::root::Root;
 use crate::sshd::crypto::OpensshVersion;
 
 /// The host as found at the start of a run.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Facts {
     /// Ports other than `ssh.port` on which sshd answers now. A port move keeps sshd (and every
     /// active firewall) on them until the whole run has succeeded, so no failure in between can
     /// leave the owner without a way in.
     pub old_ssh_ports: Vec<u16>,
     /// A global IPv6 address is configured (`firewall.ipv6: auto` turns csf's IPv6 on then).
-    pub global_ipv6: bool,
-    /// OS family and package tool (None: unsupported or unreadable; the packages step says why).
-    pub os: Option<crate::packages::Os>,
+    pub(crate) global_ipv6: bool,
+    /// OS family and package tool, or why there is none (unsupported, unreadable): the steps
+    /// that need it fail with that.
+    pub(crate) os: Result<Os, String>,
     /// The target's OpenSSH (`sshd -V` of the root's own sshd): the SSH crypto is chosen by it.
-    pub openssh: Option<OpensshVersion>,
+    pub(crate) openssh: Option<OpensshVersion>,
+    /// `ssh.user`'s passwd entry (uid, gid, home, shell), or why it could not be found.
+    pub(crate) user: Result<User, String>,
+    /// The `AuthorizedKeysFile` entry sshd's config names first (outside Match blocks), as
+    /// found: where the key step installs the key.
+    pub(crate) authorized_keys_file: Result<String, String>,
+    /// sshd's service unit: `ssh` (Debian, Ubuntu) when `ssh.service` is installed, else `sshd`.
+    pub(crate) sshd_service: &'static str,
+    /// sshd is socket-activated: `ssh.socket` is active (in `firstboot --early`, before sshd's
+    /// first start: enabled). Asked only on the running machine; Err: systemctl could not be asked
+    /// (the sshd step fails with it when it needs the answer).
+    pub sshd_socket: Result<bool, String>,
+    /// TCP ports of the package sources configured under the root: an enforcing csf keeps them
+    /// open in TCP_OUT (no step changes the sources).
+    pub(crate) mirror_ports: Vec<u16>,
+    /// The csf version installed before the run (`/etc/csf/version.txt` beside `/usr/sbin/csf`).
+    pub(crate) csf_version: Option<String>,
+}
+
+/// A user's passwd entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct User {
+    pub(crate) name: String,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) home: PathBuf,
+    pub(crate) shell: PathBuf,
 }
 
 impl Facts {
-    /// Look at the host. Under a root other than `/` nothing is running to look at: only the
-    /// installed software is read. Early at boot (before sshd first starts) no port is asked.
-    pub fn gather(cx: &Context) -> Result<Facts> {
-        let mut facts = Facts {
-            openssh: openssh_version(cx),
-            os: crate::packages::detect(&cx.root).ok(),
-            ..Facts::default()
+    /// What the files under the root say; never runs a command or opens a socket.
+    pub(crate) fn read(root: &Root, config: &Config) -> Facts {
+        let sshd_service = if crate::systemd::unit_exists(root, "ssh.service") {
+            "ssh"
+        } else {
+            "sshd"
         };
+        Facts {
+            old_ssh_ports: Vec::new(),
+            global_ipv6: false,
+            os: crate::os::detect(root).map_err(flat),
+            openssh: None,
+            user: user(root, &config.ssh.user).map_err(flat),
+            authorized_keys_file: crate::sshd::authorized_keys_file(root).map_err(flat),
+            sshd_service,
+            sshd_socket: Ok(false),
+            mirror_ports: crate::packages::mirror_ports(root),
+            csf_version: crate::csf::installed_version(root),
+        }
+    }
+
+    /// Ask the running system. Under a root other than `/` nothing is running to ask: only the
+    /// installed sshd is. Early at boot (before sshd first starts) no port is asked.
+    pub(crate) fn ask(&mut self, cx: &Context) -> Result<()> {
+        self.openssh = openssh_version(cx);
         if cx.live() {
-            facts.global_ipv6 = std::fs::read_to_string("/proc/net/if_inet6")
+            self.sshd_socket = sshd_socket(cx).map_err(flat);
+            self.global_ipv6 = std::fs::read_to_string("/proc/net/if_inet6")
                 .map(|t| crate::csf::has_global_ipv6(&t))
                 .unwrap_or(false);
             if !cx.early {
-                facts.old_ssh_ports = old_ssh_ports(cx);
+                self.old_ssh_ports = old_ssh_ports(cx);
             }
         }
-        Ok(facts)
+        Ok(())
     }
+
+    pub(crate) fn os(&self) -> Result<Os> {
+        self.os.clone().map_err(|e| anyhow!(e))
+    }
+
+    pub(crate) fn user(&self) -> Result<&User> {
+        self.user.as_ref().map_err(|e| anyhow!(e.clone()))
+    }
+
+    pub(crate) fn sshd_socket(&self) -> Result<bool> {
+        self.sshd_socket.clone().map_err(|e| anyhow!(e))
+    }
+
+    pub(crate) fn authorized_keys_file(&self) -> Result<&str> {
+        self.authorized_keys_file
+            .as_deref()
+            .map_err(|e| anyhow!(e.clone()))
+    }
+}
+
+/// An error as one line (its whole chain), to keep in a fact that is reported later.
+fn flat(e: anyhow::Error) -> String {
+    format!("{e:#}")
+}
+
+/// Look `name` up in the root's `/etc/passwd`.
+fn user(root: &Root, name: &str) -> Result<User> {
+    let path = root.path("/etc/passwd");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 7 && f[0] == name).then(|| -> Option<User> {
+                Some(User {
+                    name: name.to_string(),
+                    uid: f[2].parse().ok()?,
+                    gid: f[3].parse().ok()?,
+                    home: PathBuf::from(f[5]),
+                    shell: PathBuf::from(f[6]),
+                })
+            })?
+        })
+        .next()
+        .with_context(|| format!("user {name:?} not found in /etc/passwd"))
+}
+
+/// Is sshd socket-activated? Before its first start (`--early`) the socket is not active yet:
+/// whether it is enabled says how sshd will start.
+fn sshd_socket(cx: &Context) -> Result<bool> {
+    if !crate::systemd::unit_exists(&cx.root, "ssh.socket") {
+        return Ok(false);
+    }
+    Ok(if cx.early {
+        crate::systemd::enabled_state(cx.runner, "ssh.socket")? == "enabled"
+    } else {
+        crate::systemd::active_state(cx.runner, "ssh.socket")? == "active"
+    })
 }
 
 /// `sshd -V` of the target's sshd (older releases print the version in their usage text).
@@ -67,6 +182,6 @@ fn old_ssh_ports(cx: &Context) -> Vec<u16> {
     candidates
         .into_iter()
         .filter(|p| *p != wanted)
-        .filter(|p| crate::sshd::answers(*p, Duration::from_millis(500)))
+        .filter(|p| crate::ports::answers(*p, Duration::from_millis(500)))
         .collect()
 }

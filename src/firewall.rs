@@ -9,7 +9,7 @@ use crate::engine::Context;
 use crate::runner::Cmd;
 
 /// Open TCP `port` in every active firewall; names the firewalls changed.
-pub fn open_port(cx: &Context, port: u16) -> Result<Vec<&'static str>> {
+pub(crate) fn open_port(cx: &Context, port: u16) -> Result<Vec<&'static str>> {
     let mut done = Vec::new();
     if !cx.live() {
         return Ok(done);
@@ -36,7 +36,7 @@ pub fn open_port(cx: &Context, port: u16) -> Result<Vec<&'static str>> {
 }
 
 /// Remove the rule for TCP `port` from ufw and firewalld when active.
-pub fn close_port(cx: &Context, port: u16) -> Result<Vec<&'static str>> {
+pub(crate) fn close_port(cx: &Context, port: u16) -> Result<Vec<&'static str>> {
     let mut done = Vec::new();
     if !cx.live() {
         return Ok(done);

@@ -9,11 +9,10 @@
 //! are set on descriptors, never by path.
 
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{Read as _, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
@@ -26,14 +25,14 @@ mod user;
 pub use user::{read_user_file, UserTree};
 
 /// Where originals are kept, as a host path.
-pub const BACKUP_DIR: &str = "/var/lib/brickup/backup";
+pub(crate) const BACKUP_DIR: &str = "/var/lib/brickup/backup";
 
 /// Mode and owner a new file gets when there is no original to copy them from.
 #[derive(Debug, Clone, Copy)]
 pub struct NewFile {
-    pub mode: u32,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
+    pub(crate) mode: u32,
+    pub(crate) uid: Option<u32>,
+    pub(crate) gid: Option<u32>,
 }
 
 impl NewFile {
@@ -47,7 +46,7 @@ impl NewFile {
 }
 
 /// Write `content` to `path` atomically with the given mode and owner.
-pub fn atomic_write(
+pub(crate) fn atomic_write(
     path: &Path,
     content: &[u8],
     mode: u32,
@@ -133,15 +132,6 @@ fn mkdir_in(dir: &OwnedFd, shown: &Path, name: &OsStr, new: NewFile) -> Result<O
     Ok(fd)
 }
 
-/// Read a file that may not exist.
-pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
-    match fs::read(path) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-}
-
 /// A file as found: content, mode, uid, gid.
 type Before = (Vec<u8>, u32, u32, u32);
 
@@ -205,7 +195,7 @@ impl Transaction {
     }
 
     /// Make a directory (and its parents) with `new`'s mode and owner; noted for rollback.
-    pub fn create_dir(&mut self, host_path: &Path, new: NewFile) -> Result<()> {
+    pub(crate) fn create_dir(&mut self, host_path: &Path, new: NewFile) -> Result<()> {
         let mut made = Vec::new();
         let r = mkdir_p(&self.root, host_path, new, &mut made);
         self.created_dirs
@@ -277,12 +267,12 @@ impl Transaction {
     }
 
     /// Keep the changes.
-    pub fn commit(mut self) {
+    pub(crate) fn commit(mut self) {
         self.committed = true;
     }
 
     /// Undo every change, newest first. Errors are collected, not swallowed.
-    pub fn rollback(&mut self) -> Result<()> {
+    pub(crate) fn rollback(&mut self) -> Result<()> {
         let mut errors = Vec::new();
         while let Some(o) = self.originals.pop() {
             match self.restore(&o) {
@@ -355,19 +345,10 @@ impl Drop for Transaction {
     }
 }
 
-/// Open a file for appending, creating it with `mode`.
-pub fn open_append(path: &Path, mode: u32) -> Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(mode)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn setup() -> (tempfile::TempDir, Root) {

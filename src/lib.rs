@@ -2,27 +2,27 @@
 //! status report - converged safely, once at first boot and again by hand for repair.
 
 pub mod archive;
+pub(crate) mod authorized_keys;
 pub mod cli;
 pub mod config;
 pub mod csf;
-pub mod csfconf;
 pub mod download;
 pub mod engine;
 pub mod facts;
-pub mod firewall;
+pub(crate) mod firewall;
 pub mod fsops;
 pub mod http;
-pub mod identity;
 pub mod keys;
-pub mod lock;
+pub(crate) mod lock;
+pub(crate) mod os;
 pub mod packages;
-pub mod receive;
-pub mod redact;
+pub mod ports;
+pub(crate) mod redact;
 pub mod report;
 pub mod root;
-pub mod run;
+pub(crate) mod run;
 pub mod runner;
 pub mod sshd;
-pub mod systemd;
-pub mod updates;
-pub mod userdata;
+pub(crate) mod systemd;
+pub(crate) mod updates;
+pub(crate) mod userdata;

@@ -10,15 +10,15 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::root::Root;
 
-pub const LOCK_PATH: &str = "/run/brickup.lock";
+pub(crate) const LOCK_PATH: &str = "/run/brickup.lock";
 
 /// Held until dropped.
-pub struct RunLock {
+pub(crate) struct RunLock {
     _lock: Flock<File>,
 }
 
 /// Take the lock, waiting up to `wait`.
-pub fn acquire(root: &Root, wait: Duration) -> Result<RunLock> {
+pub(crate) fn acquire(root: &Root, wait: Duration) -> Result<RunLock> {
     let path = root.path(LOCK_PATH);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -1,56 +1,30 @@
 //! csf's prerequisites and `packages.extra`, installed with the system's own package manager:
 //! apt-get on Debian/Ubuntu, dnf (or yum where there is no dnf) on the RHEL family, chosen from
-//! `/etc/os-release` (os-release(5)). Packages already installed are never touched.
+//! the run's OS fact (`crate::os`). Packages already installed are never touched.
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 
 use crate::engine::{Action, Applied, Context, Step};
 use crate::fsops::Transaction;
+use crate::os::Family;
 use crate::root::Root;
 use crate::runner::{Cmd, Runner};
 
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(1200);
 const ATTEMPTS: u32 = 3;
 
-pub use crate::identity::parse_os_release;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    Debian,
-    RedHat { major: u32 },
-}
-
-/// The OS family from os-release's ID and ID_LIKE; an unknown one is an error naming them.
-pub fn family(os: &BTreeMap<String, String>) -> Result<Family> {
-    let id = os.get("ID").cloned().unwrap_or_default();
-    let like = os.get("ID_LIKE").cloned().unwrap_or_default();
-    let ids: Vec<&str> = std::iter::once(id.as_str())
-        .chain(like.split_whitespace())
-        .collect();
-    let major = os
-        .get("VERSION_ID")
-        .and_then(|v| v.split('.').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    if ids.iter().any(|i| ["debian", "ubuntu"].contains(i)) {
-        Ok(Family::Debian)
-    } else if ids
-        .iter()
-        .any(|i| ["rhel", "centos", "fedora", "rocky", "almalinux"].contains(i))
-    {
-        // Fedora's version numbers are far above EL's; both have the nft iptables there.
-        Ok(Family::RedHat { major })
-    } else {
-        bail!("unsupported system: os-release says ID={id:?} ID_LIKE={like:?}; brickup supports Debian/Ubuntu (apt-get) and the RHEL family (dnf/yum)")
+/// The packages that keep security updates coming (configured by the updates step).
+fn updater_packages(family: Family) -> &'static [&'static str] {
+    match family {
+        Family::Debian => &["unattended-upgrades"],
+        Family::RedHat { .. } => &["dnf-automatic"],
     }
 }
 
 /// What csf needs on each family (FACTS.md).
-pub fn csf_prerequisites(family: Family) -> Vec<&'static str> {
+pub(crate) fn csf_prerequisites(family: Family) -> Vec<&'static str> {
     match family {
         Family::Debian => vec![
             "perl",
@@ -97,7 +71,7 @@ const SOURCE_FILES: &[(&str, &str)] = &[
 
 /// TCP ports of the package sources configured under the root, so an enforcing firewall still
 /// lets repairs and updates reach them.
-pub fn mirror_ports(root: &Root) -> Vec<u16> {
+pub(crate) fn mirror_ports(root: &Root) -> Vec<u16> {
     let mut ports = Vec::new();
     for (dir, suffix) in SOURCE_FILES {
         let dir = root.path(dir);
@@ -118,7 +92,7 @@ pub fn mirror_ports(root: &Root) -> Vec<u16> {
 
 /// Ports of every http(s)/ftp URL in a sources text (`deb URL`, `URIs: URL`, `baseurl=URL`,
 /// `mirrorlist=URL`, ...). Comments are skipped.
-pub fn source_ports(text: &str) -> Vec<u16> {
+pub(crate) fn source_ports(text: &str) -> Vec<u16> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.starts_with('#'))
@@ -130,7 +104,7 @@ pub fn source_ports(text: &str) -> Vec<u16> {
 }
 
 /// A package manager.
-pub trait PackageManager {
+pub(crate) trait PackageManager {
     fn name(&self) -> &'static str;
     /// Those of `pkgs` not installed.
     fn missing(&self, pkgs: &[String]) -> Result<Vec<String>>;
@@ -140,16 +114,16 @@ pub trait PackageManager {
     fn install(&self, pkgs: &[String]) -> Result<()>;
 }
 
-pub struct Apt<'a> {
-    pub root: Root,
-    pub runner: &'a dyn Runner,
+pub(crate) struct Apt<'a> {
+    pub(crate) root: Root,
+    pub(crate) runner: &'a dyn Runner,
 }
 
-pub struct Rpm<'a> {
-    pub root: Root,
-    pub runner: &'a dyn Runner,
+pub(crate) struct Rpm<'a> {
+    pub(crate) root: Root,
+    pub(crate) runner: &'a dyn Runner,
     /// `dnf` or `yum`.
-    pub tool: &'static str,
+    pub(crate) tool: &'static str,
 }
 
 fn transient(text: &str) -> bool {
@@ -381,50 +355,9 @@ impl PackageManager for Rpm<'_> {
     }
 }
 
-/// The target's OS family and package tool, from os-release(5) and the tools installed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Os {
-    pub family: Family,
-    /// `apt-get`, `dnf` or `yum`.
-    pub tool: &'static str,
-}
-
-/// The OS family of the root (os-release(5): `/etc/os-release`, else `/usr/lib/os-release`).
-pub fn os_family(root: &Root) -> Result<Family> {
-    Ok(detect(root)?.family)
-}
-
-/// Read the root's os-release and look for dnf; an unsupported OS is an error naming it.
-pub fn detect(root: &Root) -> Result<Os> {
-    let path = root.path("/etc/os-release");
-    let path = if path.exists() {
-        path
-    } else {
-        root.path("/usr/lib/os-release")
-    };
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let family = family(&parse_os_release(&text))?;
-    let tool = match family {
-        Family::Debian => "apt-get",
-        Family::RedHat { .. }
-            if ["/usr/bin/dnf", "/usr/bin/dnf5", "/bin/dnf"]
-                .iter()
-                .any(|p| root.path(Path::new(p)).exists()) =>
-        {
-            "dnf"
-        }
-        Family::RedHat { .. } => "yum",
-    };
-    Ok(Os { family, tool })
-}
-
-/// The package manager for the target's OS: from the run's facts, else read now.
-pub fn manager<'a>(cx: &Context<'a>) -> Result<(Family, Box<dyn PackageManager + 'a>)> {
-    let os = match cx.facts.os {
-        Some(os) => os,
-        None => detect(&cx.root)?,
-    };
+/// The package manager for the target's OS, from the run's facts.
+pub(crate) fn manager<'a>(cx: &Context<'a>) -> Result<(Family, Box<dyn PackageManager + 'a>)> {
+    let os = cx.facts.os()?;
     let pm: Box<dyn PackageManager + 'a> = match os.tool {
         "apt-get" => Box::new(Apt {
             root: cx.root.clone(),
@@ -441,13 +374,13 @@ pub fn manager<'a>(cx: &Context<'a>) -> Result<(Family, Box<dyn PackageManager +
 
 /// All packages wanted: csf's prerequisites (when csf is configured), the security updater
 /// (when `updates.enabled`), plus `packages.extra`.
-pub fn wanted(cx: &Context, fam: Family) -> Vec<String> {
+pub(crate) fn wanted(cx: &Context, fam: Family) -> Vec<String> {
     let mut pkgs: Vec<String> = Vec::new();
     if cx.config.csf.is_some() {
         pkgs.extend(csf_prerequisites(fam).into_iter().map(String::from));
     }
     if cx.config.updates.enabled {
-        pkgs.extend(crate::updates::packages(fam).iter().map(|p| p.to_string()));
+        pkgs.extend(updater_packages(fam).iter().map(|p| p.to_string()));
     }
     for p in &cx.config.packages.extra {
         if !pkgs.contains(p) {
@@ -530,34 +463,6 @@ mod tests {
         assert_eq!(source_ports(deb822), vec![443]);
         let repo = "[baseos]\nmirrorlist=https://mirrors.example/mirrorlist?arch=x\nbaseurl=http://m.example:8080/$basearch/\n";
         assert_eq!(source_ports(repo), vec![443, 8080]);
-    }
-
-    #[test]
-    fn families() {
-        let os = |t: &str| parse_os_release(t);
-        assert_eq!(
-            family(&os("ID=debian\nVERSION_ID=\"12\"\n")).unwrap(),
-            Family::Debian
-        );
-        assert_eq!(
-            family(&os("ID=ubuntu\nID_LIKE=debian\n")).unwrap(),
-            Family::Debian
-        );
-        assert_eq!(
-            family(&os(
-                "ID=\"rocky\"\nID_LIKE=\"rhel centos fedora\"\nVERSION_ID=\"9.4\"\n"
-            ))
-            .unwrap(),
-            Family::RedHat { major: 9 }
-        );
-        assert_eq!(
-            family(&os("ID=almalinux\nID_LIKE='rhel'\nVERSION_ID=8.10\n")).unwrap(),
-            Family::RedHat { major: 8 }
-        );
-        let err = family(&os("ID=alpine\nVERSION_ID=3.20\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("ID=\"alpine\""), "{err}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ const MASK: &str = "***";
 /// `url` with userinfo, query and fragment masked:
 /// `https://user:pw@host/p?X-Amz-Signature=...` -> `https://***@host/p?***`.
 /// A URL that does not parse is never echoed: only its scheme, if it has a plain one, remains.
-pub fn url(raw: &str) -> String {
+pub(crate) fn url(raw: &str) -> String {
     match Url::parse(raw) {
         Ok(parsed) => parsed_url(&parsed),
         Err(_) => unparsed(raw),
@@ -18,7 +18,7 @@ pub fn url(raw: &str) -> String {
 }
 
 /// [`url`] for an already parsed URL.
-pub fn parsed_url(u: &Url) -> String {
+pub(crate) fn parsed_url(u: &Url) -> String {
     let mut out = format!("{}:", u.scheme());
     if let Some(host) = u.host_str() {
         out.push_str("//");

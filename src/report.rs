@@ -5,8 +5,10 @@
 //! form fields with no run status, no authentication and no JSON.
 
 mod config;
+pub mod identity;
+pub mod receive;
 mod send;
-pub(crate) mod sign;
+pub mod sign;
 mod store;
 
 use serde::{Deserialize, Serialize};
@@ -14,25 +16,26 @@ use sha2::{Digest, Sha256};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::identity::{self, HostKey};
 use crate::root::Root;
+use identity::HostKey;
 
 pub use config::{Credentials, ReportConfig, Secret};
 pub use send::{send, Sender};
 pub use sign::{sign, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+pub(crate) use store::deliver;
 pub use store::{
-    deliver, deliver_with, resend_pending, resend_pending_with, status, DeliveryOutcome,
-    ResendOutcome, LAST_REPORT, PENDING_REPORT,
+    deliver_with, resend_pending, resend_pending_with, status, DeliveryOutcome, ResendOutcome,
+    LAST_REPORT, PENDING_REPORT,
 };
 
-pub const API_VERSION: &str = "brickup.dev/v1";
-pub const KIND: &str = "BrickupReport";
+pub(crate) const API_VERSION: &str = "brickup.dev/v1";
+pub(crate) const KIND: &str = "BrickupReport";
 
 pub use crate::engine::{Outcome, StepResult};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Event {
+pub(crate) enum Event {
     Started,
     Finished,
 }
@@ -49,7 +52,7 @@ pub enum Status {
 impl Status {
     /// A finished run's status: `failed` on an error, `partial` if any step failed or was
     /// deferred, `succeeded` otherwise. `apply --json` and the report share it.
-    pub fn of(steps: &[StepResult], failed: bool) -> Status {
+    pub(crate) fn of(steps: &[StepResult], failed: bool) -> Status {
         let incomplete = steps
             .iter()
             .any(|s| matches!(s.outcome, Outcome::Failed | Outcome::Deferred));
@@ -73,9 +76,9 @@ pub enum Firewall {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct OsInfo {
-    pub id: String,
-    pub version_id: String,
+pub(crate) struct OsInfo {
+    pub(crate) id: String,
+    pub(crate) version_id: String,
 }
 
 /// The report document. Field names are the wire format; new fields may be added within v1,
@@ -83,49 +86,49 @@ pub struct OsInfo {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
-    pub api_version: String,
-    pub kind: String,
-    pub event: Event,
+    pub(crate) api_version: String,
+    pub(crate) kind: String,
+    pub(crate) event: Event,
     pub status: Status,
     pub instance_id: String,
     pub hostname: String,
-    pub os: OsInfo,
-    pub brickup_version: String,
-    pub config_sha256: String,
-    pub ssh_port: u16,
-    pub firewall: Firewall,
-    pub host_keys: Vec<HostKey>,
-    pub steps: Vec<StepResult>,
+    pub(crate) os: OsInfo,
+    pub(crate) brickup_version: String,
+    pub(crate) config_sha256: String,
+    pub(crate) ssh_port: u16,
+    pub(crate) firewall: Firewall,
+    pub(crate) host_keys: Vec<HostKey>,
+    pub(crate) steps: Vec<StepResult>,
     /// RFC 3339, UTC.
-    pub started_at: String,
+    pub(crate) started_at: String,
     /// RFC 3339, UTC; absent on `started`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<String>,
+    pub(crate) finished_at: Option<String>,
     /// The error chain, outermost first; only on failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<Vec<String>>,
+    pub(crate) error: Option<Vec<String>>,
     /// When sshd was hardened; absent when no run has hardened it yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ssh_hardened: Option<SshHardened>,
+    pub(crate) ssh_hardened: Option<SshHardened>,
 }
 
 /// When sshd's hardening was done, as the run that did it measured: `firstboot --early` (before
 /// sshd first started) or the run reporting.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct SshHardened {
+pub(crate) struct SshHardened {
     /// `early` (before sshd first accepted a connection) or `run` (the run reporting).
-    pub by: String,
+    pub(crate) by: String,
     /// Milliseconds from that brickup's start to the end of its sshd step.
-    pub after_start_ms: u64,
+    pub(crate) after_start_ms: u64,
     /// The machine's uptime at that moment (ms since the kernel started, /proc/uptime); absent
     /// under a root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uptime_ms: Option<u64>,
+    pub(crate) uptime_ms: Option<u64>,
 }
 
 /// The running machine's uptime in ms (/proc/uptime), when `root` is the machine itself.
-pub fn uptime_ms(root: &Root) -> Option<u64> {
+pub(crate) fn uptime_ms(root: &Root) -> Option<u64> {
     if !root.is_live() {
         return None;
     }
@@ -137,14 +140,14 @@ pub fn uptime_ms(root: &Root) -> Option<u64> {
 /// What the engine knows about the run; it builds both the `started` and `finished` reports.
 #[derive(Debug, Clone)]
 pub struct RunFacts {
-    pub instance_id: String,
-    pub hostname: String,
-    pub os: OsInfo,
-    pub brickup_version: String,
-    pub config_sha256: String,
-    pub ssh_port: u16,
-    pub host_keys: Vec<HostKey>,
-    pub started_at: OffsetDateTime,
+    pub(crate) instance_id: String,
+    pub(crate) hostname: String,
+    pub(crate) os: OsInfo,
+    pub(crate) brickup_version: String,
+    pub(crate) config_sha256: String,
+    pub(crate) ssh_port: u16,
+    pub(crate) host_keys: Vec<HostKey>,
+    pub(crate) started_at: OffsetDateTime,
 }
 
 impl RunFacts {
@@ -235,7 +238,7 @@ fn or_unknown<T>(what: &str, value: anyhow::Result<T>) -> Option<T> {
 }
 
 /// RFC 3339 in UTC with whole seconds, e.g. `2026-11-25T15:04:05Z`.
-pub fn rfc3339(t: OffsetDateTime) -> String {
+pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
     let t = t
         .to_offset(time::UtcOffset::UTC)
         .replace_nanosecond(0)

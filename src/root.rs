@@ -42,13 +42,13 @@ impl Root {
     }
 
     /// The root directory itself.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// True when brickup works on the machine it runs on: services may be restarted and live
     /// checks (listening ports, firewall rules) are meaningful.
-    pub fn is_live(&self) -> bool {
+    pub(crate) fn is_live(&self) -> bool {
         self.dir == Path::new("/")
     }
 
@@ -85,7 +85,7 @@ impl Root {
     /// The path on this machine of `host_path` resolved as the target would resolve it: symlinks
     /// followed with absolute ones re-rooted, `..` taken against the real parent, never leaving the
     /// root. A part that does not exist yet is appended with its `..` resolved lexically.
-    pub fn resolve(&self, host_path: impl AsRef<Path>) -> Result<PathBuf> {
+    pub(crate) fn resolve(&self, host_path: impl AsRef<Path>) -> Result<PathBuf> {
         let inner = self.resolve_host(host_path.as_ref())?;
         Ok(self.dir.join(inner.strip_prefix("/").unwrap_or(&inner)))
     }
@@ -100,7 +100,7 @@ impl Root {
 
     /// Open the directory at `host_path`, resolved inside the root at this moment; brickup's
     /// writes happen relative to the returned descriptor.
-    pub fn open_dir(&self, host_path: &Path) -> Result<OwnedFd> {
+    pub(crate) fn open_dir(&self, host_path: &Path) -> Result<OwnedFd> {
         let root = self.open_root()?;
         self.open_in(
             &root,
@@ -111,7 +111,7 @@ impl Root {
     }
 
     /// `host_path` fully resolved inside the root, as a host path (starts with `/`).
-    pub fn resolve_host(&self, host_path: &Path) -> Result<PathBuf> {
+    pub(crate) fn resolve_host(&self, host_path: &Path) -> Result<PathBuf> {
         let root = self.open_root()?;
         let root_real = fd_path(&root)?;
         let mut want = lexical(host_path);

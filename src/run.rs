@@ -18,7 +18,7 @@ use crate::root::Root;
 use crate::runner::SystemRunner;
 
 /// The steps, in order.
-pub fn steps() -> Vec<Box<dyn Step>> {
+pub(crate) fn steps() -> Vec<Box<dyn Step>> {
     vec![
         Box::new(crate::keys::KeysStep),
         Box::new(crate::sshd::SshdStep),
@@ -32,7 +32,7 @@ pub fn steps() -> Vec<Box<dyn Step>> {
 }
 
 /// The steps `firstboot --early` runs before sshd first starts: the SSH key and sshd.
-pub fn early_steps() -> Vec<Box<dyn Step>> {
+pub(crate) fn early_steps() -> Vec<Box<dyn Step>> {
     vec![
         Box::new(crate::keys::KeysStep),
         Box::new(crate::sshd::SshdStep),
@@ -41,7 +41,7 @@ pub fn early_steps() -> Vec<Box<dyn Step>> {
 
 /// Load and validate the config (`path`, else `/etc/brickup/brickup.yaml` under the root);
 /// nothing is written before this succeeds.
-pub fn load(root: &Root, path: Option<&Path>) -> Result<Loaded> {
+pub(crate) fn load(root: &Root, path: Option<&Path>) -> Result<Loaded> {
     let path = config_path(root, path);
     let loaded = config::load(&path)?;
     for w in &loaded.warnings {
@@ -57,7 +57,11 @@ fn config_path(root: &Root, path: Option<&Path>) -> PathBuf {
 
 /// Like [`load`], but a config that fails validation is still reported (as `failed`, with the
 /// reasons) when its `report` section alone is usable: the owner learns why nothing happened.
-pub fn load_or_report(root: &Root, path: Option<&Path>, send_report: bool) -> Result<Loaded> {
+pub(crate) fn load_or_report(
+    root: &Root,
+    path: Option<&Path>,
+    send_report: bool,
+) -> Result<Loaded> {
     load(root, path).inspect_err(|e| {
         if send_report && e.chain().any(|c| c.is::<config::ConfigError>()) {
             report_invalid_config(root, &config_path(root, path), e);
@@ -99,7 +103,7 @@ fn report_invalid_config(root: &Root, path: &std::path::Path, e: &anyhow::Error)
 
 /// Converge under the run lock, reporting `started` and `finished`; used by `apply` and
 /// `firstboot`. A report that cannot be delivered never changes the run's outcome.
-pub fn converge(root: &Root, loaded: &Loaded, send_report: bool) -> Result<RunResult> {
+pub(crate) fn converge(root: &Root, loaded: &Loaded, send_report: bool) -> Result<RunResult> {
     let cx = Context::new(root.clone(), &loaded.config, &SystemRunner).with_facts()?;
     let reporting = loaded.config.report.as_ref().filter(|_| send_report);
     let facts = reporting

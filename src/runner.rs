@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context as _, Result};
 
 /// Default limit for one command; package installs pass a longer one.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A command to run: program, arguments, environment, working directory, timeout and an optional
 /// root to `chroot` into first.
@@ -22,14 +22,14 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct Cmd {
     pub program: String,
     pub args: Vec<String>,
-    pub env: BTreeMap<String, String>,
-    pub cwd: Option<PathBuf>,
-    pub chroot: Option<PathBuf>,
-    pub timeout: Duration,
+    pub(crate) env: BTreeMap<String, String>,
+    pub(crate) cwd: Option<PathBuf>,
+    pub(crate) chroot: Option<PathBuf>,
+    pub(crate) timeout: Duration,
 }
 
 impl Cmd {
-    pub fn new(program: impl Into<String>) -> Self {
+    pub(crate) fn new(program: impl Into<String>) -> Self {
         Cmd {
             program: program.into(),
             args: Vec::new(),
@@ -40,12 +40,12 @@ impl Cmd {
         }
     }
 
-    pub fn arg(mut self, a: impl Into<String>) -> Self {
+    pub(crate) fn arg(mut self, a: impl Into<String>) -> Self {
         self.args.push(a.into());
         self
     }
 
-    pub fn args<I, S>(mut self, args: I) -> Self
+    pub(crate) fn args<I, S>(mut self, args: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
@@ -54,31 +54,31 @@ impl Cmd {
         self
     }
 
-    pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+    pub(crate) fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
         self.env.insert(k.into(), v.into());
         self
     }
 
-    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+    pub(crate) fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cwd = Some(dir.into());
         self
     }
 
     /// Run inside `root` (via `chroot`) unless `root` is `/`.
-    pub fn chroot(mut self, root: &Path) -> Self {
+    pub(crate) fn chroot(mut self, root: &Path) -> Self {
         if root != Path::new("/") {
             self.chroot = Some(root.to_path_buf());
         }
         self
     }
 
-    pub fn timeout(mut self, t: Duration) -> Self {
+    pub(crate) fn timeout(mut self, t: Duration) -> Self {
         self.timeout = t;
         self
     }
 
     /// The command line as a shell would read it, for logs, plans and errors.
-    pub fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         let mut parts = Vec::new();
         if let Some(r) = &self.chroot {
             parts.push(format!("chroot {}", shell_quote(&r.to_string_lossy())));
@@ -93,7 +93,7 @@ impl Cmd {
 }
 
 /// Quote a word for display the way `sh` would need it.
-pub fn shell_quote(s: &str) -> String {
+pub(crate) fn shell_quote(s: &str) -> String {
     let safe = |c: char| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c);
     if !s.is_empty() && s.chars().all(safe) {
         s.to_string()
@@ -105,9 +105,9 @@ pub fn shell_quote(s: &str) -> String {
 /// What a finished command printed and how it exited.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Output {
-    pub status: i32,
-    pub stdout: String,
-    pub stderr: String,
+    pub(crate) status: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Output {
@@ -137,7 +137,7 @@ pub trait Runner: Send + Sync {
 }
 
 /// The last lines of stderr (or stdout when stderr is empty), for error messages.
-pub fn tail(stderr: &str, stdout: &str) -> String {
+pub(crate) fn tail(stderr: &str, stdout: &str) -> String {
     let text = if stderr.trim().is_empty() {
         stdout
     } else {
@@ -242,8 +242,8 @@ mod recording {
     /// `output`.
     #[derive(Debug, Clone)]
     pub struct Script {
-        pub pattern: String,
-        pub output: Output,
+        pub(crate) pattern: String,
+        pub(crate) output: Output,
     }
 
     /// Records every command instead of running it, answering from a script. Strict: a command

@@ -17,7 +17,7 @@ const UNIT_DIRS: &[&str] = &[
 
 /// Is a unit file for `unit` (e.g. `ssh.socket`) installed under the root? A mask (a link to
 /// `/dev/null`, as csf's installer leaves for firewalld) is no unit.
-pub fn unit_exists(root: &Root, unit: &str) -> bool {
+pub(crate) fn unit_exists(root: &Root, unit: &str) -> bool {
     UNIT_DIRS.iter().any(|d| {
         let p = root.path(Path::new(d).join(unit));
         let masked = std::fs::read_link(&p).is_ok_and(|t| t == Path::new("/dev/null"));
@@ -27,12 +27,12 @@ pub fn unit_exists(root: &Root, unit: &str) -> bool {
 
 /// `systemctl is-active UNIT`'s word (`active`, `inactive`, `failed`, ...). It exits non-zero for
 /// anything but active, so its output, not its status, is the answer.
-pub fn active_state(runner: &dyn Runner, unit: &str) -> Result<String> {
+pub(crate) fn active_state(runner: &dyn Runner, unit: &str) -> Result<String> {
     word(runner, "is-active", unit)
 }
 
 /// `systemctl is-enabled UNIT`'s word (`enabled`, `disabled`, `masked`, `static`, ...).
-pub fn enabled_state(runner: &dyn Runner, unit: &str) -> Result<String> {
+pub(crate) fn enabled_state(runner: &dyn Runner, unit: &str) -> Result<String> {
     word(runner, "is-enabled", unit)
 }
 
@@ -43,7 +43,7 @@ fn word(runner: &dyn Runner, verb: &str, unit: &str) -> Result<String> {
 }
 
 /// Drift lines for units that must be active now and enabled for boot.
-pub fn running_drift(runner: &dyn Runner, units: &[&str]) -> Result<Vec<String>> {
+pub(crate) fn running_drift(runner: &dyn Runner, units: &[&str]) -> Result<Vec<String>> {
     let mut drift = Vec::new();
     for unit in units {
         let active = active_state(runner, unit)?;

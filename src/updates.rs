@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result};
 
 use crate::engine::{Action, Applied, Context, Step};
 use crate::fsops::{NewFile, Transaction};
-use crate::packages::Family;
+use crate::os::Family;
 use crate::runner::Cmd;
 
 const AUTO_UPGRADES: &str = "/etc/apt/apt.conf.d/20auto-upgrades";
@@ -19,16 +19,8 @@ const DNF_AUTOMATIC: &str = "/etc/dnf/automatic.conf";
 const DNF_TIMER_DROPIN: &str = "/etc/systemd/system/dnf-automatic.timer.d/50-brickup.conf";
 const HEADER: &str = "// Written by brickup (the updates section of /etc/brickup/brickup.yaml).\n";
 
-/// The packages that do the updating, installed by the packages step.
-pub fn packages(family: Family) -> &'static [&'static str] {
-    match family {
-        Family::Debian => &["unattended-upgrades"],
-        Family::RedHat { .. } => &["dnf-automatic"],
-    }
-}
-
 /// The timer that runs the updater, and the service whose last result counts.
-pub fn timer(family: Family) -> (&'static str, &'static str) {
+pub(crate) fn timer(family: Family) -> (&'static str, &'static str) {
     match family {
         Family::Debian => ("apt-daily-upgrade.timer", "apt-daily-upgrade.service"),
         Family::RedHat { .. } => ("dnf-automatic.timer", "dnf-automatic.service"),
@@ -36,7 +28,7 @@ pub fn timer(family: Family) -> (&'static str, &'static str) {
 }
 
 /// `20auto-upgrades`: refresh the lists and run unattended-upgrade daily.
-pub fn render_auto_upgrades() -> String {
+pub(crate) fn render_auto_upgrades() -> String {
     format!("{HEADER}APT::Periodic::Update-Package-Lists \"1\";\nAPT::Periodic::Unattended-Upgrade \"1\";\n")
 }
 
@@ -59,7 +51,7 @@ fn security_origins(ubuntu: bool) -> &'static [&'static str] {
 
 /// The drop-in that limits unattended-upgrades to the security origin. apt appends lists
 /// across files, so `#clear` first empties what `50unattended-upgrades` allowed.
-pub fn render_security_only(ubuntu: bool, reboot_window: Option<&str>) -> String {
+pub(crate) fn render_security_only(ubuntu: bool, reboot_window: Option<&str>) -> String {
     let mut s = String::from(HEADER);
     s.push_str("#clear Unattended-Upgrade::Allowed-Origins;\n#clear Unattended-Upgrade::Origins-Pattern;\nUnattended-Upgrade::Origins-Pattern {\n");
     for o in security_origins(ubuntu) {
@@ -77,7 +69,7 @@ pub fn render_security_only(ubuntu: bool, reboot_window: Option<&str>) -> String
 
 /// Set `key = value` lines in one `[section]` of an INI text: existing keys are replaced in
 /// place, missing ones appended to the section (which is added when absent).
-pub fn set_ini(text: &str, section: &str, pairs: &[(&str, &str)]) -> String {
+pub(crate) fn set_ini(text: &str, section: &str, pairs: &[(&str, &str)]) -> String {
     let mut out: Vec<String> = Vec::new();
     let mut inside = false;
     let mut missing: Vec<(&str, &str)> = pairs.to_vec();
@@ -118,14 +110,14 @@ fn flush(out: &mut Vec<String>, missing: &mut Vec<(&str, &str)>) {
 }
 
 /// dnf-automatic: security updates, applied; a reboot only when a window is configured.
-pub fn edit_dnf_automatic(current: &str, reboot: bool) -> String {
+pub(crate) fn edit_dnf_automatic(current: &str, reboot: bool) -> String {
     let mut pairs = vec![("upgrade_type", "security"), ("apply_updates", "yes")];
     pairs.push(("reboot", if reboot { "when-needed" } else { "never" }));
     set_ini(current, "commands", &pairs)
 }
 
 /// dnf-automatic.timer at the reboot window (the run that updates is the one that reboots).
-pub fn render_dnf_timer(window: &str) -> String {
+pub(crate) fn render_dnf_timer(window: &str) -> String {
     format!("# Written by brickup: security updates, and reboots when needed, at {window}.\n[Timer]\nOnCalendar=\nOnCalendar=*-*-* {window}:00\nRandomizedDelaySec=0\n")
 }
 
@@ -144,7 +136,7 @@ fn desired(cx: &Context, family: Family) -> Result<Vec<(PathBuf, String, String)
     let mut files: Vec<(&str, String)> = Vec::new();
     match family {
         Family::Debian => {
-            let ubuntu = crate::identity::os_release(&cx.root)?.0 == "ubuntu";
+            let ubuntu = cx.facts.os()?.ubuntu;
             files.push((AUTO_UPGRADES, render_auto_upgrades()));
             files.push((
                 SECURITY_ONLY,
@@ -170,14 +162,11 @@ fn desired(cx: &Context, family: Family) -> Result<Vec<(PathBuf, String, String)
 }
 
 fn family(cx: &Context) -> Result<Family> {
-    match cx.facts.os.map(|o| o.family) {
-        Some(f) => Ok(f),
-        None => crate::packages::os_family(&cx.root),
-    }
+    Ok(cx.facts.os()?.family)
 }
 
 /// Keeps security updates on.
-pub struct UpdatesStep;
+pub(crate) struct UpdatesStep;
 
 impl Step for UpdatesStep {
     fn name(&self) -> &'static str {

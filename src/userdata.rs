@@ -14,11 +14,11 @@ use anyhow::{bail, Context as _, Result};
 use base64::Engine as _;
 
 /// The unit shared with baked images.
-pub const FIRSTBOOT_UNIT: &str = include_str!("../image/brickup-firstboot.service");
-pub const BINARY_PATH: &str = "/usr/local/bin/brickup";
+pub(crate) const FIRSTBOOT_UNIT: &str = include_str!("../image/brickup-firstboot.service");
+pub(crate) const BINARY_PATH: &str = "/usr/local/bin/brickup";
 
 /// Provider, user-data limit in bytes as the provider counts them, and how it counts.
-pub const PROVIDERS: &[(&str, Option<usize>, &str)] = &[
+pub(crate) const PROVIDERS: &[(&str, Option<usize>, &str)] = &[
     ("aws", Some(16 * 1024), "16 KB raw"),
     ("digitalocean", Some(64 * 1024), "64 KiB"),
     ("hetzner", Some(32 * 1024), "32 KiB"),
@@ -37,7 +37,7 @@ pub const PROVIDERS: &[(&str, Option<usize>, &str)] = &[
 ];
 
 /// How the binary reaches the node.
-pub enum Binary {
+pub(crate) enum Binary {
     /// Fetched at first boot and checked against the sha256 before it runs.
     Fetch { url: String, sha256: String },
     /// Carried inside the user-data (only NoCloud-style seeds have room).
@@ -45,7 +45,7 @@ pub enum Binary {
 }
 
 /// The user-data for `config_text`, checked against `provider`'s limit.
-pub fn render(config_text: &str, binary: &Binary, provider: Option<&str>) -> Result<String> {
+pub(crate) fn render(config_text: &str, binary: &Binary, provider: Option<&str>) -> Result<String> {
     let limit = match provider {
         None => None,
         Some(name) => {
@@ -138,7 +138,7 @@ os.rename(tmp, DEST)
     )
 }
 
-pub const FETCH_PATH: &str = "/usr/local/sbin/brickup-fetch";
+pub(crate) const FETCH_PATH: &str = "/usr/local/sbin/brickup-fetch";
 const CONFIG_PATH: &str = "/etc/brickup/brickup.yaml";
 
 /// bootcmd (every boot, before sshd first starts): config and fetch script once per instance,

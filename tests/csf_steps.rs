@@ -333,7 +333,7 @@ fn enable_live(
 }
 
 fn testing(root: &Path) -> String {
-    brickup::csfconf::read_keys(&std::fs::read_to_string(root.join("etc/csf/csf.conf")).unwrap())
+    brickup::csf::conf::read_keys(&std::fs::read_to_string(root.join("etc/csf/csf.conf")).unwrap())
         ["TESTING"]
         .clone()
 }
@@ -372,7 +372,7 @@ fn live_enable_goes_testing_then_verifies_then_enforces() {
         ]
     );
     assert_eq!(testing(root.path()), "0");
-    let keys = brickup::csfconf::read_keys(
+    let keys = brickup::csf::conf::read_keys(
         &std::fs::read_to_string(root.path().join("etc/csf/csf.conf")).unwrap(),
     );
     assert_eq!(keys["TCP_IN"], format!("{port},9999"));
@@ -785,7 +785,7 @@ fn tcp_out_keeps_brickups_own_ports_open() {
     let mut p = policy.clone();
     p.insert("TCP_OUT".into(), "53,9999,8080,9443".into());
     let text =
-        brickup::csfconf::apply_policy(&std::fs::read_to_string(&conf).unwrap(), &p).unwrap();
+        brickup::csf::conf::apply_policy(&std::fs::read_to_string(&conf).unwrap(), &p).unwrap();
     std::fs::write(&conf, text).unwrap();
     let drift = brickup::csf::FirewallStep.check(&cx).unwrap();
     assert!(
@@ -881,7 +881,7 @@ fn assert_flushed_after(root: &Path, runner: &RecordingRunner, failed: &str, por
         .unwrap_or_else(|| panic!("{failed} not called: {calls:#?}"));
     assert_eq!(calls[at + 1..], ["/usr/sbin/csf -f"], "{calls:#?}");
     assert_eq!(testing(root), "1");
-    let keys = brickup::csfconf::read_keys(
+    let keys = brickup::csf::conf::read_keys(
         &std::fs::read_to_string(root.join("etc/csf/csf.conf")).unwrap(),
     );
     assert_eq!(keys["TCP_IN"], format!("{port},9999"));

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use brickup::csfconf::{apply_policy, drift, port_list, read_keys, CsfConfError};
+use brickup::csf::conf::{apply_policy, drift, port_list, read_keys, CsfConfError};
 
 /// The keys brickup owns, with the defaults a fresh csf install ships (FACTS.md).
 const OWNED_DEFAULTS: &[(&str, &str)] = &[

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use brickup::csfconf::apply_policy;
+use brickup::csf::conf::apply_policy;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 

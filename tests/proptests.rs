@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-use brickup::{archive, config, csfconf, sshd::edit};
+use brickup::csf::conf as csfconf;
+use brickup::{archive, config, sshd::edit};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunConfig, TestRunner};
 

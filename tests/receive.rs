@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime};
 
-use brickup::receive::{self, ReceiveOptions, Receiver};
+use brickup::report::receive::{self, ReceiveOptions, Receiver};
 use brickup::report::{self, Firewall, ReportConfig, RunFacts, Secret, Sender};
 use brickup::root::Root;
 use serde_json::Value;

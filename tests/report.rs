@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 
-use brickup::identity;
-use brickup::receive::{self, VerifyError};
+use brickup::report::identity;
+use brickup::report::receive::{self, VerifyError};
 use brickup::report::{self, *};
 use brickup::root::Root;
 use serde_json::Value;

@@ -14,27 +14,27 @@ use crate::run;
 use crate::runner::SystemRunner;
 
 /// Load and validate the config for a target; nothing is written before this succeeds.
-pub fn load(t: &Target) -> Result<(Root, Loaded)> {
+pub(crate) fn load(t: &Target) -> Result<(Root, Loaded)> {
     let root = Root::new(&t.root);
     let loaded = run::load(&root, t.config.as_deref())?;
     Ok((root, loaded))
 }
 
 /// Like [`load`], but an invalid config is still reported when its report section is usable.
-pub fn load_or_report(t: &Target, send_report: bool) -> Result<(Root, Loaded)> {
+pub(crate) fn load_or_report(t: &Target, send_report: bool) -> Result<(Root, Loaded)> {
     let root = Root::new(&t.root);
     let loaded = run::load_or_report(&root, t.config.as_deref(), send_report)?;
     Ok((root, loaded))
 }
 
 #[derive(Debug, clap::Args)]
-pub struct Plan {
+pub(crate) struct Plan {
     #[command(flatten)]
     target: Target,
 }
 
 impl Plan {
-    pub fn run(self) -> Result<Exit> {
+    pub(crate) fn run(self) -> Result<Exit> {
         let (root, loaded) = load(&self.target)?;
         let cx = Context::new(root, &loaded.config, &SystemRunner).with_facts()?;
         let mut failed = false;
@@ -64,29 +64,29 @@ impl Plan {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct Apply {
+pub(crate) struct Apply {
     #[command(flatten)]
-    pub target: Target,
+    pub(crate) target: Target,
     /// Print a machine-readable summary on stdout.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Send the status report even under a --root other than / (it always goes when live).
     #[arg(long)]
-    pub report: bool,
+    pub(crate) report: bool,
 }
 
 /// The `apply --json` document.
 #[derive(Debug, Serialize)]
-pub struct Summary<'a> {
-    pub status: report::Status,
-    pub changed: bool,
-    pub steps: &'a [StepResult],
+pub(crate) struct Summary<'a> {
+    pub(crate) status: report::Status,
+    pub(crate) changed: bool,
+    pub(crate) steps: &'a [StepResult],
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<Vec<String>>,
+    pub(crate) error: Option<Vec<String>>,
 }
 
 /// Print the step table on stderr and, with `json`, the summary on stdout.
-pub fn print_result(result: &RunResult, json: bool) -> Result<()> {
+pub(crate) fn print_result(result: &RunResult, json: bool) -> Result<()> {
     for s in &result.steps {
         eprintln!(
             "{:<13} {:<9} {:>6}ms  {}",
@@ -114,7 +114,7 @@ pub fn print_result(result: &RunResult, json: bool) -> Result<()> {
 }
 
 impl Apply {
-    pub fn run(self) -> Result<Exit> {
+    pub(crate) fn run(self) -> Result<Exit> {
         let send = self.target.root == std::path::Path::new("/") || self.report;
         let (root, loaded) = load_or_report(&self.target, send)?;
         let _lock = crate::lock::acquire(&root, Duration::from_secs(self.target.lock_wait))?;
@@ -125,7 +125,7 @@ impl Apply {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct Check {
+pub(crate) struct Check {
     #[command(flatten)]
     target: Target,
     /// Print the drift as JSON on stdout.
@@ -134,7 +134,7 @@ pub struct Check {
 }
 
 impl Check {
-    pub fn run(self) -> Result<Exit> {
+    pub(crate) fn run(self) -> Result<Exit> {
         let (root, loaded) = load(&self.target)?;
         let cx = Context::new(root, &loaded.config, &SystemRunner).with_facts()?;
         let results = engine::check(&cx, &run::steps());

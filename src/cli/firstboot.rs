@@ -20,12 +20,12 @@ use crate::run::converge;
 use crate::runner::SystemRunner;
 
 /// Holds the instance id of the last successful first-boot run.
-pub const DONE_FILE: &str = "/var/lib/brickup/firstboot-done";
+pub(crate) const DONE_FILE: &str = "/var/lib/brickup/firstboot-done";
 /// The last successful early run: instance id and when sshd was hardened (JSON).
-pub const EARLY_FILE: &str = "/var/lib/brickup/firstboot-early.json";
+pub(crate) const EARLY_FILE: &str = "/var/lib/brickup/firstboot-early.json";
 
 #[derive(Debug, clap::Args)]
-pub struct Firstboot {
+pub(crate) struct Firstboot {
     #[command(flatten)]
     target: Target,
     /// Print the summary as JSON on stdout.
@@ -46,7 +46,7 @@ struct EarlyRecord {
 }
 
 /// What the early run on `instance` recorded, if it ran there.
-pub fn early_record(root: &Root, instance: &str) -> Option<SshHardened> {
+pub(crate) fn early_record(root: &Root, instance: &str) -> Option<SshHardened> {
     let text = std::fs::read_to_string(root.path(EARLY_FILE)).ok()?;
     let record: EarlyRecord = serde_json::from_str(&text)
         .map_err(|e| tracing::warn!("reading {EARLY_FILE}: {e}"))
@@ -55,13 +55,14 @@ pub fn early_record(root: &Root, instance: &str) -> Option<SshHardened> {
 }
 
 impl Firstboot {
-    pub fn run(self) -> Result<Exit> {
+    pub(crate) fn run(self) -> Result<Exit> {
         if self.early {
             return self.run_early();
         }
         let (root, loaded) = load_or_report(&self.target, true)?;
         let _lock = crate::lock::acquire(&root, Duration::from_secs(self.target.lock_wait))?;
-        let id = crate::identity::instance_id(&root).context("finding this instance's identity")?;
+        let id = crate::report::identity::instance_id(&root)
+            .context("finding this instance's identity")?;
         let done = std::fs::read_to_string(root.path(DONE_FILE)).unwrap_or_default();
         if done.trim() == id {
             tracing::info!(instance = %id, "first boot already done for this instance; nothing to do");
@@ -84,7 +85,8 @@ impl Firstboot {
     fn run_early(self) -> Result<Exit> {
         let (root, loaded) = load(&self.target)?;
         let _lock = crate::lock::acquire(&root, Duration::from_secs(self.target.lock_wait))?;
-        let id = crate::identity::instance_id(&root).context("finding this instance's identity")?;
+        let id = crate::report::identity::instance_id(&root)
+            .context("finding this instance's identity")?;
         let done = std::fs::read_to_string(root.path(DONE_FILE)).unwrap_or_default();
         if done.trim() == id || early_record(&root, &id).is_some() {
             tracing::info!(instance = %id, "early hardening already done for this instance");
@@ -120,7 +122,7 @@ fn sshd_running(loaded: &Loaded) -> bool {
     let quick = Duration::from_millis(300);
     [22, loaded.config.ssh.port.get()]
         .into_iter()
-        .any(|p| crate::sshd::answers(p, quick))
+        .any(|p| crate::ports::answers(p, quick))
 }
 
 fn write(root: &Root, path: &str, content: &[u8]) -> Result<()> {

@@ -45,7 +45,7 @@ pub fn exit_for(e: &anyhow::Error) -> Exit {
 /// A usage mistake found after argument parsing.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct UsageError(pub String);
+pub(crate) struct UsageError(pub String);
 
 #[derive(Debug, Parser)]
 #[command(
@@ -55,25 +55,25 @@ pub struct UsageError(pub String);
 )]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// Options shared by the commands that work on a system.
 #[derive(Debug, clap::Args, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     /// Config file (default: /etc/brickup/brickup.yaml under --root).
     #[arg(long, value_name = "PATH")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Work on the filesystem under DIR (tests, image baking) instead of this machine.
     #[arg(long, value_name = "DIR", default_value = "/")]
-    pub root: PathBuf,
+    pub(crate) root: PathBuf,
     /// Seconds to wait for another brickup run to finish.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
-    pub lock_wait: u64,
+    pub(crate) lock_wait: u64,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Show what apply would do: diffs and commands. Changes nothing.
     Plan(converge::Plan),
     /// Converge the system to the config.

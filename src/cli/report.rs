@@ -7,12 +7,12 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::Exit;
-use crate::receive::{self, ReceiveOptions, Receiver};
+use crate::report::receive::{self, ReceiveOptions, Receiver};
 use crate::report::{self, Secret};
 use crate::root::Root;
 
 #[derive(Debug, clap::Args)]
-pub struct Status {
+pub(crate) struct Status {
     /// Read the report under DIR instead of this machine.
     #[arg(long, value_name = "DIR", default_value = "/")]
     root: PathBuf,
@@ -22,7 +22,7 @@ pub struct Status {
 }
 
 impl Status {
-    pub fn run(self) -> Result<Exit> {
+    pub(crate) fn run(self) -> Result<Exit> {
         let doc = report::status(&Root::new(&self.root))?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -42,7 +42,7 @@ impl Status {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct Receive {
+pub(crate) struct Receive {
     /// Address to listen on (put a TLS proxy in front for anything but loopback).
     #[arg(long, value_name = "ADDR")]
     listen: SocketAddr,
@@ -69,7 +69,7 @@ pub struct Receive {
 }
 
 impl Receive {
-    pub fn run(self) -> Result<Exit> {
+    pub(crate) fn run(self) -> Result<Exit> {
         let secret = self
             .hmac_secret_file
             .as_deref()

@@ -8,7 +8,7 @@ use super::{Exit, UsageError};
 use crate::userdata::{self, Binary};
 
 #[derive(Debug, clap::Args)]
-pub struct RenderUserdata {
+pub(crate) struct RenderUserdata {
     /// The brickup config to embed (validated first).
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
@@ -35,7 +35,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl RenderUserdata {
-    pub fn run(self) -> Result<Exit> {
+    pub(crate) fn run(self) -> Result<Exit> {
         let text = std::fs::read_to_string(&self.config)
             .with_context(|| format!("reading config {}", self.config.display()))?;
         crate::config::parse(&text, &self.config)?;

@@ -36,7 +36,7 @@ fn is_content(line: &str) -> bool {
 }
 
 /// 1-based (line, column) of the field, or of its nearest located ancestor (1, 1 at worst).
-pub fn locate(text: &str, path: &str) -> (usize, usize) {
+pub(crate) fn locate(text: &str, path: &str) -> (usize, usize) {
     let lines: Vec<&str> = text.lines().collect();
     let mut best = (1, 1);
     // Scope: the lines after `start` whose indent is greater than `parent_indent`.

@@ -17,7 +17,7 @@ use anyhow::Context as _;
 pub use types::*;
 
 /// Where the config lives unless `--config` says otherwise.
-pub const DEFAULT_PATH: &str = "/etc/brickup/brickup.yaml";
+pub(crate) const DEFAULT_PATH: &str = "/etc/brickup/brickup.yaml";
 
 /// A commented example config that validates (`brickup example`).
 pub const EXAMPLE: &str = include_str!("example.yaml");
@@ -26,7 +26,7 @@ pub const EXAMPLE: &str = include_str!("example.yaml");
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     pub line: usize,
-    pub column: usize,
+    pub(crate) column: usize,
     pub field: String,
     pub message: String,
 }
@@ -34,7 +34,7 @@ pub struct Problem {
 /// An invalid config: every problem found, each with its place. brickup exits 2 on it.
 #[derive(Debug, thiserror::Error)]
 pub struct ConfigError {
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     pub problems: Vec<Problem>,
 }
 
@@ -62,11 +62,10 @@ impl fmt::Display for ConfigError {
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub config: Config,
-    pub path: PathBuf,
     /// The file's exact text (the report carries its sha256).
-    pub text: String,
+    pub(crate) text: String,
     /// Warnings to log (e.g. the file is readable by others).
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// Read and validate the config at `path` (a path on the machine brickup runs on).
@@ -89,7 +88,6 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
     }
     Ok(Loaded {
         config,
-        path: path.to_path_buf(),
         text,
         warnings,
     })

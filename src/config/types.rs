@@ -6,18 +6,18 @@ use std::path::PathBuf;
 
 use serde::{de, Deserialize, Deserializer, Serialize};
 
-use crate::keys;
+use crate::authorized_keys;
 use crate::sshd::edit::Keyword;
 
 /// A TCP/UDP port, 1-65535.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct Port(u16);
+pub(crate) struct Port(u16);
 
 impl Port {
-    pub fn new(p: u16) -> Option<Port> {
+    pub(crate) fn new(p: u16) -> Option<Port> {
         (p != 0).then_some(Port(p))
     }
-    pub fn get(self) -> u16 {
+    pub(crate) fn get(self) -> u16 {
         self.0
     }
 }
@@ -40,13 +40,13 @@ impl<'de> Deserialize<'de> for Port {
 
 /// A masternode port given by number or by coin name (`pivx`, `dash`, ...).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MasternodePort {
+pub(crate) enum MasternodePort {
     Port(Port),
     Coin(String),
 }
 
 /// Mainnet P2P ports from each coin's chainparams (FACTS.md).
-pub const COINS: &[(&str, &[u16])] = &[
+pub(crate) const COINS: &[(&str, &[u16])] = &[
     ("dash", &[9999]),
     ("dash-evonode", &[9999, 26656, 443]),
     ("pivx", &[51472]),
@@ -58,7 +58,7 @@ pub const COINS: &[(&str, &[u16])] = &[
 
 impl MasternodePort {
     /// The ports this entry stands for; empty for an unknown coin (caught by validation).
-    pub fn ports(&self) -> Vec<Port> {
+    pub(crate) fn ports(&self) -> Vec<Port> {
         match self {
             MasternodePort::Port(p) => vec![*p],
             MasternodePort::Coin(name) => COINS
@@ -94,30 +94,30 @@ impl<'de> Deserialize<'de> for MasternodePort {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    pub version: u32,
-    pub ssh: SshConfig,
+    pub(crate) version: u32,
+    pub(crate) ssh: SshConfig,
     #[serde(default)]
-    pub firewall: FirewallConfig,
-    pub csf: Option<CsfConfig>,
+    pub(crate) firewall: FirewallConfig,
+    pub(crate) csf: Option<CsfConfig>,
     #[serde(default)]
-    pub packages: PackagesConfig,
-    pub report: Option<crate::report::ReportConfig>,
+    pub(crate) packages: PackagesConfig,
+    pub(crate) report: Option<crate::report::ReportConfig>,
     #[serde(default)]
-    pub updates: UpdatesConfig,
+    pub(crate) updates: UpdatesConfig,
 }
 
 /// Automatic security updates: unattended-upgrades (Debian/Ubuntu) or dnf-automatic (RHEL
 /// family), limited to security fixes. On unless `enabled: false`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UpdatesConfig {
+pub(crate) struct UpdatesConfig {
     #[serde(default = "yes")]
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// Reboot automatically when an update needs it (default: never).
     #[serde(default)]
-    pub reboot: bool,
+    pub(crate) reboot: bool,
     /// The reboot window, `HH:MM` local time (with `reboot: true`; default 04:00).
-    pub reboot_time: Option<String>,
+    pub(crate) reboot_time: Option<String>,
 }
 
 fn yes() -> bool {
@@ -136,7 +136,7 @@ impl Default for UpdatesConfig {
 
 impl UpdatesConfig {
     /// The reboot window when reboots are on.
-    pub fn reboot_window(&self) -> Option<&str> {
+    pub(crate) fn reboot_window(&self) -> Option<&str> {
         self.reboot
             .then(|| self.reboot_time.as_deref().unwrap_or("04:00"))
     }
@@ -167,18 +167,18 @@ impl UpdatesConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SshConfig {
+pub(crate) struct SshConfig {
     #[serde(default = "default_user")]
-    pub user: String,
-    pub port: Port,
+    pub(crate) user: String,
+    pub(crate) port: Port,
     #[serde(default)]
-    pub authorized_keys: Vec<String>,
+    pub(crate) authorized_keys: Vec<String>,
     /// Keep password logins on (default off: the whole point).
     #[serde(default)]
-    pub password_authentication: bool,
+    pub(crate) password_authentication: bool,
     /// More sshd settings, keyword -> value, written after brickup's own.
     #[serde(default)]
-    pub settings: BTreeMap<String, String>,
+    pub(crate) settings: BTreeMap<String, String>,
 }
 
 fn default_user() -> String {
@@ -187,7 +187,7 @@ fn default_user() -> String {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
-pub enum Ipv6Mode {
+pub(crate) enum Ipv6Mode {
     #[default]
     Auto,
     On,
@@ -196,26 +196,26 @@ pub enum Ipv6Mode {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FirewallConfig {
+pub(crate) struct FirewallConfig {
     #[serde(default)]
-    pub masternode_ports: Vec<MasternodePort>,
+    pub(crate) masternode_ports: Vec<MasternodePort>,
     #[serde(default)]
-    pub extra_tcp_in: Vec<Port>,
+    pub(crate) extra_tcp_in: Vec<Port>,
     #[serde(default)]
-    pub extra_udp_in: Vec<Port>,
+    pub(crate) extra_udp_in: Vec<Port>,
     /// Outbound TCP; default the guide's 25,53,587,80,443 (+ masternode ports).
-    pub tcp_out: Option<Vec<Port>>,
+    pub(crate) tcp_out: Option<Vec<Port>>,
     /// Outbound UDP; default: csf's own value is left alone.
-    pub udp_out: Option<Vec<Port>>,
+    pub(crate) udp_out: Option<Vec<Port>>,
     #[serde(default)]
-    pub ipv6: Ipv6Mode,
+    pub(crate) ipv6: Ipv6Mode,
     #[serde(default)]
-    pub auto_updates: bool,
+    pub(crate) auto_updates: bool,
     #[serde(default = "default_restrict_syslog")]
-    pub restrict_syslog: u8,
+    pub(crate) restrict_syslog: u8,
     /// Further csf.conf keys, KEY -> value.
     #[serde(default)]
-    pub settings: BTreeMap<String, String>,
+    pub(crate) settings: BTreeMap<String, String>,
 }
 
 fn default_restrict_syslog() -> u8 {
@@ -240,26 +240,26 @@ impl Default for FirewallConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CsfConfig {
-    pub url: String,
-    pub sha256: String,
+pub(crate) struct CsfConfig {
+    pub(crate) url: String,
+    pub(crate) sha256: String,
     /// Allow a plain http:// URL (the checksum still guards the content).
     #[serde(default)]
-    pub allow_http: bool,
+    pub(crate) allow_http: bool,
     /// Extra CA certificate (PEM) for a private mirror.
-    pub ca_file: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct PackagesConfig {
+pub(crate) struct PackagesConfig {
     #[serde(default)]
-    pub extra: Vec<String>,
+    pub(crate) extra: Vec<String>,
 }
 
 impl Config {
     /// Semantic checks serde cannot express: (field path, message) for each problem.
-    pub fn validate(&self) -> Vec<(String, String)> {
+    pub(crate) fn validate(&self) -> Vec<(String, String)> {
         let mut p = Vec::new();
         if self.version != 1 {
             p.push((
@@ -293,7 +293,7 @@ impl Config {
 
 /// A plain package name, as apt-get, dnf and yum take it literally: no operators at either end
 /// (a trailing `-` makes apt *remove* the package), no versions, releases, globs or spaces.
-pub fn package_name_ok(name: &str) -> bool {
+pub(crate) fn package_name_ok(name: &str) -> bool {
     let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
     edge(name.chars().next())
         && edge(name.chars().last())
@@ -317,7 +317,7 @@ impl SshConfig {
             ));
         }
         for (i, line) in self.authorized_keys.iter().enumerate() {
-            if let Err(e) = keys::PublicKey::parse(line) {
+            if let Err(e) = authorized_keys::PublicKey::parse(line) {
                 p.push((format!("ssh.authorized_keys[{i}]"), e.to_string()));
             }
         }
@@ -408,7 +408,7 @@ impl FirewallConfig {
     }
 
     /// The masternode ports, deduplicated in order.
-    pub fn masternode(&self) -> Vec<Port> {
+    pub(crate) fn masternode(&self) -> Vec<Port> {
         let mut out: Vec<Port> = Vec::new();
         for p in self.masternode_ports.iter().flat_map(|m| m.ports()) {
             if !out.contains(&p) {

@@ -11,8 +11,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
 
+use super::conf;
 use super::{policy, CSF_CONF};
-use crate::csfconf;
 use crate::engine::{Action, Applied, Context, Step};
 use crate::fsops::{NewFile, Transaction};
 use crate::runner::Cmd;
@@ -31,7 +31,7 @@ fn wanted(cx: &Context, testing: bool) -> std::collections::BTreeMap<String, Str
 
 /// Write csf.conf and keep it: a policy with TESTING on is a safe state, not one to roll back.
 fn write_conf(cx: &Context, testing: bool) -> Result<bool> {
-    let new = csfconf::apply_policy(&read_conf(cx)?, &wanted(cx, testing))
+    let new = conf::apply_policy(&read_conf(cx)?, &wanted(cx, testing))
         .with_context(|| format!("editing {CSF_CONF}"))?;
     let mut tx = Transaction::new(&cx.root);
     let changed = tx.write(Path::new(CSF_CONF), new.as_bytes(), NewFile::mode(0o600))?;
@@ -74,7 +74,7 @@ fn flush(cx: &Context) -> Result<()> {
 /// Does an `iptables-save` dump accept new TCP connections to `port` from anywhere? Only rules
 /// in INPUT and the chains INPUT jumps to count (an OUTPUT rule for the port proves nothing),
 /// and not rules limited to a source address or to the loopback interface.
-pub fn rules_accept(dump: &str, port: u16) -> bool {
+pub(crate) fn rules_accept(dump: &str, port: u16) -> bool {
     let rules: Vec<Vec<&str>> = dump
         .lines()
         .filter(|l| l.starts_with("-A "))
@@ -135,7 +135,7 @@ fn in_range(spec: &str, port: u16) -> bool {
 /// The checks between "loaded in TESTING" and "enforcing".
 fn verify_reachable(cx: &Context, ipv6: bool) -> Result<()> {
     let port = cx.config.ssh.port.get();
-    if !crate::sshd::listening_ports()?.contains(&port) {
+    if !crate::ports::listening_ports()?.contains(&port) {
         bail!("check failed: sshd is not listening on port {port}");
     }
     for p in std::iter::once(port).chain(cx.kept_ssh_ports().iter().copied()) {
@@ -168,7 +168,7 @@ pub(crate) fn open_port(cx: &Context, port: u16) -> Result<bool> {
     let Ok(conf) = read_conf(cx) else {
         return Ok(false);
     };
-    let keys = csfconf::read_keys(&conf);
+    let keys = conf::read_keys(&conf);
     let mut want = std::collections::BTreeMap::new();
     for key in ["TCP_IN", "TCP6_IN"] {
         let Some(list) = keys.get(key) else { continue };
@@ -180,7 +180,7 @@ pub(crate) fn open_port(cx: &Context, port: u16) -> Result<bool> {
     if want.is_empty() {
         return Ok(false);
     }
-    let new = csfconf::apply_policy(&conf, &want)?;
+    let new = conf::apply_policy(&conf, &want)?;
     let mut tx = Transaction::new(&cx.root);
     tx.write(Path::new(CSF_CONF), new.as_bytes(), NewFile::mode(0o600))?;
     tx.commit();
@@ -206,7 +206,7 @@ fn holds_rules(cx: &Context) -> Result<bool> {
 
 /// Ports brickup needs (report, csf download, package sources) that csf.conf's TCP_OUT would drop.
 fn blocked_own_ports(cx: &Context, conf: &str) -> Vec<String> {
-    let keys = csfconf::read_keys(conf);
+    let keys = conf::read_keys(conf);
     let out = keys.get("TCP_OUT").map(String::as_str).unwrap_or("");
     super::own_ports(cx)
         .into_iter()
@@ -240,7 +240,7 @@ impl FirewallStep {
     }
 
     fn enforcing(cx: &Context) -> Result<bool> {
-        Ok(csfconf::read_keys(&read_conf(cx)?)
+        Ok(conf::read_keys(&read_conf(cx)?)
             .get("TESTING")
             .map(String::as_str)
             == Some("0"))
@@ -297,7 +297,7 @@ impl Step for FirewallStep {
                 None => return Ok(()),
             },
         };
-        let known = csfconf::read_keys(&conf);
+        let known = conf::read_keys(&conf);
         match settings.keys().find(|k| !known.contains_key(*k)) {
             Some(k) => Err(crate::engine::Refused::error(
                 format!("firewall.settings.{k}"),
@@ -317,7 +317,7 @@ impl Step for FirewallStep {
                 "write the policy into /etc/csf/csf.conf once csf is installed".into(),
             )]);
         };
-        let new = csfconf::apply_policy(&old, &wanted(cx, !cx.live()))?;
+        let new = conf::apply_policy(&old, &wanted(cx, !cx.live()))?;
         let mut a = Vec::new();
         if old != new {
             a.push(Action::File {
@@ -339,7 +339,7 @@ impl Step for FirewallStep {
         }
         let was_enforcing = Self::enforcing(cx)?;
         let policy_changed =
-            csfconf::apply_policy(&read_conf(cx)?, &wanted(cx, !was_enforcing))? != read_conf(cx)?;
+            conf::apply_policy(&read_conf(cx)?, &wanted(cx, !was_enforcing))? != read_conf(cx)?;
         if !cx.live() {
             let changed = write_conf(cx, true)?;
             let a = if changed {
@@ -384,7 +384,7 @@ impl Step for FirewallStep {
             Err(_) if !cx.live() => return Ok(vec![]),
             Err(_) => return Ok(vec![format!("{CSF_CONF} is missing")]),
         };
-        let mut drift: Vec<String> = csfconf::drift(&conf, &policy(cx))
+        let mut drift: Vec<String> = conf::drift(&conf, &policy(cx))
             .into_iter()
             .map(|(k, found, want)| {
                 format!(

@@ -9,16 +9,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
+use super::conf;
 use super::CSF_CONF;
-use crate::csfconf;
 use crate::engine::{Action, Applied, Context, Step};
 use crate::fsops::Transaction;
 use crate::runner::Cmd;
 
 /// The csf.conf keys naming log files brickup relies on: lfd's SSH brute-force detection.
-pub const WATCHED_LOGS: &[&str] = &["SSHD_LOG"];
+pub(crate) const WATCHED_LOGS: &[&str] = &["SSHD_LOG"];
 /// The syslog daemon that writes them, installed as a csf prerequisite on every family.
-pub const WRITER: &str = "rsyslog.service";
+pub(crate) const WRITER: &str = "rsyslog.service";
 /// How long a probe may take to reach the file.
 const PROBE_WAIT: Duration = Duration::from_secs(5);
 /// authpriv.notice: Debian's rsyslog routes `auth,authpriv.*` to auth.log, the RHEL family's
@@ -29,7 +29,7 @@ const PROBE_PRIORITY: u8 = 10 * 8 + 5;
 fn watched(cx: &Context) -> Result<Vec<(&'static str, String)>> {
     let p = cx.root.path(CSF_CONF);
     let conf = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-    let keys = csfconf::read_keys(&conf);
+    let keys = conf::read_keys(&conf);
     Ok(WATCHED_LOGS
         .iter()
         .filter_map(|k| keys.get(*k).map(|v| (*k, v.clone())))

@@ -2,6 +2,7 @@
 //! pinned, sha256-verified tarball; its install (`sh install.sh`, `csftest.pl`'s RESULT line);
 //! and the firewall policy in `/etc/csf/csf.conf`, enabled only once SSH is proven reachable.
 
+pub mod conf;
 mod enable;
 mod logs;
 
@@ -12,7 +13,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 
 use crate::config::{CsfConfig, Ipv6Mode};
-use crate::csfconf;
 use crate::download::{self, Sha256Digest};
 use crate::engine::{Action, Applied, Context, Step};
 use crate::fsops::Transaction;
@@ -22,15 +22,15 @@ pub(crate) use enable::open_port;
 pub use enable::FirewallStep;
 pub use logs::LogStep;
 
-pub const CSF_CONF: &str = "/etc/csf/csf.conf";
+pub(crate) const CSF_CONF: &str = "/etc/csf/csf.conf";
 /// Verified tarballs, kept so a rerun or repair needs no network.
-pub const CACHE_DIR: &str = "/var/lib/brickup/cache";
+pub(crate) const CACHE_DIR: &str = "/var/lib/brickup/cache";
 const UNPACK_PARENT: &str = "/var/lib/brickup";
 /// `installing VERSION` while csf's installer runs, `installed VERSION` once it succeeded.
-pub const INSTALL_MARK: &str = "/var/lib/brickup/csf-install";
+pub(crate) const INSTALL_MARK: &str = "/var/lib/brickup/csf-install";
 
 /// csf.conf keys brickup owns; `firewall.settings` may not set them.
-pub const OWNED_KEYS: &[&str] = &[
+pub(crate) const OWNED_KEYS: &[&str] = &[
     "TESTING",
     "TCP_IN",
     "TCP_OUT",
@@ -46,7 +46,7 @@ pub const OWNED_KEYS: &[&str] = &[
 ];
 
 /// The guide's outbound TCP ports.
-pub const DEFAULT_TCP_OUT: &[u16] = &[25, 53, 587, 80, 443];
+pub(crate) const DEFAULT_TCP_OUT: &[u16] = &[25, 53, 587, 80, 443];
 
 fn csf_config<'a>(cx: &'a Context) -> Result<&'a CsfConfig> {
     cx.config
@@ -62,7 +62,7 @@ fn digest(cfg: &CsfConfig) -> Result<Sha256Digest> {
 }
 
 /// Where the verified tarball lives once downloaded (host path).
-pub fn cached_tarball(cfg: &CsfConfig) -> PathBuf {
+pub(crate) fn cached_tarball(cfg: &CsfConfig) -> PathBuf {
     Path::new(CACHE_DIR).join(format!("{}.tgz", cfg.sha256.to_ascii_lowercase()))
 }
 
@@ -77,7 +77,7 @@ fn fetch(cx: &Context) -> Result<PathBuf> {
 }
 
 /// Downloads the pinned tarball and verifies its sha256 before anything is installed.
-pub struct DownloadStep;
+pub(crate) struct DownloadStep;
 
 impl Step for DownloadStep {
     fn name(&self) -> &'static str {
@@ -173,13 +173,13 @@ fn unpack(cx: &Context, tarball: &Path) -> Result<(tempfile::TempDir, PathBuf)> 
 
 /// csftest.pl always exits 0: its last RESULT line is the verdict.
 #[derive(Debug, PartialEq, Eq)]
-pub enum CsfTest {
+pub(crate) enum CsfTest {
     Ok,
     Warn(String),
     Fatal(String),
 }
 
-pub fn parse_csftest(output: &str) -> Result<CsfTest> {
+pub(crate) fn parse_csftest(output: &str) -> Result<CsfTest> {
     let line = output
         .lines()
         .rev()
@@ -200,21 +200,22 @@ pub fn parse_csftest(output: &str) -> Result<CsfTest> {
 /// Installs csf from the verified tarball unless that version is already installed.
 pub struct InstallStep;
 
+/// The version of the csf installed under the root, if any (a run reads it once, as a fact).
+/// An install that began and never finished counts as none.
+pub(crate) fn installed_version(root: &crate::root::Root) -> Option<String> {
+    if !root.path("/usr/sbin/csf").exists() || install_interrupted(root) {
+        return None;
+    }
+    version_in(&root.path("/etc/csf"))
+}
+
+/// An install that began and never finished (power cut, kill, disk full): csf's files may be
+/// half there, version.txt included, so only a rerun of the installer repairs it.
+fn install_interrupted(root: &crate::root::Root) -> bool {
+    std::fs::read_to_string(root.path(INSTALL_MARK)).is_ok_and(|s| s.starts_with("installing"))
+}
+
 impl InstallStep {
-    fn installed(cx: &Context) -> Option<String> {
-        if !cx.root.path("/usr/sbin/csf").exists() || Self::interrupted(cx) {
-            return None;
-        }
-        version_in(&cx.root.path("/etc/csf"))
-    }
-
-    /// An install that began and never finished (power cut, kill, disk full): csf's files may be
-    /// half there, version.txt included, so only a rerun of the installer repairs it.
-    fn interrupted(cx: &Context) -> bool {
-        std::fs::read_to_string(cx.root.path(INSTALL_MARK))
-            .is_ok_and(|s| s.starts_with("installing"))
-    }
-
     /// Records the installer's progress in [`INSTALL_MARK`], durably (fsync'd, atomic).
     fn mark(cx: &Context, state: &str, version: &str) -> Result<()> {
         let mut tx = Transaction::new(&cx.root);
@@ -286,7 +287,7 @@ impl Step for InstallStep {
     }
 
     fn plan(&self, cx: &Context) -> Result<Vec<Action>> {
-        Ok(match Self::installed(cx) {
+        Ok(match &cx.facts.csf_version {
             Some(v) => vec![Action::Note(format!(
                 "csf {v} installed; reinstalled only if the pinned tarball is another version"
             ))],
@@ -309,7 +310,7 @@ impl Step for InstallStep {
         let tarball = cx.root.path(cached_tarball(cfg));
         let (_guard, dir) = unpack(cx, &tarball)?;
         let version = version_in(&dir).context("the tarball has no version.txt")?;
-        let mut applied = if Self::installed(cx).as_deref() == Some(version.as_str()) {
+        let mut applied = if cx.facts.csf_version.as_deref() == Some(version.as_str()) {
             Applied::unchanged(format!("csf {version} already installed"))
         } else {
             let cmd = Cmd::new("sh").arg("install.sh").cwd(&dir);
@@ -339,9 +340,10 @@ impl Step for InstallStep {
     }
 
     fn check(&self, cx: &Context) -> Result<Vec<String>> {
-        Ok(match Self::installed(cx) {
+        // Drift is the state now, not as the run found it.
+        Ok(match installed_version(&cx.root) {
             Some(_) => vec![],
-            None if Self::interrupted(cx) => {
+            None if install_interrupted(&cx.root) => {
                 vec!["csf's install was interrupted; apply runs it again".to_string()]
             }
             // Under --root the install waits for first boot (see apply).
@@ -352,7 +354,7 @@ impl Step for InstallStep {
 }
 
 /// The firewall's state for the report, from csf.conf and csf's disable flag.
-pub fn firewall_state(root: &crate::root::Root) -> crate::report::Firewall {
+pub(crate) fn firewall_state(root: &crate::root::Root) -> crate::report::Firewall {
     use crate::report::Firewall;
     let Ok(conf) = fs::read_to_string(root.path(CSF_CONF)) else {
         return Firewall::Off;
@@ -360,7 +362,7 @@ pub fn firewall_state(root: &crate::root::Root) -> crate::report::Firewall {
     if root.path("/etc/csf/csf.disable").exists() {
         return Firewall::Off;
     }
-    match csfconf::read_keys(&conf).get("TESTING").map(String::as_str) {
+    match conf::read_keys(&conf).get("TESTING").map(String::as_str) {
         Some("0") => Firewall::Enforcing,
         Some(_) => Firewall::Testing,
         None => Firewall::Unknown,
@@ -368,7 +370,7 @@ pub fn firewall_state(root: &crate::root::Root) -> crate::report::Firewall {
 }
 
 /// Does the host have a global IPv6 address (`/proc/net/if_inet6`, scope 00, not loopback)?
-pub fn has_global_ipv6(if_inet6: &str) -> bool {
+pub(crate) fn has_global_ipv6(if_inet6: &str) -> bool {
     if_inet6.lines().any(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
         f.len() >= 6 && f[3] == "00" && f[5] != "lo" && !f[0].starts_with("fe80")
@@ -377,7 +379,7 @@ pub fn has_global_ipv6(if_inet6: &str) -> bool {
 
 /// TCP ports brickup itself needs once csf enforces: the report URL's, the csf URL's (repairs
 /// may download again) and the package sources' (prerequisites, updates).
-pub fn own_ports(cx: &Context) -> Vec<u16> {
+pub(crate) fn own_ports(cx: &Context) -> Vec<u16> {
     let mut urls = Vec::new();
     if let Some(r) = &cx.config.report {
         urls.push(r.url.as_str());
@@ -391,7 +393,7 @@ pub fn own_ports(cx: &Context) -> Vec<u16> {
         .filter(|u| u.scheme() != "file")
         .filter_map(|u| u.port_or_known_default())
         .collect();
-    ports.extend(crate::packages::mirror_ports(&cx.root));
+    ports.extend(&cx.facts.mirror_ports);
     ports.sort_unstable();
     ports.dedup();
     ports
@@ -427,19 +429,19 @@ pub fn policy(cx: &Context) -> BTreeMap<String, String> {
     let mut put = |k: &str, v: String| {
         m.insert(k.to_string(), v);
     };
-    put("TCP_IN", csfconf::port_list(&tcp_in));
-    put("TCP_OUT", csfconf::port_list(&tcp_out));
-    put("UDP_IN", csfconf::port_list(&udp_in));
+    put("TCP_IN", conf::port_list(&tcp_in));
+    put("TCP_OUT", conf::port_list(&tcp_out));
+    put("UDP_IN", conf::port_list(&udp_in));
     if let Some(u) = &fw.udp_out {
-        put("UDP_OUT", csfconf::port_list(&ports(u)));
+        put("UDP_OUT", conf::port_list(&ports(u)));
     }
     put("IPV6", if ipv6 { "1" } else { "0" }.into());
     if ipv6 {
-        put("TCP6_IN", csfconf::port_list(&tcp_in));
-        put("TCP6_OUT", csfconf::port_list(&tcp_out));
-        put("UDP6_IN", csfconf::port_list(&udp_in));
+        put("TCP6_IN", conf::port_list(&tcp_in));
+        put("TCP6_OUT", conf::port_list(&tcp_out));
+        put("UDP6_IN", conf::port_list(&udp_in));
         if let Some(u) = &fw.udp_out {
-            put("UDP6_OUT", csfconf::port_list(&ports(u)));
+            put("UDP6_OUT", conf::port_list(&ports(u)));
         }
     }
     put(

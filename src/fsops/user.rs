@@ -24,10 +24,10 @@ pub struct UserTree {
 /// A file read from a user's tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserFile {
-    pub content: Vec<u8>,
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
+    pub(crate) content: Vec<u8>,
+    pub(crate) mode: u32,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
 }
 
 /// What a walk that may change things did.
@@ -230,7 +230,7 @@ impl Transaction {
     /// Make `host_path` in a user's tree and the missing directories down to it, owned by the
     /// user with `mode`; existing ones writable by group/others get `mode`. Returns whether anything
     /// changed. A missing top is made root's, mode 0755.
-    pub fn create_user_dir(
+    pub(crate) fn create_user_dir(
         &mut self,
         tree: &UserTree,
         host_path: &Path,

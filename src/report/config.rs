@@ -22,12 +22,12 @@ impl Secret {
     }
 
     /// The secret itself, for the one place that has to use it.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 
     /// Reads a secret file, dropping trailing line ends (`\n`, `\r\n`).
-    pub fn from_file(path: &Path) -> Result<Secret> {
+    pub(crate) fn from_file(path: &Path) -> Result<Secret> {
         let raw =
             fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let text = raw.trim_end_matches(['\r', '\n']).to_string();
@@ -62,14 +62,14 @@ fn default_attempt_timeout() -> u64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReportConfig {
-    pub url: String,
+    pub(crate) url: String,
     /// Allow plain http to a non-loopback host (the token and report then travel in clear).
     #[serde(default)]
-    pub allow_http: bool,
+    pub(crate) allow_http: bool,
     pub token: Option<Secret>,
     pub token_file: Option<PathBuf>,
     pub hmac_secret: Option<Secret>,
-    pub hmac_secret_file: Option<PathBuf>,
+    pub(crate) hmac_secret_file: Option<PathBuf>,
     /// Upper bound on the whole delivery, retries included.
     #[serde(default = "default_total_timeout")]
     pub total_timeout_secs: u64,
@@ -94,7 +94,7 @@ impl ReportConfig {
     }
 
     /// Every problem found, as `(field path, message)`; empty when the section is valid.
-    pub fn validate(&self) -> Vec<(String, String)> {
+    pub(crate) fn validate(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
         let mut problem =
             |field: &str, msg: String| problems.push((format!("report.{field}"), msg));
@@ -174,13 +174,13 @@ fn is_header_safe(token: &str) -> bool {
 /// The secrets a delivery uses, resolved from inline values or files.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
-    pub token: Option<Secret>,
-    pub hmac_secret: Option<Secret>,
+    pub(crate) token: Option<Secret>,
+    pub(crate) hmac_secret: Option<Secret>,
 }
 
 impl Credentials {
     /// Resolves inline secrets or reads the `*_file` ones (host paths, read under `root`).
-    pub fn load(root: &Root, cfg: &ReportConfig) -> Result<Credentials> {
+    pub(crate) fn load(root: &Root, cfg: &ReportConfig) -> Result<Credentials> {
         let pick =
             |inline: &Option<Secret>, file: &Option<PathBuf>, name: &str| match (inline, file) {
                 (Some(_), Some(_)) => bail!("report.{name} and report.{name}_file are both set"),

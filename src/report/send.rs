@@ -69,13 +69,6 @@ impl Sender {
         })
     }
 
-    /// Uses `client` instead of the built-in one (it must not follow redirects and must hand
-    /// every status back as a response: `http_status_as_error(false)`).
-    pub fn with_client(mut self, client: Agent) -> Sender {
-        self.client = client;
-        self
-    }
-
     /// Sets the first retry delay (doubling from there); tests use a few milliseconds.
     pub fn with_backoff_base(mut self, base: Duration) -> Sender {
         self.backoff_base = base;

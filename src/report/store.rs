@@ -47,7 +47,7 @@ pub enum ResendOutcome {
 
 /// Records `doc` as the last report, sends it, and on failure logs and keeps a `finished`
 /// report for the next run.
-pub fn deliver(root: &Root, cfg: &ReportConfig, doc: &Report) -> DeliveryOutcome {
+pub(crate) fn deliver(root: &Root, cfg: &ReportConfig, doc: &Report) -> DeliveryOutcome {
     deliver_with(root, Sender::new(root, cfg), doc)
 }
 

@@ -8,14 +8,14 @@ use base64::Engine as _;
 
 /// An OpenSSH release, as `sshd -V` / `ssh -V` print it (`OpenSSH_9.2p1, OpenSSL ...`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct OpensshVersion {
-    pub major: u32,
-    pub minor: u32,
+pub(crate) struct OpensshVersion {
+    pub(crate) major: u32,
+    pub(crate) minor: u32,
 }
 
 impl OpensshVersion {
     /// The first `OpenSSH_X.Y` in `text` (sshd prints it on stderr, with or without `-V`).
-    pub fn parse(text: &str) -> Option<OpensshVersion> {
+    pub(crate) fn parse(text: &str) -> Option<OpensshVersion> {
         let rest = &text[text.find("OpenSSH_")? + "OpenSSH_".len()..];
         let (major, rest) = rest.split_once('.')?;
         let minor: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
@@ -38,10 +38,10 @@ impl std::fmt::Display for OpensshVersion {
 
 /// The oldest OpenSSH brickup chooses algorithms for (`curve25519-sha256` under that name,
 /// rsa-sha2 signatures); older ones keep their defaults.
-pub const OLDEST: OpensshVersion = OpensshVersion { major: 7, minor: 4 };
+pub(crate) const OLDEST: OpensshVersion = OpensshVersion { major: 7, minor: 4 };
 
 /// Smallest RSA key (host keys, and `RequiredRSASize` for user keys from 9.1).
-pub const MIN_RSA_BITS: u32 = 3072;
+pub(crate) const MIN_RSA_BITS: u32 = 3072;
 
 /// Key exchange: post-quantum hybrids where the version has them, then curve25519, then the
 /// large fixed and negotiated (moduli-filtered) DH groups. No NIST curves, no SHA-1.
@@ -89,24 +89,24 @@ const HOST_KEY_ALGORITHMS: &[&str] = &[
 ];
 
 /// The host keys sshd serves, in order: (key type, private key path). No ECDSA, no DSA.
-pub const HOST_KEYS: &[(&str, &str)] = &[
+pub(crate) const HOST_KEYS: &[(&str, &str)] = &[
     ("ssh-ed25519", "/etc/ssh/ssh_host_ed25519_key"),
     ("ssh-rsa", "/etc/ssh/ssh_host_rsa_key"),
 ];
 
 /// What the algorithm choice depends on besides the version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Target {
-    pub version: OpensshVersion,
+pub(crate) struct Target {
+    pub(crate) version: OpensshVersion,
     /// The RHEL family: the system crypto policy owns the algorithm lists there.
-    pub crypto_policy: bool,
+    pub(crate) crypto_policy: bool,
     /// Every configured RSA login key has at least [`MIN_RSA_BITS`] (else no RequiredRSASize:
     /// it would lock the owner out).
-    pub rsa_keys_ok: bool,
+    pub(crate) rsa_keys_ok: bool,
 }
 
 /// sshd settings (keyword, value) for the target, in the order written.
-pub fn settings(t: Target) -> Vec<(&'static str, String)> {
+pub(crate) fn settings(t: Target) -> Vec<(&'static str, String)> {
     if t.version < OLDEST {
         return Vec::new();
     }
@@ -126,7 +126,7 @@ pub fn settings(t: Target) -> Vec<(&'static str, String)> {
 /// `/etc/ssh/moduli` without the groups smaller than 3072 bits (its 5th field is the size
 /// minus one: keep `>= 3071`, as ssh-audit's guides do). None when nothing would be removed,
 /// or when nothing would remain (sshd would then fall back to a fixed group).
-pub fn filter_moduli(text: &str) -> Option<String> {
+pub(crate) fn filter_moduli(text: &str) -> Option<String> {
     let size = |l: &str| -> Option<u32> { l.split_whitespace().nth(4)?.parse().ok() };
     let weak = |l: &str| !l.trim_start().starts_with('#') && size(l).is_some_and(|s| s < 3071);
     let strong = text
@@ -144,7 +144,7 @@ pub fn filter_moduli(text: &str) -> Option<String> {
 }
 
 /// The moduli lines [`filter_moduli`] removes.
-pub fn weak_moduli(text: &str) -> usize {
+pub(crate) fn weak_moduli(text: &str) -> usize {
     match filter_moduli(text) {
         Some(kept) => text.lines().count() - kept.lines().count(),
         None => 0,
@@ -153,7 +153,7 @@ pub fn weak_moduli(text: &str) -> usize {
 
 /// The modulus size of an `ssh-rsa` public key line (`ssh-rsa BASE64 [comment]`), None for other
 /// key types or a malformed blob.
-pub fn rsa_bits(line: &str) -> Option<u32> {
+pub(crate) fn rsa_bits(line: &str) -> Option<u32> {
     let mut words = line.split_whitespace();
     let kind = words.find(|w| w.starts_with("ssh-") || w.starts_with("ecdsa-"))?;
     if kind != "ssh-rsa" {

@@ -6,12 +6,12 @@ pub const DISABLED: &str = "#brickup-disabled# ";
 pub const BEGIN: &str = "# BEGIN brickup: managed block, edit /etc/brickup/brickup.yaml instead";
 pub const END: &str = "# END brickup";
 /// The drop-in brickup writes; it sorts before cloud-init's `50-cloud-init.conf`.
-pub const DROPIN: &str = "/etc/ssh/sshd_config.d/00-brickup.conf";
+pub(crate) const DROPIN: &str = "/etc/ssh/sshd_config.d/00-brickup.conf";
 
 /// What `ssh.settings` may do with an sshd keyword: one table, used by the config check and by
 /// plan, apply and check (through the owned settings it lists).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Keyword {
+pub(crate) enum Keyword {
     /// brickup sets it itself, from the named config field.
     Owned(&'static str),
     /// brickup will not write it, and says why.
@@ -21,7 +21,7 @@ pub enum Keyword {
 const KEYS_WHERE: &str = "brickup installs the key where sshd's own config says sshd reads it; moving that file here would leave the key behind (change it in sshd_config first, then rerun)";
 
 /// Lower-case keyword -> rule. Keywords not listed may be set freely.
-pub const KEYWORDS: &[(&str, Keyword)] = &[
+pub(crate) const KEYWORDS: &[(&str, Keyword)] = &[
     ("port", Keyword::Owned("ssh.port")),
     (
         "passwordauthentication",
@@ -55,7 +55,7 @@ pub const KEYWORDS: &[(&str, Keyword)] = &[
 ];
 
 /// The rule for a keyword, if any (case-insensitive, as sshd reads keywords).
-pub fn keyword_rule(keyword: &str) -> Option<Keyword> {
+pub(crate) fn keyword_rule(keyword: &str) -> Option<Keyword> {
     let k = keyword.to_ascii_lowercase();
     KEYWORDS
         .iter()
@@ -67,7 +67,7 @@ pub fn keyword_rule(keyword: &str) -> Option<Keyword> {
 pub type Settings = Vec<(String, String)>;
 
 /// One directive line: lower-case keyword and the rest.
-pub fn directive(line: &str) -> Option<(String, String)> {
+pub(crate) fn directive(line: &str) -> Option<(String, String)> {
     let t = line.trim();
     if t.is_empty() || t.starts_with('#') {
         return None;
@@ -85,7 +85,7 @@ fn lines(text: &str) -> Vec<&str> {
 }
 
 /// Does the global section include the drop-in directory (`Include /etc/ssh/sshd_config.d/*.conf`)?
-pub fn includes_dropins(text: &str) -> bool {
+pub(crate) fn includes_dropins(text: &str) -> bool {
     for line in text.lines() {
         match directive(line) {
             Some((k, _)) if k == "match" => return false,
@@ -148,7 +148,7 @@ pub fn disable_before_include(text: &str, keywords: &[String]) -> String {
 
 /// The settings as sshd_config lines, one each: a line break (or any control character) in a
 /// keyword or value becomes a space, so a value can never add a directive of its own.
-pub fn render(settings: &Settings) -> String {
+pub(crate) fn render(settings: &Settings) -> String {
     let one_line = |s: &str| s.replace(|c: char| c.is_control(), " ");
     settings
         .iter()
@@ -204,22 +204,6 @@ fn remove_block(text: &str) -> String {
         }
     }
     out
-}
-
-/// Files (by content) that set `keyword` inside a Match block: (line number, line).
-pub fn match_overrides(text: &str, keyword: &str) -> Vec<(usize, String)> {
-    let mut in_match = false;
-    let mut found = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        match directive(line) {
-            Some((k, _)) if k == "match" => in_match = true,
-            Some((k, _)) if k == keyword && in_match => {
-                found.push((i + 1, line.trim().to_string()))
-            }
-            _ => {}
-        }
-    }
-    found
 }
 
 #[cfg(test)]
@@ -301,16 +285,6 @@ mod tests {
         assert_eq!(
             disable_before_include(&got, &["passwordauthentication".into()]),
             got
-        );
-    }
-
-    #[test]
-    fn finds_match_overrides() {
-        let t =
-            "PasswordAuthentication no\nMatch Address 10.0.0.0/8\n  PasswordAuthentication yes\n";
-        assert_eq!(
-            match_overrides(t, "passwordauthentication"),
-            vec![(3, "PasswordAuthentication yes".into())]
         );
     }
 }

@@ -10,17 +10,17 @@ use super::crypto::{self, MIN_RSA_BITS};
 use super::sshd_cmd;
 use crate::engine::Context;
 use crate::fsops::{NewFile, Transaction};
-use crate::identity::{fingerprint_public_key, HostKey};
+use crate::report::identity::{fingerprint_public_key, HostKey};
 use crate::root::Root;
 use crate::runner::Runner;
 
-pub const MODULI: &str = "/etc/ssh/moduli";
+pub(crate) const MODULI: &str = "/etc/ssh/moduli";
 const RSA_KEY: &str = "/etc/ssh/ssh_host_rsa_key";
 /// The size a weak RSA host key is regenerated with.
 const NEW_RSA_BITS: &str = "4096";
 
 /// (current, filtered) `/etc/ssh/moduli` when groups under 3072 bits are to go.
-pub fn moduli_change(root: &Root) -> Result<Option<(String, String)>> {
+pub(crate) fn moduli_change(root: &Root) -> Result<Option<(String, String)>> {
     let path = root.path(MODULI);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -31,13 +31,13 @@ pub fn moduli_change(root: &Root) -> Result<Option<(String, String)>> {
 }
 
 /// The RSA host key's size when it is under [`MIN_RSA_BITS`].
-pub fn weak_rsa(root: &Root) -> Option<u32> {
+pub(crate) fn weak_rsa(root: &Root) -> Option<u32> {
     let text = std::fs::read_to_string(root.path(format!("{RSA_KEY}.pub"))).ok()?;
     crypto::rsa_bits(&text).filter(|b| *b < MIN_RSA_BITS)
 }
 
 /// Plan lines for the host-side changes.
-pub fn plan_notes(cx: &Context) -> Result<Vec<String>> {
+pub(crate) fn plan_notes(cx: &Context) -> Result<Vec<String>> {
     let mut notes = Vec::new();
     if let Some((old, _)) = moduli_change(&cx.root)? {
         notes.push(format!(
@@ -59,7 +59,7 @@ pub fn plan_notes(cx: &Context) -> Result<Vec<String>> {
 }
 
 /// Check lines for the host-side changes.
-pub fn drift(cx: &Context) -> Result<Vec<String>> {
+pub(crate) fn drift(cx: &Context) -> Result<Vec<String>> {
     let mut drift = Vec::new();
     if let Some((old, _)) = moduli_change(&cx.root)? {
         let n = crypto::weak_moduli(&old);
@@ -76,7 +76,7 @@ pub fn drift(cx: &Context) -> Result<Vec<String>> {
 
 /// Filter the moduli and (on the machine itself) regenerate a weak RSA host key, through `tx`.
 /// Returns what was done.
-pub fn apply(cx: &Context, tx: &mut Transaction) -> Result<Vec<String>> {
+pub(crate) fn apply(cx: &Context, tx: &mut Transaction) -> Result<Vec<String>> {
     let mut done = Vec::new();
     if let Some((old, new)) = moduli_change(&cx.root)? {
         tx.write(Path::new(MODULI), new.as_bytes(), NewFile::mode(0o644))?;
@@ -121,7 +121,7 @@ fn regenerate_rsa(cx: &Context, tx: &mut Transaction) -> Result<()> {
 
 /// The host keys sshd serves, as `sshd -T` says: its `hostkey` files whose type one of its
 /// `hostkeyalgorithms` can sign with, fingerprinted from the `.pub` beside each.
-pub fn served(root: &Root, runner: &dyn Runner) -> Result<Vec<HostKey>> {
+pub(crate) fn served(root: &Root, runner: &dyn Runner) -> Result<Vec<HostKey>> {
     let cmd = sshd_cmd(root).context("no sshd under the root")?;
     let run_sshd = root.path("/run/sshd");
     if !run_sshd.exists() {

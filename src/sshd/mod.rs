@@ -2,13 +2,13 @@
 //! includes `sshd_config.d/*.conf`, an in-place managed block otherwise; validated with `sshd -t`
 //! and `sshd -T` before sshd is restarted, and rolled back when anything is off.
 
-pub mod crypto;
+pub(crate) mod crypto;
 pub mod edit;
 mod hostkeys;
 mod service;
 
-pub use hostkeys::served as served_host_keys;
-pub use service::{answers, current_ports, listening_ports};
+pub(crate) use hostkeys::served as served_host_keys;
+pub(crate) use service::current_ports;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -17,15 +17,16 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::engine::{Action, Applied, Context, Refused, Step};
 use crate::fsops::{NewFile, Transaction};
+use crate::ports::{answers, listening_ports};
 use crate::root::Root;
 use crate::runner::Cmd;
 
-pub const SSHD_CONFIG: &str = "/etc/ssh/sshd_config";
+pub(crate) const SSHD_CONFIG: &str = "/etc/ssh/sshd_config";
 const DROPIN_DIR: &str = "/etc/ssh/sshd_config.d";
 
 /// Refusals that keep the owner from being locked out.
 #[derive(Debug, thiserror::Error)]
-pub enum LockoutGuard {
+pub(crate) enum LockoutGuard {
     #[error("refusing to disable password logins: no configured key is usable in {path}, the file(s) sshd reads for {user} (missing, or only with restricting options such as command=)")]
     NoKeyInstalled { path: String, user: String },
     #[error("sshd would not use brickup's {keyword} (wants {wanted:?}, effective {effective:?}): it is overridden by {by}; rolled back")]
@@ -45,16 +46,16 @@ pub enum LockoutGuard {
 
 /// One directive in the order sshd reads it.
 #[derive(Debug, Clone)]
-pub struct Directive {
-    pub file: PathBuf,
-    pub line: usize,
-    pub keyword: String,
-    pub value: String,
-    pub in_match: bool,
+pub(crate) struct Directive {
+    pub(crate) file: PathBuf,
+    pub(crate) line: usize,
+    pub(crate) keyword: String,
+    pub(crate) value: String,
+    pub(crate) in_match: bool,
 }
 
 /// The directives of `sshd_config` and what it includes, in sshd's reading order.
-pub fn read_order(root: &Root) -> Result<Vec<Directive>> {
+pub(crate) fn read_order(root: &Root) -> Result<Vec<Directive>> {
     let mut out = Vec::new();
     read_file(root, Path::new(SSHD_CONFIG), &mut out, 0)?;
     Ok(out)
@@ -136,7 +137,7 @@ fn glob(root: &Root, pattern: &str) -> Result<Vec<PathBuf>> {
 }
 
 /// The first global `AuthorizedKeysFile` entry (sshd's default: `.ssh/authorized_keys`).
-pub fn authorized_keys_file(root: &Root) -> Result<String> {
+pub(crate) fn authorized_keys_file(root: &Root) -> Result<String> {
     let found = read_order(root)?
         .into_iter()
         .find(|d| !d.in_match && d.keyword == "authorizedkeysfile")
@@ -145,7 +146,7 @@ pub fn authorized_keys_file(root: &Root) -> Result<String> {
 }
 
 /// The settings brickup owns, in order. `Port` repeats while a port move keeps old ports.
-pub fn owned_settings(cx: &Context) -> edit::Settings {
+pub(crate) fn owned_settings(cx: &Context) -> edit::Settings {
     let ssh = &cx.config.ssh;
     let yn = |b: bool| if b { "yes" } else { "no" }.to_string();
     let mut s: edit::Settings = vec![("Port".into(), ssh.port.to_string())];
@@ -185,7 +186,7 @@ pub fn owned_settings(cx: &Context) -> edit::Settings {
 
 /// Session defaults for a masternode, Lynis SSH-7408's good values (FACTS.md); each one is
 /// replaced by `ssh.settings` when it names the keyword.
-pub const SESSION_DEFAULTS: &[(&str, &str)] = &[
+pub(crate) const SESSION_DEFAULTS: &[(&str, &str)] = &[
     ("MaxAuthTries", "3"),
     ("X11Forwarding", "no"),
     ("AllowAgentForwarding", "no"),
@@ -197,7 +198,7 @@ pub const SESSION_DEFAULTS: &[(&str, &str)] = &[
 
 /// brickup's defaults, in order: session hardening, the crypto for the target's OpenSSH, the
 /// host keys served. A keyword `ssh.settings` names is left out (the user's value is written).
-pub fn defaults(cx: &Context) -> edit::Settings {
+pub(crate) fn defaults(cx: &Context) -> edit::Settings {
     let mut s: edit::Settings = SESSION_DEFAULTS
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -206,8 +207,8 @@ pub fn defaults(cx: &Context) -> edit::Settings {
         let target = crypto::Target {
             version,
             crypto_policy: matches!(
-                cx.facts.os.map(|o| o.family),
-                Some(crate::packages::Family::RedHat { .. })
+                cx.facts.os.as_ref().ok().map(|o| o.family),
+                Some(crate::os::Family::RedHat { .. })
             ),
             rsa_keys_ok: rsa_login_keys_ok(cx),
         };
@@ -245,7 +246,7 @@ fn rsa_login_keys_ok(cx: &Context) -> bool {
 }
 
 /// The settings brickup writes, in order: its own, its defaults, then `ssh.settings`.
-pub fn settings(cx: &Context) -> edit::Settings {
+pub(crate) fn settings(cx: &Context) -> edit::Settings {
     let mut s = owned_settings(cx);
     s.extend(defaults(cx));
     s.extend(
@@ -316,22 +317,22 @@ pub(crate) fn guard_key_usable(cx: &Context, patterns: &[String]) -> Result<()> 
     if cx.config.ssh.password_authentication {
         return Ok(());
     }
-    let user = crate::keys::user(&cx.root, &cx.config.ssh.user)?;
+    let user = cx.facts.user()?;
     let mut tried = Vec::new();
     for pattern in patterns.iter().filter(|p| p.as_str() != "none") {
-        let path = crate::keys::expand_keys_file(pattern, &user);
-        let tree = crate::keys::tree(&path, &user);
+        let path = crate::authorized_keys::expand_keys_file(pattern, user);
+        let tree = crate::authorized_keys::tree(&path, user);
         let text = crate::fsops::read_user_file(&cx.root, &tree, &path)?
             .map(|f| String::from_utf8_lossy(&f.content).into_owned())
             .unwrap_or_default();
-        if crate::keys::has_usable_key(&text, &cx.config.ssh.authorized_keys) {
+        if crate::authorized_keys::has_usable_key(&text, &cx.config.ssh.authorized_keys) {
             return Ok(());
         }
         tried.push(path.display().to_string());
     }
     Err(LockoutGuard::NoKeyInstalled {
         path: tried.join(", "),
-        user: user.name,
+        user: user.name.clone(),
     }
     .into())
 }
@@ -354,7 +355,9 @@ impl Step for SshdStep {
 
     /// Before anything changes: the user can log in at all, and the port is free for sshd.
     fn preflight(&self, cx: &Context) -> Result<()> {
-        let user = crate::keys::user(&cx.root, &cx.config.ssh.user)
+        let user = cx
+            .facts
+            .user()
             .map_err(|_| Refused::error("ssh.user", "no such user in the target's /etc/passwd"))?;
         let shell = user.shell.to_string_lossy();
         if shell.ends_with("nologin") || shell.ends_with("/false") || shell.is_empty() {

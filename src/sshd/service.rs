@@ -3,16 +3,15 @@
 //! `sshd-socket-generator`), SELinux port labels; then proof that the new port answers.
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 
 use super::{read_order, sshd_cmd, LockoutGuard, SSHD_CONFIG};
 use crate::engine::Context;
 use crate::fsops::{NewFile, Transaction};
+use crate::ports::{answers, listening_ports};
 use crate::runner::Cmd;
 
 const SOCKET_OVERRIDE: &str = "/etc/systemd/system/ssh.socket.d/00-brickup-port.conf";
@@ -21,13 +20,13 @@ const GENERATORS: &[&str] = &[
     "/lib/systemd/system-generators/sshd-socket-generator",
 ];
 
-pub enum Verified {
+pub(crate) enum Verified {
     Yes,
     Deferred(String),
 }
 
 /// The `sshd -t` command plan shows.
-pub fn validate_cmd(cx: &Context) -> Cmd {
+pub(crate) fn validate_cmd(cx: &Context) -> Cmd {
     sshd_cmd(&cx.root)
         .unwrap_or_else(|| Cmd::new("/usr/sbin/sshd"))
         .args(["-t", "-f", SSHD_CONFIG])
@@ -140,12 +139,12 @@ fn normalise(keyword: &str, value: &str) -> String {
 
 /// One keyword sshd -T does not show as brickup wants it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mismatch {
-    pub keyword: String,
-    pub wanted: String,
-    pub effective: String,
+pub(crate) struct Mismatch {
+    pub(crate) keyword: String,
+    pub(crate) wanted: String,
+    pub(crate) effective: String,
     /// An owned keyword (the owner's way in depends on it), not one of brickup's defaults.
-    pub owned: bool,
+    pub(crate) owned: bool,
 }
 
 /// Keywords sshd -T prints once per value: compared as sets.
@@ -208,7 +207,7 @@ fn mismatches(cx: &Context, eff: &BTreeMap<String, Vec<String>>) -> Vec<Mismatch
 }
 
 /// sshd's ports as its current config and socket override say (before any change).
-pub fn current_ports(cx: &Context) -> Vec<u16> {
+pub(crate) fn current_ports(cx: &Context) -> Vec<u16> {
     let mut ports: Vec<u16> = match effective(cx) {
         Ok(Some(eff)) => eff
             .get("port")
@@ -262,7 +261,7 @@ fn culprits(cx: &Context, keyword: &str, wanted: &str) -> String {
 /// Check the candidate config with the target's own sshd, for every connection of
 /// [`test_specs`]: brickup's values win, the user may log in, and a configured key is usable in
 /// the file(s) sshd reads for the user. Anything else is a [`LockoutGuard`].
-pub fn verify_effective(cx: &Context) -> Result<Verified> {
+pub(crate) fn verify_effective(cx: &Context) -> Result<Verified> {
     if sshd_cmd(&cx.root).is_none() {
         // No sshd to ask: the candidate files, read as sshd would, are the next best truth.
         super::guard_key_usable(cx, &[super::authorized_keys_file(&cx.root)?])?;
@@ -344,7 +343,7 @@ fn glob_match(pattern: &str, text: &str) -> bool {
 }
 
 /// Drift between the effective config and brickup's settings.
-pub fn effective_drift(cx: &Context) -> Result<Vec<String>> {
+pub(crate) fn effective_drift(cx: &Context) -> Result<Vec<String>> {
     let Some(eff) = effective(cx)? else {
         return Ok(vec![]);
     };
@@ -362,33 +361,8 @@ pub fn effective_drift(cx: &Context) -> Result<Vec<String>> {
         .collect())
 }
 
-/// TCP ports in LISTEN state, from /proc/net/tcp and tcp6.
-pub fn listening_ports() -> Result<Vec<u16>> {
-    let mut ports = Vec::new();
-    for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let text = match std::fs::read_to_string(f) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e).with_context(|| format!("reading {f}")),
-        };
-        for line in text.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.len() > 3 && cols[3] == "0A" {
-                if let Some(p) = cols[1]
-                    .rsplit(':')
-                    .next()
-                    .and_then(|h| u16::from_str_radix(h, 16).ok())
-                {
-                    ports.push(p);
-                }
-            }
-        }
-    }
-    Ok(ports)
-}
-
 /// The SSH port not listening, or port 22 listening when it is neither the port nor kept.
-pub fn listening_drift(port: u16, kept: &[u16]) -> Result<Vec<String>> {
+pub(crate) fn listening_drift(port: u16, kept: &[u16]) -> Result<Vec<String>> {
     let ports = listening_ports()?;
     let mut drift = Vec::new();
     for p in std::iter::once(port).chain(kept.iter().copied()) {
@@ -402,37 +376,9 @@ pub fn listening_drift(port: u16, kept: &[u16]) -> Result<Vec<String>> {
     Ok(drift)
 }
 
-/// Wait for an SSH banner on 127.0.0.1:port.
-pub fn answers(port: u16, within: Duration) -> bool {
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let start = Instant::now();
-    while start.elapsed() < within {
-        if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
-            let mut buf = [0u8; 4];
-            if s.read_exact(&mut buf).is_ok() && &buf == b"SSH-" {
-                return true;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    false
-}
-
 fn systemctl(cx: &Context, args: &[&str]) -> Result<crate::runner::Output> {
     cx.runner
         .check(&Cmd::new("systemctl").args(args.iter().copied()))
-}
-
-fn unit_exists(cx: &Context, unit: &str) -> bool {
-    crate::systemd::unit_exists(&cx.root, unit)
-}
-
-fn socket_active(cx: &Context) -> Result<bool> {
-    if !unit_exists(cx, "ssh.socket") {
-        return Ok(false);
-    }
-    Ok(crate::systemd::active_state(cx.runner, "ssh.socket")? == "active")
 }
 
 fn label_port_for_selinux(cx: &Context, port: u16) -> Result<()> {
@@ -454,7 +400,7 @@ fn label_port_for_selinux(cx: &Context, port: u16) -> Result<()> {
 }
 
 /// Restart sshd when its config changed or it is not on the wanted port; prove it answers.
-pub fn restart_if_needed(cx: &Context, tx: &mut Transaction, changed: bool) -> Result<()> {
+pub(crate) fn restart_if_needed(cx: &Context, tx: &mut Transaction, changed: bool) -> Result<()> {
     let port = cx.config.ssh.port.get();
     if cx.early {
         return prepare_first_start(cx, tx, port);
@@ -465,7 +411,7 @@ pub fn restart_if_needed(cx: &Context, tx: &mut Transaction, changed: bool) -> R
     label_port_for_selinux(cx, port)?;
     // Every active firewall accepts the new port before sshd moves to it.
     crate::firewall::open_port(cx, port)?;
-    let socket = socket_active(cx)?;
+    let socket = cx.facts.sshd_socket()?;
     if socket {
         write_socket_override(cx, tx, port)?;
     }
@@ -487,9 +433,7 @@ pub fn restart_if_needed(cx: &Context, tx: &mut Transaction, changed: bool) -> R
 /// Ubuntu's generator) loaded with a daemon-reload.
 fn prepare_first_start(cx: &Context, tx: &mut Transaction, port: u16) -> Result<()> {
     label_port_for_selinux(cx, port)?;
-    let socket = unit_exists(cx, "ssh.socket")
-        && crate::systemd::enabled_state(cx.runner, "ssh.socket")? == "enabled";
-    if socket {
+    if cx.facts.sshd_socket()? {
         write_socket_override(cx, tx, port)?;
         systemctl(cx, &["daemon-reload"])?;
     }
@@ -498,7 +442,7 @@ fn prepare_first_start(cx: &Context, tx: &mut Transaction, port: u16) -> Result<
 
 /// Marks a failure after sshd was (being) restarted with the candidate config.
 #[derive(Debug)]
-pub struct Restarted;
+pub(crate) struct Restarted;
 
 impl std::fmt::Display for Restarted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -508,13 +452,14 @@ impl std::fmt::Display for Restarted {
 
 /// After the engine restored sshd's files for a failure marked [`Restarted`]: start sshd on
 /// them again, so it is never left down or on the unproven config. None when nothing was needed.
-pub fn recover(cx: &Context, error: &anyhow::Error) -> Result<Option<String>> {
+pub(crate) fn recover(cx: &Context, error: &anyhow::Error) -> Result<Option<String>> {
     if error.downcast_ref::<Restarted>().is_none() || !cx.live() {
         return Ok(None);
     }
     tracing::error!("{error:#}; restarting sshd on the restored config");
-    let socket = socket_active(cx)?;
-    restart(cx, socket, None)
+    // The socket model as found before the run: a failed socket restart may have left ssh.socket
+    // failed, and it is still the socket that must come back.
+    restart(cx, cx.facts.sshd_socket()?, None)
         .context("restoring the previous sshd config and restarting sshd also failed")?;
     Ok(Some(
         "the previous sshd config was restored and sshd restarted".into(),
@@ -562,12 +507,7 @@ fn close_old_ports(cx: &Context) -> Result<()> {
 /// connection's sshd reads the config afresh.
 fn restart(cx: &Context, socket: bool, port: Option<u16>) -> Result<()> {
     if !socket {
-        let unit = if unit_exists(cx, "ssh.service") {
-            "ssh"
-        } else {
-            "sshd"
-        };
-        systemctl(cx, &["restart", unit])?;
+        systemctl(cx, &["restart", cx.facts.sshd_service])?;
         return Ok(());
     }
     systemctl(cx, &["daemon-reload"])?;
@@ -575,7 +515,8 @@ fn restart(cx: &Context, socket: bool, port: Option<u16>) -> Result<()> {
         Some(p) => !listening_drift(p, cx.kept_ssh_ports())?.is_empty(),
         None => true,
     };
-    let listener = unit_exists(cx, "ssh.service")
+    // Whether ssh.service runs now is a live read: the restarts change it.
+    let listener = cx.facts.sshd_service == "ssh"
         && crate::systemd::active_state(cx.runner, "ssh.service")? == "active";
     if moves {
         if listener {

@@ -56,7 +56,7 @@ impl Receiver {
 
     /// Serves until `stop` is set (checked at least every 200 ms), or forever, printing one
     /// summary line per accepted report to stdout.
-    pub fn run(&self, opts: &ReceiveOptions, stop: Option<Arc<AtomicBool>>) -> Result<()> {
+    pub(crate) fn run(&self, opts: &ReceiveOptions, stop: Option<Arc<AtomicBool>>) -> Result<()> {
         self.run_with(opts, stop, &mut std::io::stdout())
     }
 

@@ -79,7 +79,7 @@ pub fn os_release(root: &Root) -> Result<(String, String)> {
 
 /// Parses os-release(5) text: `KEY=value` lines, values optionally in single or double quotes
 /// with shell-style backslash escapes; comments and malformed lines are skipped.
-pub fn parse_os_release(text: &str) -> BTreeMap<String, String> {
+pub(crate) fn parse_os_release(text: &str) -> BTreeMap<String, String> {
     let mut fields = BTreeMap::new();
     for line in text.lines() {
         let line = line.trim();
@@ -148,7 +148,7 @@ pub fn host_key_fingerprints(root: &Root) -> Result<Vec<HostKey>> {
 }
 
 /// Fingerprints one OpenSSH public key line (`<type> <base64> [comment]`).
-pub fn fingerprint_public_key(line: &str) -> Result<HostKey> {
+pub(crate) fn fingerprint_public_key(line: &str) -> Result<HostKey> {
     let mut parts = line.split_whitespace();
     let (Some(key_type), Some(b64)) = (parts.next(), parts.next()) else {
         bail!("expected `<type> <base64-key> [comment]`");

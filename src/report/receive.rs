@@ -27,9 +27,9 @@ pub use server::Receiver;
 /// How far a signed timestamp may be from the receiver's clock.
 pub const DEFAULT_MAX_SKEW: Duration = Duration::from_secs(300);
 /// How long one connection may take to deliver its whole request.
-pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once (see `server.rs` for the choice).
-pub const DEFAULT_WORKERS: usize = 64;
+pub(crate) const DEFAULT_WORKERS: usize = 64;
 
 /// Why a request was not authenticated.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -83,7 +83,7 @@ fn signature_bytes(signature: &str) -> Option<[u8; 32]> {
 }
 
 /// Checks an `Authorization` header value against `Bearer <token>` in constant time.
-pub fn verify_token(token: &Secret, authorization: Option<&str>) -> Result<(), VerifyError> {
+pub(crate) fn verify_token(token: &Secret, authorization: Option<&str>) -> Result<(), VerifyError> {
     let given = authorization.ok_or(VerifyError::MissingHeader("Authorization"))?;
     let wanted = format!("Bearer {}", token.expose());
     // Hashing first makes the comparison independent of both lengths.
