@@ -128,13 +128,15 @@ guest_apply() {
 }
 show_log() { tail -n 12 "$1" | sed 's/\x1b\[[0-9;]*m//g; s/^/    /'; }
 
-# ports_within VIA ALLOWED... - sshd listens, and csf's TCP_IN/TCP6_IN open, only ALLOWED SSH
-# ports (csf's other entries must be the masternode port).
+# ports_within VIA ALLOWED... - sshd listens, and csf's TCP_IN (and TCP6_IN when csf's IPV6 is
+# on: else csf loads no IPv6 rules) open, only ALLOWED SSH ports (csf's other entries must be
+# the masternode port).
 ports_within() {
     local via=$1 out
     shift
     out=$(on_port "$via" "ss -Hltnp | awk '/\"sshd\"/ {n=split(\$4,a,\":\"); print \"sshd\", a[n]}' | sort -u
-        for k in TCP_IN TCP6_IN; do awk -F'\"' -v k=\$k '\$0 ~ \"^\"k\" *=\" {print k, \$2}' /etc/csf/csf.conf 2>/dev/null; done")
+        keys=TCP_IN; grep -qx 'IPV6 = \"1\"' /etc/csf/csf.conf 2>/dev/null && keys='TCP_IN TCP6_IN'
+        for k in \$keys; do awk -F'\"' -v k=\$k '\$0 ~ \"^\"k\" *=\" {print k, \$2}' /etc/csf/csf.conf 2>/dev/null; done")
     python3 - "$out" "$MN_PORT" "$@" <<'PY'
 import sys
 out, mn, allowed = sys.argv[1], sys.argv[2], set(sys.argv[3:])
@@ -175,16 +177,17 @@ after_fault() {
     check "$label: sshd and csf open no SSH port beyond $*" ports_within "$WORKING" "$@"
 }
 
-# converges VIA LABEL - a plain rerun: `brickup apply` exits 0 and `brickup check` then 0.
+# converges VIA LABEL [AFTER] - a plain rerun through port VIA: `brickup apply` exits 0 and
+# `brickup check` then 0 (through port AFTER when the rerun moved SSH there).
 converges() {
-    local rc
+    local rc after=${3:-$1}
     rc=$(guest_apply "$1" "$2-rerun")
     if [[ $rc != 0 ]]; then
         fail "$2: the plain rerun converges (apply exit $rc)"
         show_log "$VM_WORK/$2-rerun.log"
         return 1
     fi
-    if on_port "$1" brickup check >"$VM_WORK/$2-check.log" 2>&1; then
+    if on_port "$after" brickup check >"$VM_WORK/$2-check.log" 2>&1; then
         CONVERGED=$((CONVERGED + 1))
         pass "$2: the plain rerun converges (apply 0, check 0)"
     else
@@ -259,7 +262,7 @@ for cut in "${POWER_CUTS[@]}"; do
     fi
     if [[ $when == delay* ]]; then
         sleep "${when#delay }"
-    elif ! on_port "$SSH_PORT" timeout 600 python3 /root/fault.py wait-proc "$when"; then
+    elif ! on_port "$SSH_PORT" "timeout 600 python3 /root/fault.py wait-proc $(printf %q "$when")"; then
         fail "no '$when' ran in step $step"
         exit 1
     fi
@@ -361,7 +364,7 @@ check "kill: brickup was killed right after writing the drop-in" grep -q "event=
 check "kill: sshd was not restarted (nothing listens on 2300)" not_listening_inside 2200 2300
 after_fault "kill -9" 2200 2300
 check "kill: the killed run sent no finished report" test "$(reports_count finished)" == "$finished"
-converges 2200 kill
+converges 2200 kill 2300
 check "kill: sshd moved to 2300 on the rerun" key_login 2300
 check "kill: nothing listens on 2200 after the rerun" not_listening_inside 2300 2200
 check "kill: the rerun's report says succeeded" report_says succeeded
@@ -381,7 +384,7 @@ grep -q "^rc=3 " <<<"$out" || show_log "$VM_WORK/restart.log"
 check "restart: the report says failed" report_says failed
 after_fault "restart fails" 2300 "$SSH_PORT"
 check "restart: sshd is back on 2300" key_login 2300
-converges 2300 restart
+converges 2300 restart "$SSH_PORT"
 check "restart: sshd on $SSH_PORT after the rerun" key_login "$SSH_PORT"
 check "restart: nothing listens on 2300 after the rerun" not_listening_inside "$SSH_PORT" 2300
 node_converged_checks rerun "$SSH_PORT"

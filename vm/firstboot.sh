@@ -36,6 +36,8 @@ done
 
 # shellcheck source=vm/lib.sh
 source "$(dirname "$0")/lib.sh"
+# shellcheck source=vm/node.sh
+source "$(dirname "$0")/node.sh"
 # shellcheck source=vm/protect-checks.sh
 source "$(dirname "$0")/protect-checks.sh"
 
@@ -50,15 +52,9 @@ fi
 
 SSH_PORT=2222 MN_PORT=51472 CLOSED_PORT=8080
 # The ok case's receiver listens on a port outside csf's default TCP_OUT: brickup must open it.
-# vm_boot forwards the receiver from this guest port; the other cases keep the default (80).
-RECV_URL=http://$VM_GUEST_RECV_IP/report
-if [[ $CASE == ok ]]; then
-    export VM_RECV_GUEST_PORT=8443
-    RECV_URL=http://$VM_GUEST_RECV_IP:$VM_RECV_GUEST_PORT/report
-fi
-CSF_VERSION=15.10
-# The upstream release asset's path (FACTS.md), served by the harness's http server.
-CSF_URL_PATH=Aetherinox/csf-firewall/releases/download/$CSF_VERSION/csf-firewall-v$CSF_VERSION.tgz
+# vm_boot forwards the receiver from this guest port, and node_config puts it in the report URL;
+# the other cases keep the default (80).
+[[ $CASE == ok ]] && export VM_RECV_GUEST_PORT=8443
 RUN_T0=$SECONDS
 
 vm_require_host_tools || { echo "0 passed, 1 failed"; exit 1; }
@@ -77,60 +73,18 @@ trap on_exit EXIT
 # --- host side: the static binary, the fixture csf, the image, servers ---------------------
 cd "$VM_REPO_DIR" || exit 1
 vm_stage "case $CASE${SSH_SOCKET:+ (ssh.socket)} on $SUITE: building brickup (cargo build --release, musl; first time a few minutes)"
-t=$SECONDS
-cargo build --release --locked --target x86_64-unknown-linux-musl -q || { fail "building brickup"; exit 1; }
-export BRICKUP_BIN=$VM_REPO_DIR/target/x86_64-unknown-linux-musl/release/brickup
-vm_stage "brickup built ($((SECONDS - t)) s); building the fixture csf $CSF_VERSION tarball"
-# The script prints the tarball's path (its name follows upstream's; do not guess it).
-BRICKUP_CSF_TARBALL=$(bash scripts/make-fixture-csf.sh "$VM_WORK/fixture" "$CSF_VERSION" | tail -n1)
-[[ -f $BRICKUP_CSF_TARBALL ]] || { fail "building the fixture csf (no tarball: '$BRICKUP_CSF_TARBALL')"; exit 1; }
-export BRICKUP_CSF_TARBALL
-CSF_SHA=$(sha256sum "$BRICKUP_CSF_TARBALL" | cut -d' ' -f1)
-BIN_SHA=$(sha256sum "$BRICKUP_BIN" | cut -d' ' -f1)
+node_build || exit 1
 [[ $CASE == bad-sha ]] && CSF_SHA=$(printf '%064d' 0)
-
 BAKE=()
 [[ $CASE == baked ]] && BAKE=(--brickup "$BRICKUP_BIN" --unit image/brickup-firstboot.service)
-vm_stage "building or reusing the cached $SUITE image (first time several minutes: mmdebstrap + local apt repo; log $VM_WORK/image.log)"
-t=$SECONDS
-image/build-image.sh "$VM_WORK/disk.qcow2" --suite "$SUITE" "${SSH_SOCKET[@]}" "${BAKE[@]}" >"$VM_WORK/image.log" 2>&1 ||
-    { fail "image build ($VM_WORK/image.log)"; tail -n 15 "$VM_WORK/image.log"; exit 1; }
-vm_stage "image ready in $((SECONDS - t)) s ($(grep -oE 'base (cached|built)|image (cached|built)' "$VM_WORK/image.log" | paste -sd, -))"
-# shellcheck disable=SC1091
-source "$VM_WORK/disk.env"
-
-HMAC=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
-export VM_HMAC_SECRET_FILE=$VM_WORK/hmac.key VM_RECEIVER=brickup
-printf '%s' "$HMAC" >"$VM_HMAC_SECRET_FILE"
-chmod 600 "$VM_HMAC_SECRET_FILE"
-vm_serve_setup "$BRICKUP_IMG_APT_REPO"
-install -D -m 0644 "$BRICKUP_CSF_TARBALL" "$VM_SERVE_DIR/$CSF_URL_PATH"
-vm_serve_start
-vm_receiver_start "$VM_WORK/reports.jsonl"
+node_image "$SUITE" "${SSH_SOCKET[@]}" "${BAKE[@]}" || exit 1
+node_serve
+# shellcheck disable=SC2119 # the default report file
+node_receiver
 
 # --- the operator's part: a config and user-data from render-userdata ---------------------
-cat >"$VM_WORK/brickup.yaml" <<YAML
-version: 1
-ssh:
-  port: $SSH_PORT
-  authorized_keys:
-    - $(cat "$VM_SSH_KEY.pub")
-firewall:
-  masternode_ports: [pivx]
-csf:
-  url: http://$VM_GUEST_HTTP_IP/$CSF_URL_PATH
-  sha256: $CSF_SHA
-  allow_http: true
-report:
-  url: $RECV_URL
-  allow_http: true
-  hmac_secret: "$HMAC"
-YAML
-chmod 600 "$VM_WORK/brickup.yaml"
-"$BRICKUP_BIN" render-userdata --config "$VM_WORK/brickup.yaml" --provider nocloud \
-    --binary-url "http://$VM_GUEST_HTTP_IP/brickup" --binary-sha256 "$BIN_SHA" >"$VM_WORK/user-data" ||
-    { fail "render-userdata"; exit 1; }
-pass "user-data rendered by brickup render-userdata ($(wc -c <"$VM_WORK/user-data") bytes)"
+node_config "$VM_WORK/brickup.yaml" "$SSH_PORT"
+node_render "$VM_WORK/brickup.yaml" "$VM_WORK/user-data" || exit 1
 if [[ $CASE == lockout ]]; then
     # An owner who hand-edited the user-data and left no key: render-userdata itself refuses that
     # config, so swap it in afterwards, as a hand-made user-data would carry it.
@@ -147,29 +101,7 @@ if [[ $CASE == baked ]]; then
     printf '#cloud-config\nwrite_files:\n  - path: /etc/brickup/brickup.yaml\n    permissions: %s\n    encoding: b64\n    content: %s\n' \
         "'0600'" "$(base64 -w0 <"$VM_WORK/brickup.yaml")" >"$VM_WORK/user-data"
 fi
-# Like a VPS provider: root has a password and password SSH is on until brickup turns it off.
-PASSWORD="pw-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
-cat >>"$VM_WORK/user-data" <<EOF
-ssh_pwauth: true
-chpasswd:
-  expire: false
-  list: |
-    root:$PASSWORD
-EOF
-# The provider's own sshd drop-in, written first thing at boot. render-userdata's user-data has a
-# bootcmd list already (brickup's early run): the provider's command goes first in it, since a
-# second `bootcmd:` key would replace brickup's.
-python3 - "$VM_WORK/user-data" <<'PY'
-import sys
-cmd = """  - [sh, -c, 'mkdir -p /etc/ssh/sshd_config.d && printf "PermitRootLogin yes\\nPasswordAuthentication yes\\n" > /etc/ssh/sshd_config.d/10-provider.conf']"""
-path = sys.argv[1]
-lines = open(path).read().rstrip("\n").split("\n")
-if "bootcmd:" in lines:
-    lines.insert(lines.index("bootcmd:") + 1, cmd)
-else:
-    lines += ["bootcmd:", cmd]
-open(path, "w").write("\n".join(lines) + "\n")
-PY
+node_provider "$VM_WORK/user-data"
 mkdir -p "$VM_WORK/seed"
 cp "$VM_WORK/user-data" "$VM_WORK/seed/user-data"
 vm_stage "booting the VM (qemu TCG: no KVM here, so everything is slow)"
@@ -186,21 +118,6 @@ case $CASE in
 esac
 
 # --- wait for the finished report ----------------------------------------------------------
-report_field() { # report_field EVENT FIELD - FIELD of the last EVENT report, as JSON
-    python3 - "$VM_RECV_OUT" "$1" "$2" <<'PY'
-import json, os, sys
-path, event, field = sys.argv[1:]
-docs = [json.loads(l) for l in open(path) if l.strip()] if os.path.exists(path) else []
-docs = [d for d in docs if d.get("event") == event]
-print(json.dumps(docs[-1].get(field)) if docs else "")
-PY
-}
-# serial_tail - the console's last brickup line, printable, for progress lines.
-serial_tail() {
-    # "[  62.38] cloud-init[421]: 2026-11-26T09:32:27.68Z  INFO msg" -> "INFO msg"
-    grep -a 'brickup' "$VM_SERIAL_LOG" 2>/dev/null | tail -n1 | sed 's/\x1b\[[0-9;]*[A-Za-z]//g; s/\x1b[A-Za-z]//g' |
-        tr -cd '[:print:]' | sed -E 's/^\[ *[0-9.]+\] [^:]+: //; s/^[0-9T:.-]+Z +//' | cut -c1-110
-}
 vm_stage "waiting for first boot: cloud-init fetches brickup, brickup hardens sshd, installs csf and its prerequisites, reports (typically 3-6 min)"
 deadline=$((SECONDS + 1200)) next=$((SECONDS + 30))
 until [[ -n $(report_field finished status) ]] || ((SECONDS > deadline)); do

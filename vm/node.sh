@@ -9,11 +9,13 @@
 #   node_serve                    the static server: the apt repo, brickup, csf at its upstream path
 #   node_receiver [OUT]           brickup receive with a fresh HMAC secret ($HMAC); sets VM_RECV_OUT
 #   node_config FILE PORT [YAML]  an operator's brickup.yaml (FILE), SSH on PORT, YAML appended
-#   node_userdata CONFIG OUT [BOOTCMD...]
-#                                 `brickup render-userdata` for CONFIG, plus what a VPS provider
-#                                 adds: root's password ($PASSWORD) with password SSH on, in a
-#                                 drop-in written first thing at boot; BOOTCMD lines (cloud-init
-#                                 list items) go first in the bootcmd list
+#   node_render CONFIG OUT        `brickup render-userdata` for CONFIG (nocloud, binary fetched)
+#   node_provider OUT [BOOTCMD...]
+#                                 what a VPS provider adds to the user-data OUT: root's password
+#                                 ($PASSWORD) with password SSH on, in a drop-in written first
+#                                 thing at boot; BOOTCMD lines (cloud-init list items) go first in
+#                                 the bootcmd list
+#   node_userdata CONFIG OUT [BOOTCMD...]   node_render, then node_provider
 #   report_field EVENT FIELD      FIELD of the last EVENT report the receiver verified, as JSON
 #   reports_count EVENT           how many EVENT reports the receiver verified
 #   serial_tail                   the console's last brickup line, printable
@@ -85,13 +87,23 @@ YAML
     chmod 600 "$file"
 }
 
-node_userdata() {
-    local config=$1 out=$2
-    shift 2
-    "$BRICKUP_BIN" render-userdata --config "$config" --provider nocloud \
-        --binary-url "http://$VM_GUEST_HTTP_IP/brickup" --binary-sha256 "$BIN_SHA" >"$out" ||
+node_render() {
+    "$BRICKUP_BIN" render-userdata --config "$1" --provider nocloud \
+        --binary-url "http://$VM_GUEST_HTTP_IP/brickup" --binary-sha256 "$BIN_SHA" >"$2" ||
         { fail "render-userdata"; return 1; }
-    pass "user-data rendered by brickup render-userdata ($(wc -c <"$out") bytes)"
+    pass "user-data rendered by brickup render-userdata ($(wc -c <"$2") bytes)"
+}
+
+node_userdata() {
+    node_render "$1" "$2" || return 1
+    local out=$2
+    shift 2
+    node_provider "$out" "$@"
+}
+
+node_provider() {
+    local out=$1
+    shift
     # Like a VPS provider: root has a password and password SSH is on until brickup turns it off.
     PASSWORD="pw-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
     cat >>"$out" <<EOF
