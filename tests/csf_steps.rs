@@ -135,20 +135,7 @@ fn an_interrupted_dpkg_is_finished_before_installing() {
     let r = root.path();
     // As dpkg leaves it when the power goes between unpacking and configuring: the package
     // unpacked only, and a pending record in the journal.
-    let deb = std::fs::read_dir(r.join("srv/brickup-repo"))
-        .unwrap()
-        .flatten()
-        .find(|e| e.file_name().to_string_lossy().starts_with("unzip_"))
-        .expect("unzip in the local repo")
-        .file_name();
-    let st = std::process::Command::new("chroot")
-        .arg(r)
-        .args(["dpkg", "--unpack"])
-        .arg(std::path::Path::new("/srv/brickup-repo").join(&deb))
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
+    unpack_only(r, "unzip");
     std::fs::write(r.join("var/lib/dpkg/updates/0000"), "").unwrap();
     let apt = std::process::Command::new("chroot")
         .arg(r)
@@ -162,18 +149,7 @@ fn an_interrupted_dpkg_is_finished_before_installing() {
     );
 
     let cfg = config(work.path(), &url, &sha256(&tarball));
-    let o = brickup(&[
-        "apply",
-        "--root",
-        r.to_str().unwrap(),
-        "--config",
-        cfg.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(text(&o).contains("dpkg --configure -a"), "{}", text(&o));
-    for p in ["unzip", "libwww-perl", "rsyslog"] {
-        assert!(installed(r, p), "{p} not installed");
-    }
+    apply_installs(r, &cfg, "dpkg --configure -a");
     assert_eq!(
         std::fs::read_dir(r.join("var/lib/dpkg/updates"))
             .unwrap()
@@ -222,14 +198,7 @@ fn damaged_package_lists_are_fetched_anew() {
         String::from_utf8_lossy(&control.stderr)
     );
     // And a package the cut left half-installed, whose archive the cut list does not name.
-    let deb = std::fs::read_dir(apt_repo())
-        .unwrap()
-        .flatten()
-        .find(|e| e.file_name().to_string_lossy().starts_with("unzip_"))
-        .unwrap()
-        .path();
-    std::fs::copy(&deb, r.join("tmp/unzip.deb")).unwrap();
-    assert!(apt("dpkg --unpack /tmp/unzip.deb").status.success());
+    unpack_only(r, "unzip");
     let status = std::fs::read_to_string(r.join("var/lib/dpkg/status")).unwrap();
     let status = status.replacen(
         "Package: unzip\nStatus: install ok unpacked",
@@ -246,17 +215,46 @@ fn damaged_package_lists_are_fetched_anew() {
     );
 
     let cfg = config(work.path(), &url, &sha256(&tarball));
+    apply_installs(r, &cfg, "fetching them anew");
+}
+
+/// `dpkg --unpack` of the package's archive from the local repository, as a cut leaves it:
+/// unpacked, never configured.
+fn unpack_only(root: &Path, package: &str) {
+    let deb = std::fs::read_dir(apt_repo())
+        .unwrap()
+        .flatten()
+        .find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{package}_"))
+        })
+        .unwrap_or_else(|| panic!("{package} in the local repo"))
+        .path();
+    std::fs::copy(&deb, root.join("tmp/unpack-only.deb")).unwrap();
+    let st = Command::new("chroot")
+        .arg(root)
+        .args(["dpkg", "--unpack", "/tmp/unpack-only.deb"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// A whole apply under the root exits 0, its output says `says`, and csf's prerequisites (and
+/// the unpacked-only unzip) end up installed.
+fn apply_installs(root: &Path, cfg: &Path, says: &str) {
     let o = brickup(&[
         "apply",
         "--root",
-        r.to_str().unwrap(),
+        root.to_str().unwrap(),
         "--config",
         cfg.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(text(&o).contains("fetching them anew"), "{}", text(&o));
+    assert!(text(&o).contains(says), "{}", text(&o));
     for p in ["unzip", "libwww-perl", "rsyslog"] {
-        assert!(installed(r, p), "{p} not installed");
+        assert!(installed(root, p), "{p} not installed");
     }
 }
 
