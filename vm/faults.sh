@@ -5,7 +5,8 @@
 # drop-in on disk) and acts - QMP system_reset, SIGKILL, a port taken, a package that is not
 # there, a full disk, a held dpkg lock, a receiver that is down.
 #
-# usage: vm/faults.sh [--full]      (BRICKUP_VM_FULL=1 is --full)
+# usage: vm/faults.sh [--full] [--boots LIST]   (BRICKUP_VM_FULL=1 is --full)
+#   --boots: which boots to run, of "power lock disk" (default: power; --full: all three)
 #
 # Boots (default set: cases 1, 3, 4, 5 and the runtime lockout guard):
 #   power    first boot from user-data; a power cut (QMP system_reset) while apt/dpkg runs in
@@ -30,14 +31,16 @@
 # shellcheck disable=SC2016 # single-quoted commands are expanded by the guest's shell
 set -uo pipefail
 
-FULL=${BRICKUP_VM_FULL:-0}
+FULL=${BRICKUP_VM_FULL:-0} BOOTS=""
 ARGS=("$@")
 while (($#)); do
     case "$1" in
         --full) FULL=1; shift ;;
-        *) echo "usage: $0 [--full]" >&2; exit 2 ;;
+        --boots) BOOTS=$2; shift 2 ;;
+        *) echo "usage: $0 [--full] [--boots 'power lock disk']" >&2; exit 2 ;;
     esac
 done
+[[ -n $BOOTS ]] || BOOTS=$([[ $FULL == 1 ]] && echo "power lock disk" || echo power)
 
 # shellcheck source=vm/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -245,168 +248,171 @@ node_converged_checks() { # node_converged_checks LABEL VIA
     check "$1: nothing listens on port 22 inside" not_listening_inside "$2" 22
 }
 
-# ============================ power: cuts during the first boot ============================
-# Each cut: the step, then what must be running in it (a regex on a command line, see vm/fault-guest.py wait-proc) or a delay.
-POWER_CUTS=("packages|apt-get .*update" "packages|dpkg --status-fd")
-[[ $FULL == 1 ]] && POWER_CUTS+=("csf-install|sh install.sh" "firewall|delay 2")
-case_begin "power cuts: ${#POWER_CUTS[@]} (apt-get update, dpkg$([[ $FULL == 1 ]] && echo ', csf install, firewall enable')) [1$([[ $FULL == 1 ]] && echo ', 2')]"
-first_boot node-power || exit 1
-for cut in "${POWER_CUTS[@]}"; do
-    step=${cut%%|*} when=${cut#*|}
-    wait_key "$SSH_PORT" 900 || { fail "no SSH on $SSH_PORT to watch the run"; exit 1; }
+# ============================ power: cuts during the first boot, then reruns ==============
+# The power boot's disk is the golden disk the rerun cases start from.
+boot_power() {
+    # Each cut: the step, then what must be running in it (a regex on a command line, see vm/fault-guest.py wait-proc) or a delay.
+    POWER_CUTS=("packages|apt-get .*update" "packages|dpkg --status-fd")
+    [[ $FULL == 1 ]] && POWER_CUTS+=("csf-install|sh install.sh" "firewall|delay 2")
+    case_begin "power cuts: ${#POWER_CUTS[@]} (apt-get update, dpkg$([[ $FULL == 1 ]] && echo ', csf install, firewall enable')) [1$([[ $FULL == 1 ]] && echo ', 2')]"
+    first_boot node-power || exit 1
+    for cut in "${POWER_CUTS[@]}"; do
+        step=${cut%%|*} when=${cut#*|}
+        wait_key "$SSH_PORT" 900 || { fail "no SSH on $SSH_PORT to watch the run"; exit 1; }
+        push_helper "$SSH_PORT"
+        vm_stage "  waiting for brickup's 'applying step=$step', then: $when"
+        if ! line=$(on_port "$SSH_PORT" timeout 1500 python3 /root/fault.py wait-step "$step"); then
+            fail "brickup never reached step $step"
+            exit 1
+        fi
+        if [[ $when == delay* ]]; then
+            sleep "${when#delay }"
+        elif ! on_port "$SSH_PORT" "timeout 600 python3 /root/fault.py wait-proc $(printf %q "$when")"; then
+            fail "no '$when' ran in step $step"
+            exit 1
+        fi
+        landed=$(on_port "$SSH_PORT" python3 /root/fault.py last-step)
+        vm_qmp system_reset || { fail "QMP system_reset"; exit 1; }
+        FAULTS=$((FAULTS + 1))
+        echo "fault: power cut (system_reset) after: $line, when: $when; running: step=$landed"
+        check "the power cut landed in step $step ($when)" test "$landed" == "$step"
+        sleep 5
+        after_fault "power cut in $step ($when)" "$SSH_PORT"
+    done
+    wait_run_over "$SSH_PORT"
+    check "the boot after the last cut finished the first-boot run" on_port "$SSH_PORT" test -e /var/lib/brickup/firstboot-done
+    check "power: exactly one finished report (no cut run claimed to finish)" test "$(reports_count finished)" == 1
+    check "power: the finished report says succeeded" report_says succeeded
+    if on_port "$SSH_PORT" brickup check >"$VM_WORK/power-check.log" 2>&1; then
+        CONVERGED=$((CONVERGED + ${#POWER_CUTS[@]}))
+        pass "power: converged after the cuts (check exit 0)"
+    else
+        fail "power: converged after the cuts (check exit 0)"
+        show_log "$VM_WORK/power-check.log"
+    fi
+    node_converged_checks power "$SSH_PORT"
+    check "power: no dpkg work left pending" on_port "$SSH_PORT" 'test -z "$(ls -A /var/lib/dpkg/updates)" && ! dpkg --audit | grep -q .'
+    case_end
+    GOLDEN_SEED=$VM_WORK/node-power-seed.iso
+    VM_SSH_PORT=${VM_FWD[$SSH_PORT]} vm_stop 120 || echo "    (the golden VM did not power off by itself)"
+    GOLDEN=$VM_WORK/golden.qcow2
+    mv "$VM_WORK/node-power.qcow2" "$GOLDEN"
+    cp "$VM_WORK/disk.env" "$VM_WORK/golden.env"
+    ((FAIL == 0)) || { echo "the golden disk is not sound: no rerun cases"; exit 1; }
+
+    # ============================ rerun: faults in `brickup apply` ============================
+    vm_stage "booting a qcow2 overlay of the golden disk (first boot done, hardened)"
+    vm_boot node-rerun --image "$GOLDEN" --seed "$GOLDEN_SEED" \
+        --hostfwd "$SSH_PORT" --hostfwd 2200 --hostfwd 2300 --hostfwd "$MN_PORT"
+    wait_key "$SSH_PORT" 600 || { fail "golden overlay: no SSH on $SSH_PORT"; exit 1; }
+    on_port "$SSH_PORT" "timeout 120 sh -c 'until systemctl is-active -q csf.service; do sleep 2; done'"
     push_helper "$SSH_PORT"
-    vm_stage "  waiting for brickup's 'applying step=$step', then: $when"
-    if ! line=$(on_port "$SSH_PORT" timeout 1500 python3 /root/fault.py wait-step "$step"); then
-        fail "brickup never reached step $step"
-        exit 1
-    fi
-    if [[ $when == delay* ]]; then
-        sleep "${when#delay }"
-    elif ! on_port "$SSH_PORT" "timeout 600 python3 /root/fault.py wait-proc $(printf %q "$when")"; then
-        fail "no '$when' ran in step $step"
-        exit 1
-    fi
-    landed=$(on_port "$SSH_PORT" python3 /root/fault.py last-step)
-    vm_qmp system_reset || { fail "QMP system_reset"; exit 1; }
+
+    case_begin "new port taken before the run [5]"
+    on_port "$SSH_PORT" 'nohup python3 /root/fault.py hold 2200 >/dev/null 2>&1 & sleep 1; timeout 30 sh -c "until ss -Hltn | grep -q :2200; do sleep 1; done"'
+    before=$(fingerprint "$SSH_PORT")
+    put_config "$SSH_PORT" 2200
+    rc=$(guest_apply "$SSH_PORT" port-taken)
     FAULTS=$((FAULTS + 1))
-    echo "fault: power cut (system_reset) after: $line, when: $when; running: step=$landed"
-    check "the power cut landed in step $step ($when)" test "$landed" == "$step"
-    sleep 5
-    after_fault "power cut in $step ($when)" "$SSH_PORT"
-done
-wait_run_over "$SSH_PORT"
-check "the boot after the last cut finished the first-boot run" on_port "$SSH_PORT" test -e /var/lib/brickup/firstboot-done
-check "power: exactly one finished report (no cut run claimed to finish)" test "$(reports_count finished)" == 1
-check "power: the finished report says succeeded" report_says succeeded
-if on_port "$SSH_PORT" brickup check >"$VM_WORK/power-check.log" 2>&1; then
-    CONVERGED=$((CONVERGED + ${#POWER_CUTS[@]}))
-    pass "power: converged after the cuts (check exit 0)"
-else
-    fail "power: converged after the cuts (check exit 0)"
-    show_log "$VM_WORK/power-check.log"
-fi
-node_converged_checks power "$SSH_PORT"
-check "power: no dpkg work left pending" on_port "$SSH_PORT" 'test -z "$(ls -A /var/lib/dpkg/updates)" && ! dpkg --audit | grep -q .'
-case_end
-GOLDEN_SEED=$VM_WORK/node-power-seed.iso
-VM_SSH_PORT=${VM_FWD[$SSH_PORT]} vm_stop 120 || echo "    (the golden VM did not power off by itself)"
-GOLDEN=$VM_WORK/golden.qcow2
-mv "$VM_WORK/node-power.qcow2" "$GOLDEN"
-cp "$VM_WORK/disk.env" "$VM_WORK/golden.env"
-((FAIL == 0)) || { echo "the golden disk is not sound: no rerun cases"; exit 1; }
+    check "port taken: apply refuses with exit 2 (got $rc)" test "$rc" == 2
+    check "port taken: the refusal names port 2200" grep -q 2200 "$VM_WORK/port-taken.log"
+    ((rc == 2)) || show_log "$VM_WORK/port-taken.log"
+    check "port taken: nothing changed (sshd config, csf.conf, sshd not restarted)" test "$(fingerprint "$SSH_PORT")" == "$before"
+    after_fault "port taken" "$SSH_PORT"
+    on_port "$SSH_PORT" 'kill $(cat /run/fault-hold-2200.pid)'
+    put_config "$SSH_PORT" "$SSH_PORT"
+    converges "$SSH_PORT" port-taken
+    case_end
 
-# ============================ rerun: faults in `brickup apply` ============================
-vm_stage "booting a qcow2 overlay of the golden disk (first boot done, hardened)"
-vm_boot node-rerun --image "$GOLDEN" --seed "$GOLDEN_SEED" \
-    --hostfwd "$SSH_PORT" --hostfwd 2200 --hostfwd 2300 --hostfwd "$MN_PORT"
-wait_key "$SSH_PORT" 600 || { fail "golden overlay: no SSH on $SSH_PORT"; exit 1; }
-on_port "$SSH_PORT" "timeout 120 sh -c 'until systemctl is-active -q csf.service; do sleep 2; done'"
-push_helper "$SSH_PORT"
+    case_begin "runtime lockout guard: DenyUsers on the host"
+    on_port "$SSH_PORT" "printf 'DenyUsers root\\n' > /etc/ssh/sshd_config.d/05-deny.conf"
+    before=$(fingerprint "$SSH_PORT")
+    put_config "$SSH_PORT" 2200
+    rc=$(guest_apply "$SSH_PORT" guard)
+    FAULTS=$((FAULTS + 1))
+    check "guard: apply fails (exit $rc)" test "$rc" != 0
+    check "guard: the error says sshd would refuse root" grep -q "AllowUsers/DenyUsers would refuse root" "$VM_WORK/guard.log"
+    ((rc != 0)) || show_log "$VM_WORK/guard.log"
+    check "guard: nothing changed (sshd config, csf.conf, sshd not restarted)" test "$(fingerprint "$SSH_PORT")" == "$before"
+    check "guard: the report says failed and why" report_says failed "would refuse root"
+    after_fault "guard" "$SSH_PORT"
+    on_port "$SSH_PORT" rm /etc/ssh/sshd_config.d/05-deny.conf
+    put_config "$SSH_PORT" "$SSH_PORT"
+    converges "$SSH_PORT" guard
+    case_end
 
-case_begin "new port taken before the run [5]"
-on_port "$SSH_PORT" 'nohup python3 /root/fault.py hold 2200 >/dev/null 2>&1 & sleep 1; timeout 30 sh -c "until ss -Hltn | grep -q :2200; do sleep 1; done"'
-before=$(fingerprint "$SSH_PORT")
-put_config "$SSH_PORT" 2200
-rc=$(guest_apply "$SSH_PORT" port-taken)
-FAULTS=$((FAULTS + 1))
-check "port taken: apply refuses with exit 2 (got $rc)" test "$rc" == 2
-check "port taken: the refusal names port 2200" grep -q 2200 "$VM_WORK/port-taken.log"
-((rc == 2)) || show_log "$VM_WORK/port-taken.log"
-check "port taken: nothing changed (sshd config, csf.conf, sshd not restarted)" test "$(fingerprint "$SSH_PORT")" == "$before"
-after_fault "port taken" "$SSH_PORT"
-on_port "$SSH_PORT" 'kill $(cat /run/fault-hold-2200.pid)'
-put_config "$SSH_PORT" "$SSH_PORT"
-converges "$SSH_PORT" port-taken
-case_end
+    case_begin "port move, then a package that is not there [4]"
+    put_config "$SSH_PORT" 2200 $'packages:\n  extra: [brickup-fault-no-such-package]'
+    rc=$(guest_apply "$SSH_PORT" move-fail)
+    FAULTS=$((FAULTS + 1))
+    check "move+fail: apply fails with exit 3 (got $rc)" test "$rc" == 3
+    ((rc == 3)) || show_log "$VM_WORK/move-fail.log"
+    check "move+fail: the report says failed and names the package" report_says failed brickup-fault-no-such-package
+    after_fault "move+fail" "$SSH_PORT" 2200
+    check "move+fail: the old port $SSH_PORT still takes the key" key_login "$SSH_PORT"
+    check "move+fail: the new port 2200 takes the key" key_login 2200
+    put_config 2200 2200
+    converges 2200 move-fail
+    check "move+fail: the old port $SSH_PORT is closed after the rerun (outside)" no_banner "$SSH_PORT"
+    check "move+fail: nothing listens on $SSH_PORT inside" not_listening_inside 2200 "$SSH_PORT"
+    check "move+fail: the rerun's report says succeeded" report_says succeeded
+    check "move+fail: the rerun's report says SSH is on 2200" test "$(report_field finished sshPort)" == 2200
+    case_end
 
-case_begin "runtime lockout guard: DenyUsers on the host"
-on_port "$SSH_PORT" "printf 'DenyUsers root\\n' > /etc/ssh/sshd_config.d/05-deny.conf"
-before=$(fingerprint "$SSH_PORT")
-put_config "$SSH_PORT" 2200
-rc=$(guest_apply "$SSH_PORT" guard)
-FAULTS=$((FAULTS + 1))
-check "guard: apply fails (exit $rc)" test "$rc" != 0
-check "guard: the error says sshd would refuse root" grep -q "AllowUsers/DenyUsers would refuse root" "$VM_WORK/guard.log"
-((rc != 0)) || show_log "$VM_WORK/guard.log"
-check "guard: nothing changed (sshd config, csf.conf, sshd not restarted)" test "$(fingerprint "$SSH_PORT")" == "$before"
-check "guard: the report says failed and why" report_says failed "would refuse root"
-after_fault "guard" "$SSH_PORT"
-on_port "$SSH_PORT" rm /etc/ssh/sshd_config.d/05-deny.conf
-put_config "$SSH_PORT" "$SSH_PORT"
-converges "$SSH_PORT" guard
-case_end
+    case_begin "SIGKILL between the sshd drop-in and the restart [3]"
+    put_config 2200 2300
+    finished=$(reports_count finished)
+    out=$(on_port 2200 python3 /root/fault.py apply kill)
+    FAULTS=$((FAULTS + 1))
+    echo "fault: $out"
+    check "kill: brickup was killed right after writing the drop-in" grep -q "event=killed" <<<"$out"
+    check "kill: sshd was not restarted (nothing listens on 2300)" not_listening_inside 2200 2300
+    after_fault "kill -9" 2200 2300
+    check "kill: the killed run sent no finished report" test "$(reports_count finished)" == "$finished"
+    converges 2200 kill 2300
+    check "kill: sshd moved to 2300 on the rerun" key_login 2300
+    check "kill: nothing listens on 2200 after the rerun" not_listening_inside 2300 2200
+    check "kill: the rerun's report says succeeded" report_says succeeded
+    case_end
 
-case_begin "port move, then a package that is not there [4]"
-put_config "$SSH_PORT" 2200 $'packages:\n  extra: [brickup-fault-no-such-package]'
-rc=$(guest_apply "$SSH_PORT" move-fail)
-FAULTS=$((FAULTS + 1))
-check "move+fail: apply fails with exit 3 (got $rc)" test "$rc" == 3
-((rc == 3)) || show_log "$VM_WORK/move-fail.log"
-check "move+fail: the report says failed and names the package" report_says failed brickup-fault-no-such-package
-after_fault "move+fail" "$SSH_PORT" 2200
-check "move+fail: the old port $SSH_PORT still takes the key" key_login "$SSH_PORT"
-check "move+fail: the new port 2200 takes the key" key_login 2200
-put_config 2200 2200
-converges 2200 move-fail
-check "move+fail: the old port $SSH_PORT is closed after the rerun (outside)" no_banner "$SSH_PORT"
-check "move+fail: nothing listens on $SSH_PORT inside" not_listening_inside 2200 "$SSH_PORT"
-check "move+fail: the rerun's report says succeeded" report_says succeeded
-check "move+fail: the rerun's report says SSH is on 2200" test "$(report_field finished sshPort)" == 2200
-case_end
+    case_begin "new port taken after preflight: sshd's restart cannot bind it"
+    put_config 2300 "$SSH_PORT"
+    out=$(on_port 2300 python3 /root/fault.py apply bind "$SSH_PORT")
+    FAULTS=$((FAULTS + 1))
+    echo "fault: $out"
+    check "restart: the port was taken after the drop-in was written" grep -q "event=bound" <<<"$out"
+    check "restart: apply fails with exit 3" grep -q "^rc=3 " <<<"$out"
+    on_port 2300 cat /root/fault-apply.log >"$VM_WORK/restart.log" 2>&1
+    check "restart: the error says the previous config was restored and sshd restarted" \
+        grep -q "previous sshd config was restored and sshd restarted" "$VM_WORK/restart.log"
+    grep -q "^rc=3 " <<<"$out" || show_log "$VM_WORK/restart.log"
+    check "restart: the report says failed" report_says failed
+    after_fault "restart fails" 2300 "$SSH_PORT"
+    check "restart: sshd is back on 2300" key_login 2300
+    converges 2300 restart "$SSH_PORT"
+    check "restart: sshd on $SSH_PORT after the rerun" key_login "$SSH_PORT"
+    check "restart: nothing listens on 2300 after the rerun" not_listening_inside "$SSH_PORT" 2300
+    node_converged_checks rerun "$SSH_PORT"
+    case_end
+    VM_SSH_PORT=${VM_FWD[$SSH_PORT]} vm_stop 60 >/dev/null
 
-case_begin "SIGKILL between the sshd drop-in and the restart [3]"
-put_config 2200 2300
-finished=$(reports_count finished)
-out=$(on_port 2200 python3 /root/fault.py apply kill)
-FAULTS=$((FAULTS + 1))
-echo "fault: $out"
-check "kill: brickup was killed right after writing the drop-in" grep -q "event=killed" <<<"$out"
-check "kill: sshd was not restarted (nothing listens on 2300)" not_listening_inside 2200 2300
-after_fault "kill -9" 2200 2300
-check "kill: the killed run sent no finished report" test "$(reports_count finished)" == "$finished"
-converges 2200 kill 2300
-check "kill: sshd moved to 2300 on the rerun" key_login 2300
-check "kill: nothing listens on 2200 after the rerun" not_listening_inside 2300 2200
-check "kill: the rerun's report says succeeded" report_says succeeded
-case_end
-
-case_begin "new port taken after preflight: sshd's restart cannot bind it"
-put_config 2300 "$SSH_PORT"
-out=$(on_port 2300 python3 /root/fault.py apply bind "$SSH_PORT")
-FAULTS=$((FAULTS + 1))
-echo "fault: $out"
-check "restart: the port was taken after the drop-in was written" grep -q "event=bound" <<<"$out"
-check "restart: apply fails with exit 3" grep -q "^rc=3 " <<<"$out"
-on_port 2300 cat /root/fault-apply.log >"$VM_WORK/restart.log" 2>&1
-check "restart: the error says the previous config was restored and sshd restarted" \
-    grep -q "previous sshd config was restored and sshd restarted" "$VM_WORK/restart.log"
-grep -q "^rc=3 " <<<"$out" || show_log "$VM_WORK/restart.log"
-check "restart: the report says failed" report_says failed
-after_fault "restart fails" 2300 "$SSH_PORT"
-check "restart: sshd is back on 2300" key_login 2300
-converges 2300 restart "$SSH_PORT"
-check "restart: sshd on $SSH_PORT after the rerun" key_login "$SSH_PORT"
-check "restart: nothing listens on 2300 after the rerun" not_listening_inside "$SSH_PORT" 2300
-node_converged_checks rerun "$SSH_PORT"
-case_end
-VM_SSH_PORT=${VM_FWD[$SSH_PORT]} vm_stop 60 >/dev/null
-
-[[ $FULL == 1 ]] || exit 0
+}
 
 # ============================ lock: dpkg lock held, receiver down ============================
-case_begin "dpkg lock held at first boot [7], receiver down then back [8]"
-# Another apt process holding the dpkg locks for 300 s from early boot, as unattended-upgrades
-# does; a cloud-init-per guard keeps it to the first boot.
-hold="import fcntl,time; a=open('/var/lib/dpkg/lock-frontend','w'); fcntl.lockf(a,fcntl.LOCK_EX); b=open('/var/lib/dpkg/lock','w'); fcntl.lockf(b,fcntl.LOCK_EX); print('fake-apt: holding the dpkg locks',flush=True); time.sleep(300); print('fake-apt: released',flush=True)"
-kill "$(pgrep -f "receive --listen 127.0.0.1:$VM_RECV_PORT")" 2>/dev/null
-sleep 1
-reports_before=$(reports_count finished)
-first_boot node-lock "[cloud-init-per, once, fakeapt, systemd-run, --unit=fake-apt, python3, -c, \"$hold\"]" || exit 1
-FAULTS=$((FAULTS + 2))
-wait_key "$SSH_PORT" 900 || { fail "lock: no SSH on $SSH_PORT"; exit 1; }
-wait_run_over "$SSH_PORT"
-check "lock: the first-boot run succeeded though the receiver was down" on_port "$SSH_PORT" test -e /var/lib/brickup/firstboot-done
-check "lock: the dpkg lock was held when brickup's packages step began, and it waited" on_port "$SSH_PORT" python3 - <<'PY'
+boot_lock() {
+    case_begin "dpkg lock held at first boot [7], receiver down then back [8]"
+    # Another apt process holding the dpkg locks for 300 s from early boot, as unattended-upgrades
+    # does; a cloud-init-per guard keeps it to the first boot.
+    hold="import fcntl,time; a=open('/var/lib/dpkg/lock-frontend','w'); fcntl.lockf(a,fcntl.LOCK_EX); b=open('/var/lib/dpkg/lock','w'); fcntl.lockf(b,fcntl.LOCK_EX); print('fake-apt: holding the dpkg locks',flush=True); time.sleep(300); print('fake-apt: released',flush=True)"
+    kill "$(pgrep -f "receive --listen 127.0.0.1:$VM_RECV_PORT")" 2>/dev/null
+    sleep 1
+    reports_before=$(reports_count finished)
+    first_boot node-lock "[cloud-init-per, once, fakeapt, systemd-run, --no-block, -p, DefaultDependencies=no, --unit=fake-apt, python3, -c, \"$hold\"]" || exit 1
+    FAULTS=$((FAULTS + 2))
+    wait_key "$SSH_PORT" 900 || { fail "lock: no SSH on $SSH_PORT"; exit 1; }
+    wait_run_over "$SSH_PORT"
+    check "lock: the first-boot run succeeded though the receiver was down" on_port "$SSH_PORT" test -e /var/lib/brickup/firstboot-done
+    check "lock: the dpkg lock was held when brickup's packages step began, and it waited" on_port "$SSH_PORT" python3 - <<'PY'
 import re, subprocess, sys
 def times(args, pat):
     out = subprocess.run(["journalctl", "-b", "-o", "short-unix"] + args, capture_output=True, text=True).stdout
@@ -418,57 +424,70 @@ done = times([], r"step=packages.*outcome")
 print("    held %s released %s packages began %s done %s" % (held, released, began, done))
 sys.exit(0 if held and released and began and done and held[0] < began[0] < released[0] < done[-1] else 1)
 PY
-after_fault "lock+receiver" "$SSH_PORT"
-check "receiver: nothing arrived while it was down" test "$(reports_count finished)" == "$reports_before"
-vm_receiver_start "$VM_RECV_OUT"
-on_port "$SSH_PORT" brickup firstboot >/dev/null 2>&1
-check "receiver: the next run delivered the finished report once" test "$(reports_count finished)" == $((reports_before + 1))
-check "receiver: it says succeeded" report_says succeeded
-on_port "$SSH_PORT" brickup firstboot >/dev/null 2>&1
-check "receiver: a further run sends it no second time" test "$(reports_count finished)" == $((reports_before + 1))
-if on_port "$SSH_PORT" brickup check >/dev/null 2>&1; then
-    CONVERGED=$((CONVERGED + 2))
-    pass "lock+receiver: converged (check exit 0)"
-else
-    fail "lock+receiver: converged (check exit 0)"
-fi
-node_converged_checks lock "$SSH_PORT"
-case_end
-VM_SSH_PORT=${VM_FWD[$SSH_PORT]} vm_stop 60 >/dev/null
+    after_fault "lock+receiver" "$SSH_PORT"
+    check "receiver: nothing arrived while it was down" test "$(reports_count finished)" == "$reports_before"
+    vm_receiver_start "$VM_RECV_OUT"
+    on_port "$SSH_PORT" brickup firstboot >/dev/null 2>&1
+    check "receiver: the next run delivered the finished report once" test "$(reports_count finished)" == $((reports_before + 1))
+    check "receiver: it says succeeded" report_says succeeded
+    on_port "$SSH_PORT" brickup firstboot >/dev/null 2>&1
+    check "receiver: a further run sends it no second time" test "$(reports_count finished)" == $((reports_before + 1))
+    if on_port "$SSH_PORT" brickup check >/dev/null 2>&1; then
+        CONVERGED=$((CONVERGED + 2))
+        pass "lock+receiver: converged (check exit 0)"
+    else
+        fail "lock+receiver: converged (check exit 0)"
+    fi
+    node_converged_checks lock "$SSH_PORT"
+    case_end
+    VM_SSH_PORT=${VM_FWD[$SSH_PORT]} vm_stop 60 >/dev/null
+
+}
 
 # ============================ disk: full disk, then csftest FATAL ============================
-case_begin "disk full in csf-install [9], then csftest FATAL [6]"
-first_boot node-disk || exit 1
-wait_key "$SSH_PORT" 900 || { fail "disk: no SSH on $SSH_PORT to watch the run"; exit 1; }
-push_helper "$SSH_PORT"
-on_port "$SSH_PORT" timeout 1500 python3 /root/fault.py wait-step csf-install >/dev/null
-on_port "$SSH_PORT" python3 /root/fault.py fill /var/brickup-fault-fill
-FAULTS=$((FAULTS + 1))
-wait_run_over "$SSH_PORT"
-check "disk: the report says failed" report_says failed
-check "disk: the run is not recorded as done" on_port "$SSH_PORT" '! test -e /var/lib/brickup/firstboot-done'
-after_fault "disk full" "$SSH_PORT"
-check "disk: sshd's config is whole (sshd -t)" on_port "$SSH_PORT" sshd -t
-check "disk: the firewall does not enforce a half-installed csf" on_port "$SSH_PORT" "iptables -S INPUT | grep -qx -- '-P INPUT ACCEPT'"
-on_port "$SSH_PORT" rm -f /var/brickup-fault-fill
-# csftest's verdict for the next run (the fixture reads it from this file).
-on_port "$SSH_PORT" "mkdir -p /etc/csf && echo 'csf will not function on this server due to FATAL errors from missing modules [ip_tables]' > /etc/csf/fixture-csftest-result"
-on_port "$SSH_PORT" brickup firstboot >"$VM_WORK/fatal.log" 2>&1
-FAULTS=$((FAULTS + 1))
-check "fatal: the run fails naming csftest's FATAL" grep -q "FATAL" "$VM_WORK/fatal.log"
-check "fatal: the report says failed" report_says failed FATAL
-check "fatal: csf.service and lfd.service are not enabled" on_port "$SSH_PORT" '! systemctl is-enabled -q csf.service && ! systemctl is-enabled -q lfd.service'
-after_fault "csftest FATAL" "$SSH_PORT"
-on_port "$SSH_PORT" rm /etc/csf/fixture-csftest-result
-if on_port "$SSH_PORT" brickup firstboot >"$VM_WORK/disk-rerun.log" 2>&1 &&
-    on_port "$SSH_PORT" brickup check >/dev/null 2>&1; then
-    CONVERGED=$((CONVERGED + 2))
-    pass "disk+fatal: the next run converges (firstboot 0, check 0)"
-else
-    fail "disk+fatal: the next run converges"
-    show_log "$VM_WORK/disk-rerun.log"
-fi
-check "disk+fatal: the report says succeeded" report_says succeeded
-node_converged_checks disk "$SSH_PORT"
-case_end
-VM_SSH_PORT=${VM_FWD[$SSH_PORT]} vm_stop 60 >/dev/null
+boot_disk() {
+    case_begin "disk full in csf-install [9], then csftest FATAL [6]"
+    first_boot node-disk || exit 1
+    wait_key "$SSH_PORT" 900 || { fail "disk: no SSH on $SSH_PORT to watch the run"; exit 1; }
+    push_helper "$SSH_PORT"
+    on_port "$SSH_PORT" timeout 1500 python3 /root/fault.py wait-step csf-install >/dev/null
+    on_port "$SSH_PORT" python3 /root/fault.py fill /var/brickup-fault-fill
+    FAULTS=$((FAULTS + 1))
+    wait_run_over "$SSH_PORT"
+    check "disk: the report says failed" report_says failed
+    check "disk: the run is not recorded as done" on_port "$SSH_PORT" '! test -e /var/lib/brickup/firstboot-done'
+    after_fault "disk full" "$SSH_PORT"
+    check "disk: sshd's config is whole (sshd -t)" on_port "$SSH_PORT" sshd -t
+    check "disk: the firewall does not enforce a half-installed csf" on_port "$SSH_PORT" "iptables -S INPUT | grep -qx -- '-P INPUT ACCEPT'"
+    on_port "$SSH_PORT" rm -f /var/brickup-fault-fill
+    # csftest's verdict for the next run (the fixture reads it from this file).
+    on_port "$SSH_PORT" "mkdir -p /etc/csf && echo 'csf will not function on this server due to FATAL errors from missing modules [ip_tables]' > /etc/csf/fixture-csftest-result"
+    on_port "$SSH_PORT" brickup firstboot >"$VM_WORK/fatal.log" 2>&1
+    FAULTS=$((FAULTS + 1))
+    check "fatal: the run fails naming csftest's FATAL" grep -q "FATAL" "$VM_WORK/fatal.log"
+    check "fatal: the report says failed" report_says failed FATAL
+    check "fatal: csf.service and lfd.service are not enabled" on_port "$SSH_PORT" '! systemctl is-enabled -q csf.service && ! systemctl is-enabled -q lfd.service'
+    after_fault "csftest FATAL" "$SSH_PORT"
+    on_port "$SSH_PORT" rm /etc/csf/fixture-csftest-result
+    if on_port "$SSH_PORT" brickup firstboot >"$VM_WORK/disk-rerun.log" 2>&1 &&
+        on_port "$SSH_PORT" brickup check >/dev/null 2>&1; then
+        CONVERGED=$((CONVERGED + 2))
+        pass "disk+fatal: the next run converges (firstboot 0, check 0)"
+    else
+        fail "disk+fatal: the next run converges"
+        show_log "$VM_WORK/disk-rerun.log"
+    fi
+    check "disk+fatal: the report says succeeded" report_says succeeded
+    node_converged_checks disk "$SSH_PORT"
+    case_end
+    VM_SSH_PORT=${VM_FWD[$SSH_PORT]} vm_stop 60 >/dev/null
+}
+
+for boot in $BOOTS; do
+    case $boot in
+        power) boot_power ;;
+        lock) boot_lock ;;
+        disk) boot_disk ;;
+        *) fail "unknown boot $boot"; exit 2 ;;
+    esac
+done
