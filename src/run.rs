@@ -109,13 +109,24 @@ pub(crate) fn converge(root: &Root, loaded: &Loaded, send_report: bool) -> Resul
     let facts = reporting
         .map(|_| RunFacts::gather(root, loaded.text.as_bytes(), loaded.config.ssh.port.get()));
     if let (Some(cfg), Some(facts)) = (reporting, &facts) {
-        report::resend_pending(root, cfg);
-        report::deliver(root, cfg, &facts.started(crate::csf::firewall_state(root)));
+        // `started` is news, not a record: a receiver that is down must not hold the hardening
+        // up for the whole retry budget (one attempt's time at most). An earlier run's pending
+        // report is resent after the work, for the same reason.
+        let quick = report::ReportConfig {
+            total_timeout_secs: cfg.attempt_timeout_secs,
+            ..cfg.clone()
+        };
+        report::deliver(
+            root,
+            &quick,
+            &facts.started(crate::csf::firewall_state(root)),
+        );
     } else if loaded.config.report.is_none() {
         tracing::info!("no report section: no status report will be sent");
     }
     let result = engine::apply(&cx, &steps());
     if let (Some(cfg), Some(facts)) = (reporting, &facts) {
+        report::resend_pending(root, cfg);
         let mut doc = facts.finished(
             result.steps.clone(),
             crate::csf::firewall_state(root),

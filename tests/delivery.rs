@@ -370,3 +370,34 @@ fn a_lockout_config_is_refused_changes_nothing_and_the_report_says_why() {
         hex::encode(sha2::Sha256::digest(std::fs::read(&cfg).unwrap()))
     );
 }
+
+/// A receiver that is down costs the run one attempt's time before the work, not the whole retry
+/// budget: `started` is news; `finished` gets the budget and is kept for the next run.
+#[test]
+fn a_receiver_that_is_down_does_not_hold_the_hardening_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = free_port();
+    let cfg = base_config(
+        dir.path(),
+        &format!("report:\n  url: http://127.0.0.1:{closed}/report\n  hmac_secret: {SECRET}\n  total_timeout_secs: 6\n  attempt_timeout_secs: 2\n"),
+    );
+    let root = small_root("i-0009");
+    let (r, c) = (root.path().to_str().unwrap(), cfg.to_str().unwrap());
+    let o = brickup(&["firstboot", "--root", r, "--config", c]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let log = String::from_utf8_lossy(&o.stderr);
+    let work = log.find("applying step=").expect("the steps ran");
+    let (before, after) = log.split_at(work);
+    assert!(
+        before.contains("(report.total_timeout_secs = 2)"),
+        "started: one attempt's time: {log}"
+    );
+    assert!(
+        after.contains("(report.total_timeout_secs = 6)"),
+        "finished: the whole budget: {log}"
+    );
+    assert!(root
+        .path()
+        .join("var/lib/brickup/pending-report.json")
+        .exists());
+}
