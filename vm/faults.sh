@@ -25,7 +25,7 @@
 # LOCKOUT), password login gets "Permission denied" on every answering port, sshd listens and
 # csf's TCP_IN opens no port the config did not ask for, the report tells the truth, and a plain
 # rerun converges (`brickup check` exit 0).
-# Prints each case's time and, last but one, "fault matrix: N faults injected, N lockouts,
+# Prints each case's time against its budget and, last but one, "fault matrix: N faults injected, N lockouts,
 # N converged on rerun"; last line "N passed, N failed". Non-zero exit on a lockout or any failed
 # check.
 # shellcheck disable=SC2016 # single-quoted commands are expanded by the guest's shell
@@ -75,14 +75,18 @@ on_exit() {
 }
 trap on_exit EXIT
 
-CASE_NAME="" CASE_T0=0
+# case_begin NAME BUDGET ... case_end: each case's time against its budget (seconds measured
+# here on 2 busy cores, with room; a case over budget is flagged, not failed: CI load varies).
+CASE_NAME="" CASE_T0=0 CASE_BUDGET=0
 case_begin() {
-    CASE_NAME=$1 CASE_T0=$SECONDS
-    vm_stage "case: $1"
+    CASE_NAME=$1 CASE_BUDGET=$2 CASE_T0=$SECONDS
+    vm_stage "case: $1 (budget $2 s)"
 }
 case_end() {
-    CASE_TIMES+=("$(printf '%-44s %5d s' "$CASE_NAME" $((SECONDS - CASE_T0)))")
-    echo "timing: case $CASE_NAME $((SECONDS - CASE_T0)) s"
+    local secs=$((SECONDS - CASE_T0)) over=""
+    ((secs <= CASE_BUDGET)) || over="  OVER BUDGET"
+    CASE_TIMES+=("$(printf '%-62s %5d s  budget %5d s%s' "$CASE_NAME" "$secs" "$CASE_BUDGET" "$over")")
+    echo "timing: case $CASE_NAME $secs s (budget $CASE_BUDGET s)$over"
 }
 
 # --- talking to the guest, port by port (guest port -> its host forward) ---------------------
@@ -254,7 +258,7 @@ boot_power() {
     # Each cut: the step, then what must be running in it (a regex on a command line, see vm/fault-guest.py wait-proc) or a delay.
     POWER_CUTS=("packages|apt-get .*update" "packages|dpkg --status-fd")
     [[ $FULL == 1 ]] && POWER_CUTS+=("csf-install|sh install.sh" "firewall|delay 2")
-    case_begin "power cuts: ${#POWER_CUTS[@]} (apt-get update, dpkg$([[ $FULL == 1 ]] && echo ', csf install, firewall enable')) [1$([[ $FULL == 1 ]] && echo ', 2')]"
+    case_begin "power cuts: ${#POWER_CUTS[@]} (apt-get update, dpkg$([[ $FULL == 1 ]] && echo ', csf install, firewall enable')) [1$([[ $FULL == 1 ]] && echo ', 2')]" $((300 * ${#POWER_CUTS[@]} + 300))
     first_boot node-power || exit 1
     for cut in "${POWER_CUTS[@]}"; do
         step=${cut%%|*} when=${cut#*|}
@@ -308,7 +312,7 @@ boot_power() {
     on_port "$SSH_PORT" "timeout 120 sh -c 'until systemctl is-active -q csf.service; do sleep 2; done'"
     push_helper "$SSH_PORT"
 
-    case_begin "new port taken before the run [5]"
+    case_begin "new port taken before the run [5]" 240
     on_port "$SSH_PORT" 'nohup python3 /root/fault.py hold 2200 >/dev/null 2>&1 & sleep 1; timeout 30 sh -c "until ss -Hltn | grep -q :2200; do sleep 1; done"'
     before=$(fingerprint "$SSH_PORT")
     put_config "$SSH_PORT" 2200
@@ -324,7 +328,7 @@ boot_power() {
     converges "$SSH_PORT" port-taken
     case_end
 
-    case_begin "runtime lockout guard: DenyUsers on the host"
+    case_begin "runtime lockout guard: DenyUsers on the host" 240
     on_port "$SSH_PORT" "printf 'DenyUsers root\\n' > /etc/ssh/sshd_config.d/05-deny.conf"
     before=$(fingerprint "$SSH_PORT")
     put_config "$SSH_PORT" 2200
@@ -341,7 +345,7 @@ boot_power() {
     converges "$SSH_PORT" guard
     case_end
 
-    case_begin "port move, then a package that is not there [4]"
+    case_begin "port move, then a package that is not there [4]" 240
     put_config "$SSH_PORT" 2200 $'packages:\n  extra: [brickup-fault-no-such-package]'
     rc=$(guest_apply "$SSH_PORT" move-fail)
     FAULTS=$((FAULTS + 1))
@@ -359,7 +363,7 @@ boot_power() {
     check "move+fail: the rerun's report says SSH is on 2200" test "$(report_field finished sshPort)" == 2200
     case_end
 
-    case_begin "SIGKILL between the sshd drop-in and the restart [3]"
+    case_begin "SIGKILL between the sshd drop-in and the restart [3]" 240
     put_config 2200 2300
     finished=$(reports_count finished)
     out=$(on_port 2200 python3 /root/fault.py apply kill)
@@ -375,7 +379,7 @@ boot_power() {
     check "kill: the rerun's report says succeeded" report_says succeeded
     case_end
 
-    case_begin "new port taken after preflight: sshd's restart cannot bind it"
+    case_begin "new port taken after preflight: sshd's restart cannot bind it" 240
     put_config 2300 "$SSH_PORT"
     out=$(on_port 2300 python3 /root/fault.py apply bind "$SSH_PORT")
     FAULTS=$((FAULTS + 1))
@@ -400,7 +404,7 @@ boot_power() {
 
 # ============================ lock: dpkg lock held, receiver down ============================
 boot_lock() {
-    case_begin "dpkg lock held at first boot [7], receiver down then back [8]"
+    case_begin "dpkg lock held at first boot [7], receiver down then back [8]" 1200
     # Another apt process holding the dpkg locks for 300 s from early boot, as unattended-upgrades
     # does; a cloud-init-per guard keeps it to the first boot.
     hold="import fcntl,time; a=open('/var/lib/dpkg/lock-frontend','w'); fcntl.lockf(a,fcntl.LOCK_EX); b=open('/var/lib/dpkg/lock','w'); fcntl.lockf(b,fcntl.LOCK_EX); print('fake-apt: holding the dpkg locks',flush=True); time.sleep(300); print('fake-apt: released',flush=True)"
@@ -446,7 +450,7 @@ PY
 
 # ============================ disk: full disk, then csftest FATAL ============================
 boot_disk() {
-    case_begin "disk full in csf-install [9], then csftest FATAL [6]"
+    case_begin "disk full in csf-install [9], then csftest FATAL [6]" 1200
     first_boot node-disk || exit 1
     wait_key "$SSH_PORT" 900 || { fail "disk: no SSH on $SSH_PORT to watch the run"; exit 1; }
     push_helper "$SSH_PORT"
