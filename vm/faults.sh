@@ -255,7 +255,8 @@ node_converged_checks() { # node_converged_checks LABEL VIA
 # ============================ power: cuts during the first boot, then reruns ==============
 # The power boot's disk is the golden disk the rerun cases start from.
 boot_power() {
-    # Each cut: the step, then what must be running in it (a regex on a command line, see vm/fault-guest.py wait-proc) or a delay.
+    # Each cut: the step, then what must be running in it (a regex on a process's command line,
+    # see wait-proc in vm/fault-guest.py) or a delay.
     POWER_CUTS=("packages|apt-get .*update" "packages|dpkg --status-fd")
     [[ $FULL == 1 ]] && POWER_CUTS+=("csf-install|sh install.sh" "firewall|delay 2")
     case_begin "power cuts: ${#POWER_CUTS[@]} (apt-get update, dpkg$([[ $FULL == 1 ]] && echo ', csf install, firewall enable')) [1$([[ $FULL == 1 ]] && echo ', 2')]" $((300 * ${#POWER_CUTS[@]} + 300))
