@@ -137,12 +137,14 @@ show_log() { tail -n 12 "$1" | sed 's/\x1b\[[0-9;]*m//g; s/^/    /'; }
 
 # ports_within VIA ALLOWED... - sshd listens, and csf's TCP_IN (and TCP6_IN when csf's IPV6 is
 # on: else csf loads no IPv6 rules) open, only ALLOWED SSH ports (csf's other entries must be
-# the masternode port).
+# the masternode port). csf's lists count while csf holds rules (INPUT DROP); before that a
+# failed first boot leaves the node as the provider gave it, which the cases check apart.
 ports_within() {
     local via=$1 out
     shift
     out=$(on_port "$via" "ss -Hltnp | awk '/\"sshd\"/ {n=split(\$4,a,\":\"); print \"sshd\", a[n]}' | sort -u
         keys=TCP_IN; grep -qx 'IPV6 = \"1\"' /etc/csf/csf.conf 2>/dev/null && keys='TCP_IN TCP6_IN'
+        iptables -S INPUT | grep -qx -- '-P INPUT DROP' || keys=''
         for k in \$keys; do awk -F'\"' -v k=\$k '\$0 ~ \"^\"k\" *=\" {print k, \$2}' /etc/csf/csf.conf 2>/dev/null; done")
     python3 - "$out" "$MN_PORT" "$@" <<'PY'
 import sys
