@@ -87,6 +87,9 @@ impl Firstboot {
         let _lock = crate::lock::acquire(&root, Duration::from_secs(self.target.lock_wait))?;
         let id = crate::report::identity::instance_id(&root)
             .context("finding this instance's identity")?;
+        // Every boot, before sshd starts: host keys a power cut emptied would keep it down.
+        crate::sshd::hostkeys::repair_damaged(&root, &SystemRunner)
+            .context("checking sshd's host keys")?;
         let done = std::fs::read_to_string(root.path(DONE_FILE)).unwrap_or_default();
         if done.trim() == id || early_record(&root, &id).is_some() {
             tracing::info!(instance = %id, "early hardening already done for this instance");

@@ -119,6 +119,58 @@ fn regenerate_rsa(cx: &Context, tx: &mut Transaction) -> Result<()> {
     Ok(())
 }
 
+/// Host keys a power cut left empty or unreadable: cloud-init writes them without fsync seconds
+/// before brickup's first run, and sshd will not start on them (a lockout, seen in the fault
+/// matrix). Each `/etc/ssh/ssh_host_*_key` that `ssh-keygen -y` cannot read is removed with its
+/// `.pub`, then `ssh-keygen -A` makes the missing ones and `sync` makes them durable. Run before
+/// sshd starts, on every boot (`firstboot --early`). Returns the keys it replaced.
+pub(crate) fn repair_damaged(root: &Root, runner: &dyn Runner) -> Result<Vec<String>> {
+    let dir = root.path("/etc/ssh");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut replaced = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("ssh_host_") && name.ends_with("_key"))
+            || !e.file_type().is_ok_and(|t| t.is_file())
+        {
+            continue;
+        }
+        let key = format!("/etc/ssh/{name}");
+        let readable = e.metadata().is_ok_and(|m| m.len() > 0)
+            && runner
+                .run(
+                    &crate::runner::Cmd::new("ssh-keygen")
+                        .chroot(root.dir())
+                        .args(["-y", "-f", key.as_str()]),
+                )
+                .is_ok_and(|o| o.success());
+        if readable {
+            continue;
+        }
+        tracing::warn!("host key {key} is empty or unreadable (cut short?): making a new one");
+        for p in [e.path(), root.path(format!("{key}.pub"))] {
+            if let Err(err) = std::fs::remove_file(&p) {
+                if err.kind() != std::io::ErrorKind::NotFound {
+                    return Err(err).with_context(|| format!("removing {}", p.display()));
+                }
+            }
+        }
+        replaced.push(key);
+    }
+    if !replaced.is_empty() {
+        runner.check(
+            &crate::runner::Cmd::new("ssh-keygen")
+                .chroot(root.dir())
+                .arg("-A"),
+        )?;
+        runner.check(&crate::runner::Cmd::new("sync").chroot(root.dir()))?;
+    }
+    replaced.sort();
+    Ok(replaced)
+}
+
 /// The host keys sshd serves, as `sshd -T` says: its `hostkey` files whose type one of its
 /// `hostkeyalgorithms` can sign with, fingerprinted from the `.pub` beside each.
 pub(crate) fn served(root: &Root, runner: &dyn Runner) -> Result<Vec<HostKey>> {

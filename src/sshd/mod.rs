@@ -4,7 +4,7 @@
 
 pub(crate) mod crypto;
 pub mod edit;
-mod hostkeys;
+pub(crate) mod hostkeys;
 mod service;
 
 pub(crate) use hostkeys::served as served_host_keys;
