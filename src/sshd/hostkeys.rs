@@ -132,9 +132,8 @@ pub(crate) fn repair_damaged(root: &Root, runner: &dyn Runner) -> Result<Vec<Str
     let mut replaced = Vec::new();
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if !(name.starts_with("ssh_host_") && name.ends_with("_key"))
-            || !e.file_type().is_ok_and(|t| t.is_file())
-        {
+        let host_key = name.starts_with("ssh_host_") && name.ends_with("_key");
+        if !(host_key && e.file_type().is_ok_and(|t| t.is_file())) {
             continue;
         }
         let key = format!("/etc/ssh/{name}");
