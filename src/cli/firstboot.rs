@@ -87,9 +87,11 @@ impl Firstboot {
         let _lock = crate::lock::acquire(&root, Duration::from_secs(self.target.lock_wait))?;
         let id = crate::report::identity::instance_id(&root)
             .context("finding this instance's identity")?;
-        // Every boot, before sshd starts: host keys a power cut emptied would keep it down.
-        crate::sshd::hostkeys::repair_damaged(&root, &SystemRunner)
-            .context("checking sshd's host keys")?;
+        // Every boot, before sshd starts: host keys a power cut emptied would keep it down. A
+        // repair that fails is said, and the hardening below goes on regardless.
+        if let Err(e) = crate::sshd::hostkeys::repair_damaged(&root, &SystemRunner) {
+            tracing::error!("checking sshd's host keys: {e:#}");
+        }
         let done = std::fs::read_to_string(root.path(DONE_FILE)).unwrap_or_default();
         if done.trim() == id || early_record(&root, &id).is_some() {
             tracing::info!(instance = %id, "early hardening already done for this instance");
