@@ -18,20 +18,22 @@ pub fn listening_ports() -> Result<Vec<u16>> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e).with_context(|| format!("reading {f}")),
         };
-        for line in text.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.len() > 3 && cols[3] == "0A" {
-                if let Some(p) = cols[1]
-                    .rsplit(':')
-                    .next()
-                    .and_then(|h| u16::from_str_radix(h, 16).ok())
-                {
-                    ports.push(p);
-                }
-            }
-        }
+        ports.extend(listening_in(&text));
     }
     Ok(ports)
+}
+
+/// The ports in LISTEN state (`st` 0A) in the text of a /proc/net/tcp or tcp6 file.
+pub fn listening_in(text: &str) -> impl Iterator<Item = u16> + '_ {
+    text.lines().skip(1).filter_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() > 3 && cols[3] == "0A" {
+            let port = cols[1].rsplit(':').next()?;
+            u16::from_str_radix(port, 16).ok()
+        } else {
+            None
+        }
+    })
 }
 
 /// Wait for an SSH banner on 127.0.0.1:port.

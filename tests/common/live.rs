@@ -694,18 +694,7 @@ impl LiveRoot {
         let mut ports = Vec::new();
         for f in ["tcp", "tcp6"] {
             let t = fs::read_to_string(format!("/proc/{}/net/{f}", self.init)).unwrap_or_default();
-            for line in t.lines().skip(1) {
-                let cols: Vec<&str> = line.split_whitespace().collect();
-                if cols.len() > 3 && cols[3] == "0A" {
-                    if let Some(p) = cols[1]
-                        .rsplit(':')
-                        .next()
-                        .and_then(|h| u16::from_str_radix(h, 16).ok())
-                    {
-                        ports.push(p);
-                    }
-                }
-            }
+            ports.extend(brickup::ports::listening_in(&t));
         }
         ports.sort_unstable();
         ports.dedup();
