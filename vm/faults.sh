@@ -9,9 +9,11 @@
 #   --boots: which boots to run, of "power lock disk" (default: power; --full: all three)
 #
 # Boots (default set: cases 1, 3, 4, 5 and the runtime lockout guard):
-#   power    first boot from user-data; a power cut (QMP system_reset) while apt/dpkg runs in
-#            `packages` [1]; --full also during `csf-install` and the firewall enable [2]. The
-#            boot after the last cut must converge. Its disk, powered off, is the golden disk.
+#   power    first boot from user-data; a power cut (QMP system_reset) at the first key login,
+#            while what cloud-init wrote seconds before (brickup's config, host keys, the unit)
+#            is still in the page cache; then while apt/dpkg runs in `packages` [1]; --full
+#            also during `csf-install` and the firewall enable [2]. The boot after the last
+#            cut must converge. Its disk, powered off, is the golden disk.
 #   rerun    a qcow2 overlay of the golden disk; reruns of `brickup apply` with faults:
 #            the new port taken before the run [5]; the host denying the user (DenyUsers) with a
 #            port change - the runtime lockout guard; a port move plus a package that does not
@@ -177,6 +179,9 @@ after_fault() {
     if [[ -z $WORKING ]]; then
         LOCKOUTS=$((LOCKOUTS + 1))
         fail "$label: LOCKOUT - no key login on port(s) $* within 600 s (serial log $VM_SERIAL_LOG)"
+        echo "    the console's last lines about ssh, brickup and the boot:"
+        grep -aiE 'ssh|brickup|cloud-init|Reached target|Failed' "$VM_SERIAL_LOG" 2>/dev/null | tail -n 40 |
+            sed 's/\x1b\[[0-9;]*[A-Za-z]//g' | tr -cd '[:print:]\n' | cut -c1-200 | sed 's/^/    | /'
         return 1
     fi
     pass "$label: key login works on port $WORKING"
@@ -258,27 +263,33 @@ node_converged_checks() { # node_converged_checks LABEL VIA
 # The power boot's disk is the golden disk the rerun cases start from.
 boot_power() {
     # Each cut: the step, then what must be running in it (a regex on a process's command line,
-    # see wait-proc in vm/fault-guest.py) or a delay.
-    POWER_CUTS=("packages|apt-get .*update" "packages|dpkg --status-fd")
+    # see wait-proc in vm/fault-guest.py) or a delay. "boot|first login": at once, when the first
+    # key login works - cloud-init's writes of a few seconds before are not on disk yet (the
+    # kernel writes dirty pages back after 30 s), which a fast machine hits in `packages` too.
+    POWER_CUTS=("boot|first login" "packages|apt-get .*update" "packages|dpkg --status-fd")
     [[ $FULL == 1 ]] && POWER_CUTS+=("csf-install|sh install.sh" "firewall|delay 2")
-    case_begin "power cuts: ${#POWER_CUTS[@]} (apt-get update, dpkg$([[ $FULL == 1 ]] && echo ', csf install, firewall enable')) [1$([[ $FULL == 1 ]] && echo ', 2')]" $((300 * ${#POWER_CUTS[@]} + 300))
+    case_begin "power cuts: ${#POWER_CUTS[@]} (first login, apt-get update, dpkg$([[ $FULL == 1 ]] && echo ', csf install, firewall enable')) [1$([[ $FULL == 1 ]] && echo ', 2')]" $((300 * ${#POWER_CUTS[@]} + 300))
     first_boot node-power || exit 1
     for cut in "${POWER_CUTS[@]}"; do
         step=${cut%%|*} when=${cut#*|}
         wait_key "$SSH_PORT" 900 || { fail "no SSH on $SSH_PORT to watch the run"; exit 1; }
-        push_helper "$SSH_PORT"
-        vm_stage "  waiting for brickup's 'applying step=$step', then: $when"
-        if ! line=$(on_port "$SSH_PORT" timeout 1500 python3 /root/fault.py wait-step "$step"); then
-            fail "brickup never reached step $step"
-            exit 1
+        if [[ $step == boot ]]; then
+            line="the first key login" landed=boot
+        else
+            push_helper "$SSH_PORT"
+            vm_stage "  waiting for brickup's 'applying step=$step', then: $when"
+            if ! line=$(on_port "$SSH_PORT" timeout 1500 python3 /root/fault.py wait-step "$step"); then
+                fail "brickup never reached step $step"
+                exit 1
+            fi
+            if [[ $when == delay* ]]; then
+                sleep "${when#delay }"
+            elif ! on_port "$SSH_PORT" "timeout 600 python3 /root/fault.py wait-proc $(printf %q "$when")"; then
+                fail "no '$when' ran in step $step"
+                exit 1
+            fi
+            landed=$(on_port "$SSH_PORT" python3 /root/fault.py last-step)
         fi
-        if [[ $when == delay* ]]; then
-            sleep "${when#delay }"
-        elif ! on_port "$SSH_PORT" "timeout 600 python3 /root/fault.py wait-proc $(printf %q "$when")"; then
-            fail "no '$when' ran in step $step"
-            exit 1
-        fi
-        landed=$(on_port "$SSH_PORT" python3 /root/fault.py last-step)
         vm_qmp system_reset || { fail "QMP system_reset"; exit 1; }
         FAULTS=$((FAULTS + 1))
         echo "fault: power cut (system_reset) after: $line, when: $when; running: step=$landed"
