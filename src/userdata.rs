@@ -143,9 +143,11 @@ const CONFIG_PATH: &str = "/etc/brickup/brickup.yaml";
 
 /// bootcmd (every boot, before sshd first starts): config and fetch script once per instance,
 /// the verified binary, then the early run - which exits at once once done for this instance.
+/// The setup ends with `sync`: cloud-init-per records it done only after, so a power cut
+/// cannot leave it recorded with the config still empty (unsynced writes are lost for 30 s).
 fn bootcmd(config_text: &str, url: &str, sha256: &str) -> String {
     let setup = format!(
-        "set -e\numask 077\nmkdir -p /etc/brickup /usr/local/sbin\necho {} | base64 -d > {CONFIG_PATH}\ncat > {FETCH_PATH} <<'BRICKUP_FETCH_EOF'\n{}BRICKUP_FETCH_EOF\nchmod 0700 {FETCH_PATH}\n",
+        "set -e\numask 077\nmkdir -p /etc/brickup /usr/local/sbin\necho {} | base64 -d > {CONFIG_PATH}\ncat > {FETCH_PATH} <<'BRICKUP_FETCH_EOF'\n{}BRICKUP_FETCH_EOF\nchmod 0700 {FETCH_PATH}\nsync\n",
         b64(config_text.as_bytes()),
         fetch_script(url, sha256)
     );
@@ -247,6 +249,9 @@ mod tests {
         assert_eq!(back, cfg.as_bytes());
         assert!(setup.contains("umask 077"), "{setup}");
         assert!(setup.contains(&"ab".repeat(32)), "{setup}");
+        // Durable before cloud-init-per records the setup done (a power cut in the next 30 s
+        // would leave an empty config that the setup never writes again).
+        assert_eq!(setup.lines().last(), Some("sync"), "{setup}");
     }
 
     /// bootcmd: setup once per instance, the fetch (which verifies), then the early run, which

@@ -477,4 +477,23 @@ fn an_emptied_host_key_is_made_anew_before_sshd_starts() {
         let public = std::fs::read_to_string(r.join(format!("{}.pub", &key[1..]))).unwrap();
         assert!(public.starts_with("ssh-ed25519 "), "{public}");
     }
+    // The same cut empties a config written in the same seconds (cloud-init's bootcmd): the
+    // run fails on it, and the host key is still made before that failure.
+    std::fs::write(&cfg, "").unwrap();
+    std::fs::write(r.join(&key[1..]), "").unwrap();
+    let o = brickup(&[
+        "firstboot",
+        "--early",
+        "--root",
+        r.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_ne!(o.status.code(), Some(0), "an empty config: {}", text(&o));
+    let o = keygen(&["-y", "-f", key]);
+    assert!(
+        o.status.success(),
+        "with an empty config: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

@@ -72,6 +72,11 @@ impl Firstboot {
             return Ok(Exit::Ok);
         }
         tracing::info!(instance = %id, "first boot of this instance: applying");
+        if root.is_live() {
+            // What cloud-init wrote seconds ago (host keys, this unit, the config) sits in the
+            // page cache for up to 30 s; a power cut during the run must not empty it.
+            nix::unistd::sync();
+        }
         let result = converge(&root, &loaded, true)?;
         print_result(&result, self.json)?;
         if let Some(e) = &result.error {
@@ -83,15 +88,18 @@ impl Firstboot {
 
     /// The SSH key and sshd steps, once per instance, while sshd has not started yet.
     fn run_early(self) -> Result<Exit> {
+        // Every boot, before sshd starts, and before anything that can fail (the config too: a
+        // power cut empties a config written seconds before just as it empties host keys):
+        // host keys a power cut emptied would keep sshd down. A repair that fails is said, and
+        // the hardening below goes on regardless.
+        let root = Root::new(&self.target.root);
+        if let Err(e) = crate::sshd::hostkeys::repair_damaged(&root, &SystemRunner) {
+            tracing::error!("checking sshd's host keys: {e:#}");
+        }
         let (root, loaded) = load(&self.target)?;
         let _lock = crate::lock::acquire(&root, Duration::from_secs(self.target.lock_wait))?;
         let id = crate::report::identity::instance_id(&root)
             .context("finding this instance's identity")?;
-        // Every boot, before sshd starts: host keys a power cut emptied would keep it down. A
-        // repair that fails is said, and the hardening below goes on regardless.
-        if let Err(e) = crate::sshd::hostkeys::repair_damaged(&root, &SystemRunner) {
-            tracing::error!("checking sshd's host keys: {e:#}");
-        }
         let done = std::fs::read_to_string(root.path(DONE_FILE)).unwrap_or_default();
         if done.trim() == id || early_record(&root, &id).is_some() {
             tracing::info!(instance = %id, "early hardening already done for this instance");
