@@ -96,6 +96,11 @@ impl Firstboot {
         if let Err(e) = crate::sshd::hostkeys::repair_damaged(&root, &SystemRunner) {
             tracing::error!("checking sshd's host keys: {e:#}");
         }
+        if root.is_live() {
+            // A baked image's early unit runs after cloud-init wrote the config and the host
+            // keys: on disk before anything else happens.
+            nix::unistd::sync();
+        }
         let (root, loaded) = load(&self.target)?;
         let _lock = crate::lock::acquire(&root, Duration::from_secs(self.target.lock_wait))?;
         let id = crate::report::identity::instance_id(&root)
