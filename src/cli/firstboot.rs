@@ -17,7 +17,7 @@ use crate::fsops::{NewFile, Transaction};
 use crate::report::SshHardened;
 use crate::root::Root;
 use crate::run::converge;
-use crate::runner::SystemRunner;
+use crate::runner::{Cmd, Runner, SystemRunner};
 
 /// Holds the instance id of the last successful first-boot run.
 pub(crate) const DONE_FILE: &str = "/var/lib/brickup/firstboot-done";
@@ -58,6 +58,12 @@ impl Firstboot {
     pub(crate) fn run(self) -> Result<Exit> {
         if self.early {
             return self.run_early();
+        }
+        let root = Root::new(&self.target.root);
+        if root.is_live() {
+            if let Err(e) = restore_retry_unit(&root, &SystemRunner) {
+                tracing::error!("restoring {RETRY_UNIT_PATH}: {e:#}");
+            }
         }
         let (root, loaded) = load_or_report(&self.target, true)?;
         let _lock = crate::lock::acquire(&root, Duration::from_secs(self.target.lock_wait))?;
@@ -135,6 +141,34 @@ impl Firstboot {
     }
 }
 
+const RETRY_UNIT: &str = "brickup-firstboot.service";
+const RETRY_UNIT_PATH: &str = "/etc/systemd/system/brickup-firstboot.service";
+
+/// The retry unit as a power cut leaves it when cloud-init wrote it seconds before: the file
+/// there, empty. systemd takes an empty unit file for a mask, so runcmd's `systemctl enable`
+/// fails and a run cut short would never be retried (seen in the fault matrix). Written again
+/// (durably) and enabled; any other state of the file is left as it is. Returns whether it acted.
+fn restore_retry_unit(root: &Root, runner: &dyn Runner) -> Result<bool> {
+    let empty = std::fs::symlink_metadata(root.path(RETRY_UNIT_PATH))
+        .is_ok_and(|m| m.file_type().is_file() && m.len() == 0);
+    if !empty {
+        return Ok(false);
+    }
+    tracing::warn!(
+        "{RETRY_UNIT_PATH} is empty (cut short by a power loss?): writing it again and enabling it"
+    );
+    let mut tx = Transaction::new(root);
+    tx.write(
+        Path::new(RETRY_UNIT_PATH),
+        crate::userdata::FIRSTBOOT_UNIT.as_bytes(),
+        NewFile::mode(0o644),
+    )?;
+    tx.commit();
+    runner.check(&Cmd::new("systemctl").arg("daemon-reload"))?;
+    runner.check(&Cmd::new("systemctl").args(["enable", RETRY_UNIT]))?;
+    Ok(true)
+}
+
 /// Does an sshd answer already, on port 22 or the configured one?
 fn sshd_running(loaded: &Loaded) -> bool {
     let quick = Duration::from_millis(300);
@@ -148,4 +182,52 @@ fn write(root: &Root, path: &str, content: &[u8]) -> Result<()> {
     tx.write(Path::new(path), content, NewFile::mode(0o600))?;
     tx.commit();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::RecordingRunner;
+
+    /// Only the empty file a power cut leaves is written again and enabled; a good unit, a
+    /// missing one (not delivered this way) and a mask (a link to /dev/null) are left alone.
+    #[test]
+    fn an_emptied_retry_unit_is_written_again_and_enabled() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path());
+        let path = root.path(RETRY_UNIT_PATH);
+        let untouched = RecordingRunner::new();
+        assert!(!restore_retry_unit(&root, &untouched).unwrap(), "missing");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("null"), &path).unwrap();
+        assert!(!restore_retry_unit(&root, &untouched).unwrap(), "a link");
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, "[Unit]\n").unwrap();
+        assert!(!restore_retry_unit(&root, &untouched).unwrap(), "not empty");
+        assert!(untouched.calls().is_empty(), "{:?}", untouched.calls());
+
+        std::fs::write(&path, "").unwrap();
+        let runner = RecordingRunner::new();
+        runner.allow("systemctl daemon-reload");
+        runner.allow("systemctl enable brickup-firstboot.service");
+        assert!(restore_retry_unit(&root, &runner).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            crate::userdata::FIRSTBOOT_UNIT
+        );
+        assert_eq!(
+            runner.calls(),
+            [
+                "systemctl daemon-reload",
+                "systemctl enable brickup-firstboot.service"
+            ]
+        );
+        // An enable that fails is an error to report, with the unit left written.
+        std::fs::write(&path, "").unwrap();
+        let failing = RecordingRunner::new();
+        failing.allow("systemctl daemon-reload");
+        failing.answer("systemctl enable", 1, "", "Failed to enable unit");
+        assert!(restore_retry_unit(&root, &failing).is_err());
+        assert!(std::fs::metadata(&path).unwrap().len() > 0);
+    }
 }
