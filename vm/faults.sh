@@ -112,19 +112,9 @@ wait_key() { # wait_key GUESTPORT SECS - until a key login works there
         sleep 5
     done
 }
-banner() { # banner GUESTPORT - an SSH banner answers through the forward
-    timeout 8 python3 -c 'import socket,sys; s=socket.create_connection(("127.0.0.1",int(sys.argv[1])),5); s.settimeout(5); sys.exit(0 if s.recv(4)==b"SSH-" else 1)' \
-        "${VM_FWD[$1]}" 2>/dev/null
-}
+banner() { ssh_banner "${VM_FWD[$1]}"; } # banner GUESTPORT - an SSH banner answers through the forward
 no_banner() { ! banner "$1"; }
-password_refused() { # sshd itself must say "Permission denied": any other failure proves nothing
-    local err
-    err=$(SSHPASS=$PASSWORD sshpass -e ssh -p "${VM_FWD[$1]}" -o StrictHostKeyChecking=no \
-        -o UserKnownHostsFile=/dev/null -o PubkeyAuthentication=no \
-        -o PreferredAuthentications=password,keyboard-interactive -o NumberOfPasswordPrompts=1 \
-        -o ConnectTimeout=10 root@127.0.0.1 true 2>&1 </dev/null) && return 1
-    grep -q "Permission denied" <<<"$err" || { echo "    ssh said: $err"; return 1; }
-}
+password_refused() { password_refused_at "${VM_FWD[$1]}"; } # password_refused GUESTPORT
 push_helper() { on_port_stdin "$1" 'cat > /root/fault.py' <"$VM_LIB_DIR/fault-guest.py"; }
 put_config() { # put_config VIA PORT [YAML] - the node's brickup.yaml, with SSH on PORT
     node_config "$VM_WORK/node.yaml" "$2" "${3:-}"

@@ -144,26 +144,8 @@ else
     exit 1
 fi
 
-no_banner() { # no_banner HOSTPORT - nothing answers with an SSH banner
-    ! timeout 8 python3 -c 'import socket,sys; s=socket.create_connection(("127.0.0.1",int(sys.argv[1])),5); s.settimeout(5); sys.exit(0 if s.recv(4)==b"SSH-" else 1)' "$1" 2>/dev/null
-}
-# password_refused - a password login is refused by sshd itself: ssh fails with sshd's
-# "Permission denied (METHODS)" and METHODS has neither password nor keyboard-interactive.
-# Any other failure (connection refused, timeout, no banner) fails the check.
-password_refused() {
-    local err rc methods
-    err=$(SSHPASS=$PASSWORD sshpass -e ssh -p "$VM_SSH_PORT" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
-        -o PubkeyAuthentication=no -o PreferredAuthentications=password,keyboard-interactive \
-        -o NumberOfPasswordPrompts=1 -o ConnectTimeout=10 root@127.0.0.1 true 2>&1 </dev/null)
-    rc=$?
-    methods=$(sed -n 's/.*Permission denied (\([^)]*\)).*/\1/p' <<<"$err" | head -n1)
-    if ((rc != 0)) && [[ -n $methods ]] && ! grep -qE '(^|,)(password|keyboard-interactive)(,|$)' <<<"$methods"; then
-        echo "    sshd: Permission denied ($methods)"
-        return 0
-    fi
-    echo "    password login: exit $rc, not sshd's refusal without password: $(tr '\n' ' ' <<<"$err" | cut -c1-200)"
-    return 1
-}
+no_banner() { ! ssh_banner "$1"; } # no_banner HOSTPORT - nothing answers with an SSH banner
+password_refused() { password_refused_at "$VM_SSH_PORT"; }
 # password_is_right - control for password_refused: the password the login was refused with is
 # root's password in the guest's /etc/shadow (the refusal is not a wrong password's).
 password_is_right() {

@@ -19,6 +19,8 @@
 #   report_field EVENT FIELD      FIELD of the last EVENT report the receiver verified, as JSON
 #   reports_count EVENT           how many EVENT reports the receiver verified
 #   serial_tail                   the console's last brickup line, printable
+#   ssh_banner HOSTPORT           an SSH banner answers on that host port (a forward)
+#   password_refused_at HOSTPORT  sshd itself refuses root's password ($PASSWORD) there
 
 CSF_VERSION=15.10
 # The upstream release asset's path (FACTS.md), served by the harness's http server.
@@ -154,4 +156,27 @@ serial_tail() {
     # "[  62.38] cloud-init[421]: 2026-11-26T09:32:27.68Z  INFO msg" -> "INFO msg"
     grep -a 'brickup' "$VM_SERIAL_LOG" 2>/dev/null | tail -n1 | sed 's/\x1b\[[0-9;]*[A-Za-z]//g; s/\x1b[A-Za-z]//g' |
         tr -cd '[:print:]' | sed -E 's/^\[ *[0-9.]+\] [^:]+: //; s/^[0-9T:.-]+Z +//' | cut -c1-110
+}
+
+ssh_banner() {
+    timeout 8 python3 -c 'import socket,sys; s=socket.create_connection(("127.0.0.1",int(sys.argv[1])),5); s.settimeout(5); sys.exit(0 if s.recv(4)==b"SSH-" else 1)' \
+        "$1" 2>/dev/null
+}
+
+# password_refused_at HOSTPORT - a password login is refused by sshd itself: ssh fails with
+# sshd's "Permission denied (METHODS)" and METHODS has neither password nor
+# keyboard-interactive. Any other failure (connection refused, timeout, no banner) fails it.
+password_refused_at() {
+    local err rc methods
+    err=$(SSHPASS=$PASSWORD sshpass -e ssh -p "$1" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+        -o PubkeyAuthentication=no -o PreferredAuthentications=password,keyboard-interactive \
+        -o NumberOfPasswordPrompts=1 -o ConnectTimeout=10 root@127.0.0.1 true 2>&1 </dev/null)
+    rc=$?
+    methods=$(sed -n 's/.*Permission denied (\([^)]*\)).*/\1/p' <<<"$err" | head -n1)
+    if ((rc != 0)) && [[ -n $methods ]] && ! grep -qE '(^|,)(password|keyboard-interactive)(,|$)' <<<"$methods"; then
+        echo "    sshd: Permission denied ($methods)"
+        return 0
+    fi
+    echo "    password login: exit $rc, not sshd's refusal without password: $(tr '\n' ' ' <<<"$err" | cut -c1-200)"
+    return 1
 }
