@@ -437,11 +437,24 @@ fn an_emptied_host_key_is_made_anew_before_sshd_starts() {
             .unwrap()
     };
     let key = "/etc/ssh/ssh_host_ed25519_key";
-    let _ = std::fs::remove_file(r.join(&key[1..]));
-    let _ = std::fs::remove_file(r.join(format!("{}.pub", &key[1..])));
-    assert!(keygen(&["-q", "-t", "ed25519", "-N", "", "-f", key])
-        .status
-        .success());
+    let host_keys = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(r.join("etc/ssh"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("ssh_host_"))
+            .collect();
+        v.sort();
+        v
+    };
+    let remove_host_keys = || {
+        for n in host_keys() {
+            std::fs::remove_file(r.join("etc/ssh").join(n)).unwrap();
+        }
+    };
+    // The instance's first boot: the early run comes before cloud-init's ssh module, and makes
+    // no host key where there is none (cloud-init's to make).
+    remove_host_keys();
     let (_, public) = keypair(r);
     let cfg = r.join("brickup-test.yaml");
     std::fs::write(
@@ -463,6 +476,10 @@ fn an_emptied_host_key_is_made_anew_before_sshd_starts() {
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     };
     run();
+    assert_eq!(host_keys(), Vec::<String>::new(), "made on a first boot");
+    assert!(keygen(&["-q", "-t", "ed25519", "-N", "", "-f", key])
+        .status
+        .success());
     for round in 0..2 {
         // As the cut leaves it: the file there, its data never written.
         std::fs::write(r.join(&key[1..]), "").unwrap();
@@ -477,6 +494,16 @@ fn an_emptied_host_key_is_made_anew_before_sshd_starts() {
         let public = std::fs::read_to_string(r.join(format!("{}.pub", &key[1..]))).unwrap();
         assert!(public.starts_with("ssh-ed25519 "), "{public}");
     }
+    // A later boot with no host key at all (the cut undid their creation, and cloud-init's ssh
+    // module, done for this instance, will not run again): made.
+    remove_host_keys();
+    run();
+    let o = keygen(&["-y", "-f", key]);
+    assert!(
+        o.status.success(),
+        "none left: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     // The same cut empties a config written in the same seconds (cloud-init's bootcmd): the
     // run fails on it, and the host key is still made before that failure.
     std::fs::write(&cfg, "").unwrap();

@@ -99,7 +99,13 @@ impl Firstboot {
         // host keys a power cut emptied would keep sshd down. A repair that fails is said, and
         // the hardening below goes on regardless.
         let root = Root::new(&self.target.root);
-        if let Err(e) = crate::sshd::hostkeys::repair_damaged(&root, &SystemRunner) {
+        // A later boot of this instance (cloud-init made the host keys in an earlier one):
+        // none left at all is a cut's doing too.
+        let later_boot = crate::report::identity::instance_id(&root).is_ok_and(|id| {
+            let done = std::fs::read_to_string(root.path(DONE_FILE)).unwrap_or_default();
+            done.trim() == id || early_record(&root, &id).is_some()
+        });
+        if let Err(e) = crate::sshd::hostkeys::repair_damaged(&root, &SystemRunner, later_boot) {
             tracing::error!("checking sshd's host keys: {e:#}");
         }
         if root.is_live() {

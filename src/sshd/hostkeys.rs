@@ -122,14 +122,23 @@ fn regenerate_rsa(cx: &Context, tx: &mut Transaction) -> Result<()> {
 /// Host keys a power cut left empty or unreadable: cloud-init writes them without fsync seconds
 /// before brickup's first run, and sshd will not start on them (a lockout, seen in the fault
 /// matrix). Each `/etc/ssh/ssh_host_*_key` that `ssh-keygen -y` cannot read is removed with its
-/// `.pub`, then `ssh-keygen -A` makes the missing ones and `sync` makes them durable. Run before
-/// sshd starts, on every boot (`firstboot --early`). Returns the keys it replaced.
-pub(crate) fn repair_damaged(root: &Root, runner: &dyn Runner) -> Result<Vec<String>> {
+/// `.pub`, then `ssh-keygen -A` makes the missing ones and `sync` makes them durable. The same
+/// cut can undo the keys' creation altogether (cloud-init deleted the image's keys and made new
+/// ones; its ssh module, done for this instance, does not run again): with `make_missing` (a
+/// later boot of the instance, after cloud-init had its turn) no host key left at all is made
+/// too. Run before sshd starts, on every boot (`firstboot --early`). Returns the keys it
+/// replaced, or `ssh_host_*_key` when it made them from none.
+pub(crate) fn repair_damaged(
+    root: &Root,
+    runner: &dyn Runner,
+    make_missing: bool,
+) -> Result<Vec<String>> {
     let dir = root.path("/etc/ssh");
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return Ok(Vec::new());
     };
     let mut replaced = Vec::new();
+    let mut good = 0;
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let host_key = name.starts_with("ssh_host_") && name.ends_with("_key");
@@ -146,6 +155,7 @@ pub(crate) fn repair_damaged(root: &Root, runner: &dyn Runner) -> Result<Vec<Str
                 )
                 .is_ok_and(|o| o.success());
         if readable {
+            good += 1;
             continue;
         }
         tracing::warn!("host key {key} is empty or unreadable (cut short?): making a new one");
@@ -157,6 +167,12 @@ pub(crate) fn repair_damaged(root: &Root, runner: &dyn Runner) -> Result<Vec<Str
             }
         }
         replaced.push(key);
+    }
+    if make_missing && good == 0 && replaced.is_empty() {
+        tracing::warn!(
+            "no SSH host key in /etc/ssh (a power cut undid cloud-init's?): making them"
+        );
+        replaced.push("/etc/ssh/ssh_host_*_key".to_string());
     }
     if !replaced.is_empty() {
         runner.check(
