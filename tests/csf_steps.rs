@@ -367,6 +367,11 @@ fn live_enable_goes_testing_then_verifies_then_enforces() {
             "systemctl is-enabled csf.service",
             "systemctl is-active lfd.service",
             "systemctl is-enabled lfd.service",
+            // Again after lfd had a moment to die on its own.
+            "systemctl is-active csf.service",
+            "systemctl is-enabled csf.service",
+            "systemctl is-active lfd.service",
+            "systemctl is-enabled lfd.service",
         ]
     );
     assert_eq!(testing(root.path()), "0");
@@ -618,6 +623,46 @@ fn lfd_that_does_not_stay_up_fails_and_flushes() {
     let err = format!("{:#}", r.error.expect("must fail"));
     assert!(err.contains("lfd.service is failed"), "{err}");
     assert!(runner.calls().contains(&"/usr/sbin/csf -f".to_string()));
+    assert_eq!(testing(root.path()), "1");
+}
+
+/// lfd forks: up when `systemctl restart` returns, dead a moment later (its own start checks).
+/// The second look catches it: the run fails, flushes and leaves TESTING on, as for a unit that
+/// never came up - the failure is not hidden behind an "enforcing" report.
+#[test]
+fn lfd_that_dies_a_moment_after_its_start_fails_and_flushes() {
+    let sshd = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = sshd.local_addr().unwrap().port();
+    let (root, config) = csf_root(port);
+    let runner = RecordingRunner::new();
+    runner.answer(
+        "iptables-save",
+        0,
+        &format!("-A INPUT -p tcp --dport {port} -j ACCEPT\n"),
+        "",
+    );
+    units_up(&runner);
+    enable_sequence_succeeds(&runner);
+    runner.allow("/usr/sbin/csf -f");
+    runner.answer_once("systemctl is-active lfd.service", 0, "active\n", "");
+    runner.answer_once("systemctl is-active lfd.service", 3, "failed\n", "");
+    let r = enable_live(root.path(), &config, &runner);
+    let err = format!("{:#}", r.error.expect("must fail"));
+    assert!(
+        err.contains("3 s after enabling: lfd.service is failed"),
+        "{err}"
+    );
+    let calls = runner.calls();
+    let restart = calls
+        .iter()
+        .position(|c| c == "systemctl restart lfd.service")
+        .unwrap();
+    let flush = calls.iter().position(|c| c == "/usr/sbin/csf -f").unwrap();
+    let looks = calls[restart..flush]
+        .iter()
+        .filter(|c| *c == "systemctl is-active lfd.service")
+        .count();
+    assert_eq!(looks, 2, "{calls:?}");
     assert_eq!(testing(root.path()), "1");
 }
 

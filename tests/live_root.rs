@@ -255,6 +255,50 @@ fn csftest_fatal_keeps_ssh_and_leaves_the_firewall_open() {
     assert!(lr.key_login_works(a, PORT));
 }
 
+/// The fixture lfd daemonizes, then dies a second later (as lfd does on its own start checks):
+/// `systemctl restart` succeeded and the unit was active when first asked. The apply must not
+/// call the firewall enforcing: exit 3 naming lfd, rules flushed with TESTING on, SSH reachable,
+/// `check` names it; the fault gone, a plain apply converges.
+#[test]
+fn lfd_that_dies_after_its_start_fails_the_apply() {
+    let lr = LiveRoot::new("lfd_that_dies_after_its_start_fails_the_apply");
+    let a = lr.addr4();
+    lr.configure(&LiveConfig::new(PORT));
+    lr.write("/etc/csf/fixture-lfd-crash", "1\n");
+
+    let (o, _) = lr.apply();
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}\n{}",
+        text(&o),
+        lr.diagnostics()
+    );
+    assert!(
+        stderr(&o).contains("after enabling: lfd.service is failed"),
+        "the error names lfd: {}",
+        text(&o)
+    );
+    assert!(
+        lr.key_login_works(a, PORT),
+        "SSH on the configured port after lfd died\n{}",
+        lr.diagnostics()
+    );
+    assert!(
+        lr.read("/etc/csf/csf.conf")
+            .lines()
+            .any(|l| l == "TESTING = \"1\""),
+        "TESTING left on"
+    );
+    let drift = assert_check(&lr, 1);
+    assert!(drift.contains("drift: firewall:"), "{drift}");
+
+    lr.must_sh("rm -f /etc/csf/fixture-lfd-crash");
+    converge(&lr);
+    assert_check(&lr, 0);
+    assert_enforcing(&lr, false);
+}
+
 /// The invariant for any failed run: some port on which sshd answers a real key login from
 /// outside is accepted by the loaded firewall. Returns the ports that worked.
 fn assert_some_ssh_port_reachable(lr: &LiveRoot, what: &str) -> Vec<u16> {

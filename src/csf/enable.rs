@@ -41,6 +41,8 @@ fn write_conf(cx: &Context, testing: bool) -> Result<bool> {
 
 /// csf's units, in start order (`csf.service` is `Before=lfd.service`).
 const UNITS: [&str; 2] = ["csf.service", "lfd.service"];
+/// How long lfd must stay up after its start before the firewall counts as enabled.
+const LFD_SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn systemctl(cx: &Context, args: &[&str]) -> Result<()> {
     cx.runner
@@ -235,6 +237,20 @@ impl FirewallStep {
         let down = crate::systemd::running_drift(cx.runner, &UNITS)?;
         if !down.is_empty() {
             bail!("after enabling: {}", down.join("; "));
+        }
+        // lfd forks: `systemctl restart` returns once the parent wrote the PID file, and the
+        // daemon can still die on its own checks a moment later (the unit has no Restart=).
+        // Looked at again after a pause, so such a death fails the run instead of hiding.
+        if cx.live() {
+            std::thread::sleep(LFD_SETTLE);
+            let down = crate::systemd::running_drift(cx.runner, &UNITS)?;
+            if !down.is_empty() {
+                bail!(
+                    "{} s after enabling: {}",
+                    LFD_SETTLE.as_secs(),
+                    down.join("; ")
+                );
+            }
         }
         Ok(())
     }
