@@ -3,7 +3,8 @@
 //! init stage, before ssh.service/ssh.socket first start: the config is written (once per
 //! instance, 0600), the binary fetched and refused unless its sha256 matches, and
 //! `brickup firstboot --early` hardens the SSH key and sshd. The rest (`brickup firstboot`) runs
-//! from `runcmd`, with the first-boot unit enabled so a failed run retries on the next boot.
+//! from `runcmd`, with the first-boot unit (written in bootcmd, or by `write_files` with an
+//! embedded binary) enabled so a failed run retries on the next boot.
 //! An embedded binary (`gz+b64`) only arrives with `write_files`, after bootcmd: no early run.
 //! Each provider's user-data size limit is enforced (FACTS.md).
 
@@ -139,15 +140,25 @@ os.rename(tmp, DEST)
 }
 
 pub(crate) const FETCH_PATH: &str = "/usr/local/sbin/brickup-fetch";
+/// The first-boot (retry) unit, where user-data and baked images put it.
+pub(crate) const UNIT: &str = "brickup-firstboot.service";
+pub(crate) const UNIT_PATH: &str = "/etc/systemd/system/brickup-firstboot.service";
 const CONFIG_PATH: &str = "/etc/brickup/brickup.yaml";
 
-/// bootcmd (every boot, before sshd first starts): config and fetch script once per instance,
-/// the verified binary, then the early run - which exits at once once done for this instance.
-/// The setup ends with `sync`: cloud-init-per records it done only after, so a power cut
-/// cannot leave it recorded with the config still empty (unsynced writes are lost for 30 s).
+/// Where `systemctl enable` links a `WantedBy=multi-user.target` unit.
+const WANTS: &str = "/etc/systemd/system/multi-user.target.wants";
+
+/// bootcmd (every boot, before sshd first starts): once per instance the config, the fetch
+/// script and the retry unit (enabled as `systemctl enable` would, by its link in [`WANTS`],
+/// without asking systemd in the middle of its boot: it runs from the next boot on, while
+/// runcmd does this boot's run), then on every boot the verified binary and the early run -
+/// which exits at once once done for this instance. The setup ends with `sync`: cloud-init-per
+/// records it done only after, so a power cut cannot leave it recorded with the config or the
+/// unit still empty (unsynced writes are lost for 30 s), and a later boot retries the run even
+/// when runcmd's own script was lost.
 fn bootcmd(config_text: &str, url: &str, sha256: &str) -> String {
     let setup = format!(
-        "set -e\numask 077\nmkdir -p /etc/brickup /usr/local/sbin\necho {} | base64 -d > {CONFIG_PATH}\ncat > {FETCH_PATH} <<'BRICKUP_FETCH_EOF'\n{}BRICKUP_FETCH_EOF\nchmod 0700 {FETCH_PATH}\nsync\n",
+        "set -e\numask 077\nmkdir -p /etc/brickup /usr/local/sbin\necho {} | base64 -d > {CONFIG_PATH}\ncat > {FETCH_PATH} <<'BRICKUP_FETCH_EOF'\n{}BRICKUP_FETCH_EOF\nchmod 0700 {FETCH_PATH}\ncat > {UNIT_PATH} <<'BRICKUP_UNIT_EOF'\n{FIRSTBOOT_UNIT}BRICKUP_UNIT_EOF\nchmod 0644 {UNIT_PATH}\nmkdir -p {WANTS}\nln -sfn {UNIT_PATH} {WANTS}/{UNIT}\nsync\n",
         b64(config_text.as_bytes()),
         fetch_script(url, sha256)
     );
@@ -176,14 +187,14 @@ fn document(config_text: &str, binary: &Binary) -> Result<String> {
     if let Binary::Fetch { url, sha256 } = binary {
         d.push_str(&bootcmd(config_text, url, sha256));
     }
-    d.push_str("write_files:\n");
-    let _ = write!(d, "  - path: /etc/systemd/system/brickup-firstboot.service\n    owner: root:root\n    permissions: '0644'\n    content: |\n{}", block(FIRSTBOOT_UNIT, 6));
     let run = match binary {
         Binary::Fetch { sha256, .. } => {
             // bootcmd fetched it; fetched again here if that failed (no network yet, say).
             format!("{FETCH_PATH} && {}", verified_exec(sha256, "firstboot"))
         }
         Binary::Embed { bytes, sha256 } => {
+            d.push_str("write_files:\n");
+            let _ = write!(d, "  - path: {UNIT_PATH}\n    owner: root:root\n    permissions: '0644'\n    content: |\n{}", block(FIRSTBOOT_UNIT, 6));
             let _ = write!(d, "  - path: {CONFIG_PATH}\n    owner: root:root\n    permissions: '0600'\n    encoding: b64\n    content: {}\n", b64(config_text.as_bytes()));
             let _ = write!(d, "  - path: {BINARY_PATH}\n    owner: root:root\n    permissions: '0755'\n    encoding: gz+b64\n    content: {}\n", gz_b64(bytes)?);
             verified_exec(sha256, "firstboot")
@@ -191,7 +202,7 @@ fn document(config_text: &str, binary: &Binary) -> Result<String> {
     };
     d.push_str("runcmd:\n");
     // Enabled first, so a failed run is retried by the unit on the next boot.
-    d.push_str("  - [systemctl, enable, brickup-firstboot.service]\n");
+    let _ = writeln!(d, "  - [systemctl, enable, {UNIT}]");
     let _ = writeln!(d, "  - [sh, -c, \"{run}\"]");
     Ok(d)
 }

@@ -111,6 +111,79 @@ fn rendered_user_data_passes_cloud_init_schema() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
 
+/// The once-per-instance setup that render-userdata puts in bootcmd, run as cloud-init-per
+/// would run it (`sh -c`) in a chroot of the Debian test rootfs: the
+/// config as given, the retry unit written and enabled (a later boot runs it even when this
+/// boot's runcmd never ran), and all of it synced before cloud-init-per could record it done.
+#[test]
+fn bootcmd_setup_writes_config_and_enables_the_retry_unit() {
+    let root = copy_rootfs();
+    let r = root.path();
+    let cfg = base_config(r, "");
+    let o = brickup(&[
+        "render-userdata",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--binary-url",
+        "https://example.com/brickup",
+        "--binary-sha256",
+        &"ab".repeat(32),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let doc: serde_json::Value = serde_norway::from_slice(&o.stdout).unwrap();
+    assert!(
+        doc.get("write_files").is_none(),
+        "the unit comes from the setup: {doc}"
+    );
+    let setup = doc["bootcmd"][0].as_array().unwrap();
+    assert_eq!(
+        setup[..4],
+        ["cloud-init-per", "instance", "brickup-setup", "sh"]
+    );
+    let script = setup[5].as_str().unwrap();
+    let unit = r.join("etc/systemd/system/brickup-firstboot.service");
+    let wants = r.join("etc/systemd/system/multi-user.target.wants/brickup-firstboot.service");
+    assert!(
+        !unit.exists() && !wants.exists(),
+        "control: not in the rootfs before"
+    );
+    let o = Command::new("chroot")
+        .arg(r)
+        .args(["sh", "-c", script])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "setup: {}", text(&o));
+    assert_eq!(
+        std::fs::read(r.join("etc/brickup/brickup.yaml")).unwrap(),
+        std::fs::read(&cfg).unwrap()
+    );
+    let body = std::fs::read_to_string(&unit).unwrap();
+    assert!(
+        body.contains("ExecStart=/usr/local/bin/brickup firstboot\n")
+            && body.contains("\nWantedBy=multi-user.target\n"),
+        "the link below is right for this unit's [Install] only: {body}"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&unit).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+    assert_eq!(
+        std::fs::metadata(r.join("etc/brickup/brickup.yaml"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::read_link(&wants).unwrap(),
+        Path::new("/etc/systemd/system/brickup-firstboot.service"),
+        "the link systemctl enable makes for WantedBy=multi-user.target"
+    );
+    assert_eq!(script.lines().last(), Some("sync"), "{script}");
+}
+
 /// A minimal root: users, a stock-looking sshd_config, cloud-init's instance id.
 fn small_root(instance: &str) -> tempfile::TempDir {
     let root = tempfile::tempdir().unwrap();

@@ -147,8 +147,7 @@ impl Firstboot {
     }
 }
 
-const RETRY_UNIT: &str = "brickup-firstboot.service";
-const RETRY_UNIT_PATH: &str = "/etc/systemd/system/brickup-firstboot.service";
+use crate::userdata::{UNIT as RETRY_UNIT, UNIT_PATH as RETRY_UNIT_PATH};
 
 /// The retry unit as a power cut leaves it when cloud-init wrote it seconds before: the file
 /// there, empty. systemd takes an empty unit file for a mask, so runcmd's `systemctl enable`
