@@ -4,7 +4,9 @@
 # prerequisites resolved against exactly that image.
 #
 # usage: image/build-image.sh OUT.qcow2 [--suite bookworm|trixie|bullseye] [--ssh-socket]
-#                             [--brickup BIN] [--unit FILE]
+#                             [--brickup BIN] [--unit FILE]...
+#   --unit (repeatable): a unit file installed in /etc/systemd/system and enabled, as
+#   image/brickup.pkr.hcl does for brickup-early.service and brickup-firstboot.service
 #
 # Outputs (next to OUT):
 #   OUT.qcow2     thin qcow2 overlay whose backing file is the cached image
@@ -155,12 +157,12 @@ EOF
     if [[ -n $BRICKUP_BIN ]]; then
         install -D -m 0755 "$BRICKUP_BIN" "$d/usr/local/bin/brickup"
     fi
-    if [[ -n $UNIT_FILE ]]; then
-        local unit
-        unit=$(basename "$UNIT_FILE")
-        install -D -m 0644 "$UNIT_FILE" "$d/etc/systemd/system/$unit"
+    local file unit
+    for file in "${UNIT_FILES[@]}"; do
+        unit=$(basename "$file")
+        install -D -m 0644 "$file" "$d/etc/systemd/system/$unit"
         systemctl --root="$d" enable "$unit" >&2 || die "systemctl enable $unit failed"
-    fi
+    done
 }
 
 # build_final TAR OUTPREFIX - extract, customize, make the ext4 disk and kernel files.
@@ -197,21 +199,22 @@ prune_images() {
 
 main() {
     local out="" suite=bookworm
-    SSH_SOCKET=0 BRICKUP_BIN="" UNIT_FILE=""
+    SSH_SOCKET=0 BRICKUP_BIN="" UNIT_FILES=()
     while (($#)); do
         case "$1" in
             --suite) suite=${2:?--suite needs a value}; shift 2 ;;
             --ssh-socket) SSH_SOCKET=1; shift ;;
             --brickup) BRICKUP_BIN=${2:?--brickup needs a file}; shift 2 ;;
-            --unit) UNIT_FILE=${2:?--unit needs a file}; shift 2 ;;
+            --unit) UNIT_FILES+=("${2:?--unit needs a file}"); shift 2 ;;
             -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
             -*) die "unknown option $1" ;;
             *) [[ -z $out ]] || die "more than one OUT given"; out=$1; shift ;;
         esac
     done
-    [[ $out == *.qcow2 ]] || die "usage: $0 OUT.qcow2 [--suite S] [--ssh-socket] [--brickup BIN] [--unit FILE]"
+    [[ $out == *.qcow2 ]] || die "usage: $0 OUT.qcow2 [--suite S] [--ssh-socket] [--brickup BIN] [--unit FILE]..."
     [[ -z $BRICKUP_BIN || -f $BRICKUP_BIN ]] || die "--brickup: no such file $BRICKUP_BIN"
-    [[ -z $UNIT_FILE || -f $UNIT_FILE ]] || die "--unit: no such file $UNIT_FILE"
+    local f
+    for f in "${UNIT_FILES[@]}"; do [[ -f $f ]] || die "--unit: no such file $f"; done
     SUITE=$suite
     suite_packages "$suite" >/dev/null
     [[ $(id -u) == 0 ]] || die "must run as root (mmdebstrap --mode=root, mke2fs -d)"
@@ -241,7 +244,7 @@ main() {
         sha256sum "$0" | cut -d' ' -f1
         echo "$base_key $SSH_SOCKET $DISK_SIZE"
         [[ -z $BRICKUP_BIN ]] || sha256sum "$BRICKUP_BIN" | cut -d' ' -f1
-        [[ -z $UNIT_FILE ]] || { basename "$UNIT_FILE"; sha256sum "$UNIT_FILE" | cut -d' ' -f1; }
+        for f in "${UNIT_FILES[@]}"; do basename "$f"; sha256sum "$f" | cut -d' ' -f1; done
     } | sha256sum | cut -c1-16)
     local img="$CACHE/img-$suite-$final_key"
     if [[ ${BRICKUP_VM_REBUILD:-0} == 1 || ! -f $img.qcow2 ]]; then

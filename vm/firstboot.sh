@@ -9,9 +9,11 @@
 #            check/rerun/drift repair (incl. a stopped rsyslog), reboot keeps everything; the
 #            receiver listens on guest port 8443 (not in csf's default TCP_OUT), so the repair
 #            run's report must pass csf's OUTPUT filter
-#   baked    brickup and its unit baked into the image (image/build-image.sh --brickup --unit);
-#            the user-data only carries the config: the unit hardens the node at first boot;
-#            then the same checks, drift repair and reboot as ok
+#   baked    brickup and its two units baked into the image as image/brickup.pkr.hcl bakes them
+#            (image/build-image.sh --brickup --unit --unit); the user-data only carries the
+#            config: the early unit hardens sshd before it first starts (password never
+#            offered, watched from power-on), the first-boot unit does the rest; then the same
+#            checks, drift repair and reboot as ok
 #   bad-sha  wrong csf sha256: report failed, SSH still reachable, firewall not enforcing
 #   lockout  a config that would lock the owner out: refused, password SSH untouched, report why;
 #            the power-on prober must see password offered there (its control for the ok case)
@@ -76,7 +78,7 @@ vm_stage "case $CASE${SSH_SOCKET:+ (ssh.socket)} on $SUITE: building brickup (ca
 node_build || exit 1
 [[ $CASE == bad-sha ]] && CSF_SHA=$(printf '%064d' 0)
 BAKE=()
-[[ $CASE == baked ]] && BAKE=(--brickup "$BRICKUP_BIN" --unit image/brickup-firstboot.service)
+[[ $CASE == baked ]] && BAKE=(--brickup "$BRICKUP_BIN" --unit image/brickup-early.service --unit image/brickup-firstboot.service)
 node_image "$SUITE" "${SSH_SOCKET[@]}" "${BAKE[@]}" || exit 1
 node_serve
 # shellcheck disable=SC2119 # the default report file
@@ -108,12 +110,12 @@ vm_stage "booting the VM (qemu TCG: no KVM here, so everything is slow)"
 vm_boot "node-$CASE" --image "$VM_WORK/disk.qcow2" --seed-dir "$VM_WORK/seed" \
     --hostfwd "$SSH_PORT" --hostfwd "$MN_PORT" --hostfwd "$CLOSED_PORT"
 PORT22=${VM_FWD[22]}
-# From power-on: which auth methods does any SSH port offer? (render-userdata's bootcmd hardens
-# sshd before it first starts; the baked image here has no early unit, so only the ok case.)
+# From power-on: which auth methods does any SSH port offer? (render-userdata's bootcmd, or the
+# baked image's early unit, hardens sshd before it first starts.)
 # The lockout case leaves the provider's password SSH on 22: there the same prober must see
 # password offered, or its "never offered" in the ok case would measure nothing.
 case $CASE in
-    ok) protect_prober_start 22 "$SSH_PORT" ;;
+    ok | baked) protect_prober_start 22 "$SSH_PORT" ;;
     lockout) protect_prober_start 22 ;;
 esac
 
@@ -131,7 +133,7 @@ done
 STATUS=$(report_field finished status)
 FIRSTBOOT_S=$((SECONDS - VM_BOOT_T0))
 case $CASE in
-    ok) protect_prober_stop; protect_prober_verdict ;;
+    ok | baked) protect_prober_stop; protect_prober_verdict ;;
     lockout) protect_prober_stop; protect_prober_saw_password ;;
 esac
 echo "report: finished $STATUS after $FIRSTBOOT_S s; error: $(report_field finished error)"
@@ -303,6 +305,8 @@ ok | baked)
     if [[ $CASE == baked ]]; then
         check "the baked unit did the first boot" \
             vm_ssh "journalctl -b -u brickup-firstboot.service | grep -q 'first boot of this instance'"
+        check "the baked early unit hardened sshd before it started" \
+            vm_ssh "journalctl -b -u brickup-early.service | grep -q 'applying step=sshd' && test -s /var/lib/brickup/firstboot-early.json"
     fi
     vm_ssh "nohup python3 -m http.server $MN_PORT >/dev/null 2>&1 & nohup python3 -m http.server $CLOSED_PORT >/dev/null 2>&1 &"
     # Both must listen before the firewall is judged (python starts slowly on a loaded host).
