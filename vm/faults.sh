@@ -132,12 +132,18 @@ show_log() { tail -n 12 "$1" | sed 's/\x1b\[[0-9;]*m//g; s/^/    /'; }
 # the masternode port). csf's lists count while csf holds rules (INPUT DROP); before that a
 # failed first boot leaves the node as the provider gave it, which the cases check apart.
 ports_within() {
-    local via=$1 out
+    local via=$1 out try
     shift
-    out=$(on_port "$via" "ss -Hltnp | awk '/\"sshd\"/ {n=split(\$4,a,\":\"); print \"sshd\", a[n]}' | sort -u
+    # A run going on may restart sshd under the harness's login (kex closed): asked again.
+    for try in 1 2 3 4 5; do
+        out=$(on_port "$via" "ss -Hltnp | awk '/\"sshd\"/ {n=split(\$4,a,\":\"); print \"sshd\", a[n]}' | sort -u
         keys=TCP_IN; grep -qx 'IPV6 = \"1\"' /etc/csf/csf.conf 2>/dev/null && keys='TCP_IN TCP6_IN'
         iptables -S INPUT | grep -qx -- '-P INPUT DROP' || keys=''
-        for k in \$keys; do awk -F'\"' -v k=\$k '\$0 ~ \"^\"k\" *=\" {print k, \$2}' /etc/csf/csf.conf 2>/dev/null; done")
+        for k in \$keys; do awk -F'\"' -v k=\$k '\$0 ~ \"^\"k\" *=\" {print k, \$2}' /etc/csf/csf.conf 2>/dev/null; done
+        true") && break
+        echo "    (no answer through port $via, try $try)"
+        sleep 3
+    done
     python3 - "$out" "$MN_PORT" "$@" <<'PY'
 import sys
 out, mn, allowed = sys.argv[1], sys.argv[2], set(sys.argv[3:])
