@@ -11,9 +11,9 @@
 # Boots (default set: cases 1, 3, 4, 5 and the runtime lockout guard):
 #   power    first boot from user-data; a power cut (QMP system_reset) at the first key login,
 #            while what cloud-init wrote seconds before (brickup's config, host keys, the unit)
-#            is still in the page cache; then while apt/dpkg runs in `packages` [1]; --full
-#            also during `csf-install` and the firewall enable [2]. The boot after the last
-#            cut must converge. Its disk, powered off, is the golden disk.
+#            is still in the page cache; then while dpkg runs in `packages` [1]; --full also
+#            during `csf-install` and the firewall enable [2]. The boot after the last cut must
+#            converge. Its disk, powered off, is the golden disk.
 #   rerun    a qcow2 overlay of the golden disk; reruns of `brickup apply` with faults:
 #            the new port taken before the run [5]; the host denying the user (DenyUsers) with a
 #            port change - the runtime lockout guard; a port move plus a package that does not
@@ -22,7 +22,8 @@
 #   --full adds two first boots:
 #   lock     the dpkg lock held by another apt-like process at boot [7], and the report
 #            receiver down for the whole first boot, then back [8]
-#   disk     the disk full from the moment `csf-install` starts [9], then csftest FATAL [6]
+#   disk     a power cut in the first `apt-get update` [1], the disk full from the moment
+#            `csf-install` starts [9], then csftest FATAL [6]
 # After every fault, from the host: a key login works on the old or the new port (else it is a
 # LOCKOUT), password login gets "Permission denied" on every answering port, sshd listens and
 # csf's TCP_IN opens no port the config did not ask for, the report tells the truth, and a plain
@@ -262,9 +263,12 @@ boot_power() {
     # see wait-proc in vm/fault-guest.py) or a delay. "boot|first login": at once, when the first
     # key login works - cloud-init's writes of a few seconds before are not on disk yet (the
     # kernel writes dirty pages back after 30 s), which a fast machine hits in `packages` too.
-    POWER_CUTS=("boot|first login" "packages|apt-get .*update" "packages|dpkg --status-fd")
+    # After it the retry unit reaches `packages` before the harness can watch, and its
+    # `apt-get update` lasts 2 s: the cut in `apt-get update` is the disk boot's (--full), made
+    # while the harness watches from the start.
+    POWER_CUTS=("boot|first login" "packages|dpkg --status-fd")
     [[ $FULL == 1 ]] && POWER_CUTS+=("csf-install|sh install.sh" "firewall|delay 2")
-    case_begin "power cuts: ${#POWER_CUTS[@]} (first login, apt-get update, dpkg$([[ $FULL == 1 ]] && echo ', csf install, firewall enable')) [1$([[ $FULL == 1 ]] && echo ', 2')]" $((300 * ${#POWER_CUTS[@]} + 300))
+    case_begin "power cuts: ${#POWER_CUTS[@]} (first login, dpkg$([[ $FULL == 1 ]] && echo ', csf install, firewall enable')) [1$([[ $FULL == 1 ]] && echo ', 2')]" $((300 * ${#POWER_CUTS[@]} + 300))
     first_boot node-power || exit 1
     for cut in "${POWER_CUTS[@]}"; do
         step=${cut%%|*} when=${cut#*|}
@@ -460,9 +464,23 @@ PY
 
 # ============================ disk: full disk, then csftest FATAL ============================
 boot_disk() {
-    case_begin "disk full in csf-install [9], then csftest FATAL [6]" 1200
+    case_begin "power cut in apt-get update [1], disk full in csf-install [9], then csftest FATAL [6]" 1500
     first_boot node-disk || exit 1
     wait_key "$SSH_PORT" 900 || { fail "disk: no SSH on $SSH_PORT to watch the run"; exit 1; }
+    push_helper "$SSH_PORT"
+    # A cut while the first `apt-get update` fetches the lists (an update cut short once left
+    # a Packages file that later updates kept: "Unable to locate package" on every retry).
+    if ! { on_port "$SSH_PORT" timeout 1500 python3 /root/fault.py wait-step packages >/dev/null &&
+        on_port "$SSH_PORT" "timeout 600 python3 /root/fault.py wait-proc 'apt-get .*update'"; }; then
+        fail "disk: no apt-get update to cut"
+        exit 1
+    fi
+    vm_qmp system_reset || { fail "QMP system_reset"; exit 1; }
+    FAULTS=$((FAULTS + 1))
+    echo "fault: power cut (system_reset) while apt-get update ran"
+    sleep 5
+    after_fault "power cut in apt-get update" "$SSH_PORT"
+    wait_key "$SSH_PORT" 900 || { fail "disk: no SSH on $SSH_PORT after the cut"; exit 1; }
     push_helper "$SSH_PORT"
     on_port "$SSH_PORT" timeout 1500 python3 /root/fault.py wait-step csf-install >/dev/null
     on_port "$SSH_PORT" python3 /root/fault.py fill /var/brickup-fault-fill
@@ -485,7 +503,7 @@ boot_disk() {
     on_port "$SSH_PORT" rm /etc/csf/fixture-csftest-result
     if on_port "$SSH_PORT" brickup firstboot >"$VM_WORK/disk-rerun.log" 2>&1 &&
         on_port "$SSH_PORT" brickup check >/dev/null 2>&1; then
-        CONVERGED=$((CONVERGED + 2))
+        CONVERGED=$((CONVERGED + 3))
         pass "disk+fatal: the next run converges (firstboot 0, check 0)"
     else
         fail "disk+fatal: the next run converges"
