@@ -18,6 +18,7 @@ use crate::report::SshHardened;
 use crate::root::Root;
 use crate::run::converge;
 use crate::runner::{Cmd, Runner, SystemRunner};
+use crate::userdata::{UNIT as RETRY_UNIT, UNIT_PATH as RETRY_UNIT_PATH};
 
 /// Holds the instance id of the last successful first-boot run.
 pub(crate) const DONE_FILE: &str = "/var/lib/brickup/firstboot-done";
@@ -146,8 +147,6 @@ impl Firstboot {
         Ok(Exit::Ok)
     }
 }
-
-use crate::userdata::{UNIT as RETRY_UNIT, UNIT_PATH as RETRY_UNIT_PATH};
 
 /// The retry unit as a power cut leaves it when cloud-init wrote it seconds before: the file
 /// there, empty. systemd takes an empty unit file for a mask, so runcmd's `systemctl enable`
