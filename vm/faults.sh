@@ -98,6 +98,17 @@ on_port() { # on_port GUESTPORT CMD... - vm_ssh through that port
     shift
     VM_SSH_PORT=${VM_FWD[$p]} vm_ssh "$@"
 }
+on_port_again() { # like on_port, asked again when ssh itself fails (255: a run restarting sshd)
+    local rc try
+    for try in 1 2 3 4 5; do
+        on_port "$@"
+        rc=$?
+        ((rc == 255)) || return "$rc"
+        echo "    (ssh through port $1 failed, try $try)" >&2
+        sleep 3
+    done
+    return "$rc"
+}
 on_port_stdin() { # like on_port, with the caller's stdin
     local p=$1
     shift
@@ -116,7 +127,14 @@ wait_key() { # wait_key GUESTPORT SECS - until a key login works there
 banner() { ssh_banner "${VM_FWD[$1]}"; } # banner GUESTPORT - an SSH banner answers through the forward
 no_banner() { ! banner "$1"; }
 password_refused() { password_refused_at "${VM_FWD[$1]}"; } # password_refused GUESTPORT
-push_helper() { on_port_stdin "$1" 'cat > /root/fault.py' <"$VM_LIB_DIR/fault-guest.py"; }
+push_helper() { # (again, while a run restarts sshd)
+    local try
+    for try in 1 2 3 4 5; do
+        on_port_stdin "$1" 'cat > /root/fault.py' <"$VM_LIB_DIR/fault-guest.py" && return 0
+        sleep 3
+    done
+    return 1
+}
 put_config() { # put_config VIA PORT [YAML] - the node's brickup.yaml, with SSH on PORT
     node_config "$VM_WORK/node.yaml" "$2" "${3:-}"
     on_port_stdin "$1" 'umask 077; cat > /etc/brickup/brickup.yaml' <"$VM_WORK/node.yaml"
@@ -278,17 +296,17 @@ boot_power() {
         else
             push_helper "$SSH_PORT"
             vm_stage "  waiting for brickup's 'applying step=$step', then: $when"
-            if ! line=$(on_port "$SSH_PORT" timeout 1500 python3 /root/fault.py wait-step "$step"); then
+            if ! line=$(on_port_again "$SSH_PORT" timeout 1500 python3 /root/fault.py wait-step "$step"); then
                 fail "brickup never reached step $step"
                 exit 1
             fi
             if [[ $when == delay* ]]; then
                 sleep "${when#delay }"
-            elif ! on_port "$SSH_PORT" "timeout 600 python3 /root/fault.py wait-proc $(printf %q "$when")"; then
+            elif ! on_port_again "$SSH_PORT" "timeout 600 python3 /root/fault.py wait-proc $(printf %q "$when")"; then
                 fail "no '$when' ran in step $step"
                 exit 1
             fi
-            landed=$(on_port "$SSH_PORT" python3 /root/fault.py last-step)
+            landed=$(on_port_again "$SSH_PORT" python3 /root/fault.py last-step)
         fi
         vm_qmp system_reset || { fail "QMP system_reset"; exit 1; }
         FAULTS=$((FAULTS + 1))
@@ -470,8 +488,8 @@ boot_disk() {
     push_helper "$SSH_PORT"
     # A cut while the first `apt-get update` fetches the lists (an update cut short once left
     # a Packages file that later updates kept: "Unable to locate package" on every retry).
-    if ! { on_port "$SSH_PORT" timeout 1500 python3 /root/fault.py wait-step packages >/dev/null &&
-        on_port "$SSH_PORT" "timeout 600 python3 /root/fault.py wait-proc 'apt-get .*update'"; }; then
+    if ! { on_port_again "$SSH_PORT" timeout 1500 python3 /root/fault.py wait-step packages >/dev/null &&
+        on_port_again "$SSH_PORT" "timeout 600 python3 /root/fault.py wait-proc 'apt-get .*update'"; }; then
         fail "disk: no apt-get update to cut"
         exit 1
     fi
@@ -482,8 +500,8 @@ boot_disk() {
     after_fault "power cut in apt-get update" "$SSH_PORT"
     wait_key "$SSH_PORT" 900 || { fail "disk: no SSH on $SSH_PORT after the cut"; exit 1; }
     push_helper "$SSH_PORT"
-    on_port "$SSH_PORT" timeout 1500 python3 /root/fault.py wait-step csf-install >/dev/null
-    on_port "$SSH_PORT" python3 /root/fault.py fill /var/brickup-fault-fill
+    on_port_again "$SSH_PORT" timeout 1500 python3 /root/fault.py wait-step csf-install >/dev/null
+    on_port_again "$SSH_PORT" python3 /root/fault.py fill /var/brickup-fault-fill
     FAULTS=$((FAULTS + 1))
     wait_run_over "$SSH_PORT"
     check "disk: the report says failed" report_says failed
