@@ -8,7 +8,9 @@
 #            lfd.service active+enabled, SSHD_LOG written with sshd's failures (what lfd reads),
 #            check/rerun/drift repair (incl. a stopped rsyslog), reboot keeps everything; the
 #            receiver listens on guest port 8443 (not in csf's default TCP_OUT), so the repair
-#            run's report must pass csf's OUTPUT filter
+#            run's report must pass csf's OUTPUT filter; the user network advertises a global
+#            IPv6 prefix, so csf's IPv6 is on and TCP6_IN is judged from a network namespace in
+#            the guest over a veth pair (QEMU forwards IPv4 only), with its controls
 #   baked    brickup and its two units baked into the image as image/brickup.pkr.hcl bakes them
 #            (image/build-image.sh --brickup --unit --unit); the user-data only carries the
 #            config: the early unit hardens sshd before it first starts (password never
@@ -53,6 +55,9 @@ if [[ -z ${FIRSTBOOT_WATCHED:-} && $DEMO == 0 ]]; then
 fi
 
 SSH_PORT=2222 MN_PORT=51472 CLOSED_PORT=8080
+# IPv6 (ok case): the user network's prefix; a veth pair in the guest between the node's side
+# (V6_NODE) and a peer network namespace (V6_PEER), the IPv6 client (QEMU's hostfwd is IPv4 only).
+V6_NET=2001:db8::/64 V6_NODE=2001:db8:6::1 V6_PEER=2001:db8:6::2
 # The ok case's receiver listens on a port outside csf's default TCP_OUT: brickup must open it.
 # vm_boot forwards the receiver from this guest port, and node_config puts it in the report URL;
 # the other cases keep the default (80).
@@ -107,8 +112,12 @@ node_provider "$VM_WORK/user-data"
 mkdir -p "$VM_WORK/seed"
 cp "$VM_WORK/user-data" "$VM_WORK/seed/user-data"
 vm_stage "booting the VM (qemu TCG: no KVM here, so everything is slow)"
+# The ok case's user network advertises a global IPv6 prefix (the documentation prefix), so
+# `firewall.ipv6: auto` turns csf's IPv6 on and TCP6_IN is judged (see ipv6_checks).
+IPV6=()
+[[ $CASE == ok ]] && IPV6=(--ipv6-net "$V6_NET")
 vm_boot "node-$CASE" --image "$VM_WORK/disk.qcow2" --seed-dir "$VM_WORK/seed" \
-    --hostfwd "$SSH_PORT" --hostfwd "$MN_PORT" --hostfwd "$CLOSED_PORT"
+    --hostfwd "$SSH_PORT" --hostfwd "$MN_PORT" --hostfwd "$CLOSED_PORT" "${IPV6[@]}"
 PORT22=${VM_FWD[22]}
 # From power-on: which auth methods does any SSH port offer? (render-userdata's bootcmd, or the
 # baked image's early unit, hardens sshd before it first starts.)
@@ -251,6 +260,79 @@ node_sound() {
     check "lfd's SSHD_LOG records a failed SSH login as 'Invalid user ... from 10.0.2.2' ($1)" ssh_failure_logged
 }
 
+# --- IPv6 (ok case) ------------------------------------------------------------------------
+# QEMU's hostfwd carries IPv4 only, so the IPv6 client lives inside the guest: a network
+# namespace joined to the node by a veth pair. Its SYNs arrive on the node's veth side like a
+# client's on the provider's interface, and csf's ip6tables rules judge them (csf filters every
+# interface but lo). probe6 answers "open [first line read]", "timeout" (dropped), "refused" or
+# "error ...".
+PROBE6_PY='import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.settimeout(5)
+try:
+    s.connect((sys.argv[1], int(sys.argv[2])))
+except socket.timeout:
+    sys.exit(print("timeout"))
+except ConnectionRefusedError:
+    sys.exit(print("refused"))
+except OSError as e:
+    sys.exit(print("error %s" % e))
+try:
+    line = s.recv(64).split(b"\r\n")[0].decode("ascii", "replace")
+except socket.timeout:
+    line = ""
+print(("open " + line).strip())'
+# probe6_is PATTERN [--peer] ADDR PORT - the probe's answer (from the peer namespace with --peer,
+# else from the node itself) matches the glob PATTERN; the answer is shown otherwise.
+probe6_is() {
+    local want=$1 ns="" got
+    shift
+    [[ $1 == --peer ]] && { ns="ip netns exec bu6"; shift; }
+    got=$(vm_ssh "$ns python3 /root/probe6.py $1 $2")
+    # shellcheck disable=SC2053 # a glob on purpose
+    [[ $got == $want ]] && return 0
+    echo "    [$1]:$2 answered '${got:-nothing}', expected '$want'"
+    return 1
+}
+# tcp6_in_ok - csf.conf's TCP6_IN holds the SSH and masternode ports and neither 22 nor the
+# closed port.
+tcp6_in_ok() {
+    local v
+    v=$(vm_ssh "sed -n 's/^TCP6_IN *= *\"\(.*\)\"/\1/p' /etc/csf/csf.conf")
+    echo "    TCP6_IN = \"$v\""
+    v=",$v,"
+    [[ $v == *",$SSH_PORT,"* && $v == *",$MN_PORT,"* && $v != *",22,"* && $v != *",$CLOSED_PORT,"* ]]
+}
+ipv6_checks() {
+    vm_stage "IPv6: csf's TCP6_IN judged from a peer network namespace inside the guest"
+    check "control: the guest has a global IPv6 address from the user network's $V6_NET" \
+        vm_ssh "ip -6 -o addr show scope global | grep -q ' 2001:db8::'"
+    check "csf's IPv6 is on (firewall.ipv6: auto saw the global address): IPV6 = \"1\", ip6tables INPUT policy DROP" \
+        vm_ssh "grep -qx 'IPV6 = \"1\"' /etc/csf/csf.conf && ip6tables -S INPUT | grep -qx -- '-P INPUT DROP'"
+    check "TCP6_IN holds $SSH_PORT and $MN_PORT, not 22 or $CLOSED_PORT" tcp6_in_ok
+    check "a peer network namespace joined to the node by a veth pair ($V6_PEER -> $V6_NODE)" \
+        vm_ssh "echo $(base64 -w0 <<<"$PROBE6_PY") | base64 -d >/root/probe6.py &&
+            ip netns add bu6 && ip link add bu6-node type veth peer name bu6-peer netns bu6 &&
+            ip addr add $V6_NODE/64 dev bu6-node nodad && ip link set bu6-node up &&
+            ip -n bu6 addr add $V6_PEER/64 dev bu6-peer nodad && ip -n bu6 link set bu6-peer up &&
+            ip -n bu6 link set lo up"
+    check "over IPv6 from the peer: sshd answers on [$V6_NODE]:$SSH_PORT (TCP6_IN)" \
+        probe6_is "open SSH-2.0-*" --peer "$V6_NODE" "$SSH_PORT"
+    check "over IPv6 from the peer: the masternode port $MN_PORT answers (TCP6_IN)" \
+        probe6_is "open*" --peer "$V6_NODE" "$MN_PORT"
+    check "control: the server on $CLOSED_PORT answers on [$V6_NODE] from the node itself" \
+        probe6_is "open*" "$V6_NODE" "$CLOSED_PORT"
+    check "port $CLOSED_PORT (not in TCP6_IN) is dropped over IPv6 from the peer (its SYN times out)" \
+        probe6_is timeout --peer "$V6_NODE" "$CLOSED_PORT"
+    accept6() { vm_ssh "ip6tables -w $1 INPUT -p tcp --dport $CLOSED_PORT -j ACCEPT"; }
+    accept6 -I
+    check "control: with an ACCEPT for $CLOSED_PORT inserted by hand the peer reaches it (the drop is ip6tables', not the path's)" \
+        probe6_is "open*" --peer "$V6_NODE" "$CLOSED_PORT"
+    accept6 -D
+    check "port 22 over IPv6 from the peer: dropped, no answer" probe6_is timeout --peer "$V6_NODE" 22
+    vm_ssh "ip netns del bu6; rm -f /root/probe6.py"
+}
+
 case "$CASE" in
 lockout)
     check "report says failed" test "$STATUS" == '"failed"'
@@ -317,6 +399,7 @@ ok | baked)
     check "port $CLOSED_PORT (not in TCP_IN) is filtered from outside" not_fetch "${VM_FWD[$CLOSED_PORT]}"
     check "csf TESTING is 0 and INPUT policy is DROP" \
         vm_ssh "grep -qx 'TESTING = \"0\"' /etc/csf/csf.conf && iptables -S INPUT | grep -qx -- '-P INPUT DROP'"
+    [[ $CASE == ok ]] && ipv6_checks
     # Right after first boot, before anything is rerun.
     node_sound "after first boot"
     vm_stage "rerun and drift repair"
