@@ -670,8 +670,76 @@ fn start_tls_server(dir: &Path, body: Vec<u8>) -> (SocketAddr, Arc<AtomicUsize>)
 fn https_with_extra_ca_file_works_and_fails_without_it() {
     let pki = tempfile::tempdir().unwrap();
     make_test_pki(pki.path());
+    fetch_with_and_without_the_ca(pki.path());
+}
+
+/// The README's "works on images with no CA bundle": this test runs again in a mount namespace
+/// where the system's CA stores (/etc/ssl, /usr/share/ca-certificates, /usr/lib/ssl, /etc/pki)
+/// are empty, and the same HTTPS fetch must verify with the CA file and be refused without it.
+/// A TLS setup that loaded the system's bundle would fail there (none to load) or pass the
+/// untrusted half only by accident of the host's bundle. Needs root for the mount namespace.
+#[test]
+fn https_works_on_a_machine_without_a_ca_bundle() {
+    const STORES: [&str; 4] = [
+        "/etc/ssl",
+        "/usr/share/ca-certificates",
+        "/usr/lib/ssl",
+        "/etc/pki",
+    ];
+    if let Some(pki) = std::env::var_os("BRICKUP_TEST_NO_CA_BUNDLE_PKI") {
+        // The child, in its own mount namespace.
+        for store in STORES {
+            if let Ok(mut entries) = std::fs::read_dir(store) {
+                assert!(
+                    entries.next().is_none(),
+                    "{store} is not empty in the child"
+                );
+            }
+        }
+        fetch_with_and_without_the_ca(Path::new(&pki));
+        return;
+    }
+    let pki = tempfile::tempdir().unwrap();
+    // Made out here: the openssl CLI needs its config from /usr/lib/ssl.
+    make_test_pki(pki.path());
+    let masked: Vec<&str> = STORES
+        .into_iter()
+        .filter(|s| Path::new(s).is_dir())
+        .collect();
+    assert!(
+        !masked.is_empty(),
+        "this machine has no CA store to hide: {STORES:?}"
+    );
+    let script = r#"for d in "$@"; do mount -t tmpfs -o mode=0755 brickup-no-ca "$d" || exit 1; done
+exec "$EXE" --exact https_works_on_a_machine_without_a_ca_bundle --nocapture --test-threads 1"#;
+    let o = std::process::Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .args(&masked)
+        .env("EXE", std::env::current_exe().unwrap())
+        .env("BRICKUP_TEST_NO_CA_BUNDLE_PKI", pki.path())
+        .output()
+        .expect("unshare (util-linux) is needed");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains("1 passed"),
+        "the fetch without a CA bundle (hiding {masked:?}):\n{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Fetch from a local HTTPS server whose certificate the test CA in `pki` signed: refused at
+/// once without that CA, verified with it as the extra CA file.
+fn fetch_with_and_without_the_ca(pki: &Path) {
     let data = tarball();
-    let (addr, hits) = start_tls_server(pki.path(), data.clone());
+    let (addr, hits) = start_tls_server(pki, data.clone());
     let url = format!("https://127.0.0.1:{}/csf.tgz", addr.port());
     let want = digest(&data);
 
@@ -697,7 +765,7 @@ fn https_with_extra_ca_file_works_and_fails_without_it() {
     );
 
     let mut trusted = untrusted.clone();
-    trusted.http.ca_file = Some(pki.path().join("ca.pem"));
+    trusted.http.ca_file = Some(pki.join("ca.pem"));
     let path = fetch_verified(&url, &want, cache.path(), &trusted).unwrap();
     assert_eq!(std::fs::read(path).unwrap(), data);
     assert_eq!(hits.load(Ordering::SeqCst), 1);
