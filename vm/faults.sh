@@ -15,8 +15,9 @@
 #            during `csf-install` and the firewall enable [2]. The boot after the last cut must
 #            converge. Its disk, powered off, is the golden disk.
 #   rerun    a qcow2 overlay of the golden disk; reruns of `brickup apply` with faults:
-#            the new port taken before the run [5]; the host denying the user (DenyUsers) with a
-#            port change - the runtime lockout guard; a port move plus a package that does not
+#            the new port taken before the run [5]; the runtime lockout guard, twice, with a port
+#            change: the host denying the user (DenyUsers), and the new port reading keys from a
+#            file brickup never writes (Match LocalPort); a port move plus a package that does not
 #            exist [4]; SIGKILL between writing the sshd drop-in and the restart [3]; the new
 #            port taken after preflight, so sshd's restart cannot bind it
 #   --full adds two first boots:
@@ -375,6 +376,28 @@ boot_power() {
     on_port "$SSH_PORT" rm /etc/ssh/sshd_config.d/05-deny.conf
     put_config "$SSH_PORT" "$SSH_PORT"
     converges "$SSH_PORT" guard
+    case_end
+
+    # A config that validates, but whose key sshd would not read: for the new port only, a host
+    # drop-in points AuthorizedKeysFile at a file the key step never writes. Only the candidate
+    # config asked for every port it will listen on can see it.
+    case_begin "runtime lockout guard: the new port reads keys from another file" 240
+    on_port "$SSH_PORT" "printf 'Match LocalPort 2200\\n    AuthorizedKeysFile /etc/ssh/nowhere/%%u\\n' > /etc/ssh/sshd_config.d/05-keys.conf"
+    before=$(fingerprint "$SSH_PORT")
+    put_config "$SSH_PORT" 2200
+    rc=$(guest_apply "$SSH_PORT" guard-keys)
+    FAULTS=$((FAULTS + 1))
+    check "guard (keys file): apply fails (exit $rc)" test "$rc" != 0
+    check "guard (keys file): the error names the file sshd would read for root on 2200" \
+        grep -q "/etc/ssh/nowhere/root" "$VM_WORK/guard-keys.log"
+    ((rc != 0)) || show_log "$VM_WORK/guard-keys.log"
+    check "guard (keys file): nothing changed (sshd config, csf.conf, sshd not restarted)" \
+        test "$(fingerprint "$SSH_PORT")" == "$before"
+    check "guard (keys file): the report says failed and why" report_says failed "/etc/ssh/nowhere/root"
+    after_fault "guard (keys file)" "$SSH_PORT"
+    on_port "$SSH_PORT" rm /etc/ssh/sshd_config.d/05-keys.conf
+    put_config "$SSH_PORT" "$SSH_PORT"
+    converges "$SSH_PORT" guard-keys
     case_end
 
     case_begin "port move, then a package that is not there [4]" 240
