@@ -184,6 +184,154 @@ fn bootcmd_setup_writes_config_and_enables_the_retry_unit() {
     assert_eq!(script.lines().last(), Some("sync"), "{script}");
 }
 
+/// The hand template (`cloud-init/user-data.yaml`), its three placeholders filled in, hardens
+/// like render-userdata's output. Its once-per-instance setup, run as cloud-init-per runs it in
+/// a chroot of the Debian rootfs, writes a config brickup accepts (0600), the same retry unit as
+/// the image's, enabled by its link, and syncs last. Its fetch script (run on this machine with
+/// the binary's path moved into the test's dir: the rootfs has no python3) installs only a
+/// binary with the pinned sha256, and the early and full runs start brickup only after it.
+#[test]
+fn hand_template_hardens_like_rendered_user_data() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let (_, public) = keypair(w);
+    let ran = w.join("ran.log");
+    let good = w.join("good");
+    std::fs::write(
+        &good,
+        format!("#!/bin/sh\necho \"$*\" >> {}\n", ran.display()),
+    )
+    .unwrap();
+    let served = w.join("served");
+    std::fs::copy(&good, &served).unwrap();
+    let url = serve(served.clone());
+    let template = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("cloud-init/user-data.yaml"),
+    )
+    .unwrap();
+    let filled = template
+        .replace(
+            "REPLACE_WITH_YOUR_PUBLIC_KEY (the line from ~/.ssh/id_ed25519.pub)",
+            &public,
+        )
+        .replace("REPLACE_BINARY_URL", &url)
+        .replace("REPLACE_BINARY_SHA256", &sha256(&good));
+    assert!(
+        !filled
+            .lines()
+            .any(|l| !l.trim_start().starts_with('#') && l.contains("REPLACE_")),
+        "a placeholder left:\n{filled}"
+    );
+    schema_ok(&filled);
+    let doc: serde_json::Value = serde_norway::from_str(&filled).unwrap();
+    let setup = doc["bootcmd"][0].as_array().unwrap();
+    assert_eq!(
+        setup[..4],
+        ["cloud-init-per", "instance", "brickup-setup", "sh"]
+    );
+
+    // The setup, in the rootfs.
+    let root = copy_rootfs();
+    let r = root.path();
+    let o = Command::new("chroot")
+        .arg(r)
+        .args(["sh", "-c", setup[5].as_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "setup: {}", text(&o));
+    assert_eq!(setup[5].as_str().unwrap().lines().last(), Some("sync"));
+    let config = r.join("etc/brickup/brickup.yaml");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&config), 0o600);
+    let o = brickup(&[
+        "render-userdata",
+        "--config",
+        config.to_str().unwrap(),
+        "--binary-url",
+        "https://example.com/brickup",
+        "--binary-sha256",
+        &"ab".repeat(32),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "the config written: {}", text(&o));
+    assert!(std::fs::read_to_string(&config).unwrap().contains(&public));
+    let unit = r.join("etc/systemd/system/brickup-firstboot.service");
+    assert_eq!(
+        std::fs::read_to_string(&unit).unwrap(),
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("image/brickup-firstboot.service")
+        )
+        .unwrap(),
+        "the template's retry unit is the image's"
+    );
+    assert_eq!(mode(&unit), 0o644);
+    assert_eq!(
+        std::fs::read_link(
+            r.join("etc/systemd/system/multi-user.target.wants/brickup-firstboot.service")
+        )
+        .unwrap(),
+        Path::new("/etc/systemd/system/brickup-firstboot.service")
+    );
+    let fetch = r.join("usr/local/sbin/brickup-fetch");
+    assert_eq!(mode(&fetch), 0o700);
+
+    // The fetch script and the two runs, with /usr/local/... moved into the test's dir.
+    let bin = w.join("bin/brickup");
+    let local = |t: &str| {
+        t.replace("/usr/local/bin/brickup", bin.to_str().unwrap())
+            .replace(
+                "/usr/local/sbin/brickup-fetch",
+                &format!("sh {}", w.join("fetch").display()),
+            )
+    };
+    std::fs::write(
+        w.join("fetch"),
+        local(&std::fs::read_to_string(&fetch).unwrap()),
+    )
+    .unwrap();
+    let early = doc["bootcmd"][1].as_array().unwrap();
+    let full = doc["runcmd"][0].as_array().unwrap();
+    assert_eq!(early[..2], ["sh", "-c"]);
+    assert_eq!(full[..2], ["sh", "-c"]);
+    let run = |cmd: &serde_json::Value| {
+        Command::new("sh")
+            .args(["-c", &local(cmd.as_str().unwrap())])
+            .output()
+            .unwrap()
+    };
+    let ran_lines = || std::fs::read_to_string(&ran).unwrap_or_default();
+
+    let o = run(&early[2]);
+    assert!(o.status.success(), "early: {}", text(&o));
+    assert_eq!(ran_lines(), "firstboot --early\n");
+    assert_eq!(std::fs::read(&bin).unwrap(), std::fs::read(&good).unwrap());
+    assert_eq!(mode(&bin), 0o755);
+
+    // The installed binary changed and the server now serves another file: neither runs.
+    let bad = "#!/bin/sh\necho pwned >> /dev/null\n";
+    std::fs::write(&bin, bad).unwrap();
+    std::fs::write(&served, bad).unwrap();
+    let o = run(&full[2]);
+    assert!(
+        !o.status.success(),
+        "full run with a wrong binary: {}",
+        text(&o)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no binary with sha256"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(ran_lines(), "firstboot --early\n", "nothing unverified ran");
+    assert!(!w.join("bin/brickup.partial").exists());
+
+    // Served right again: fetched anew, verified, run.
+    std::fs::copy(&good, &served).unwrap();
+    let o = run(&full[2]);
+    assert!(o.status.success(), "full: {}", text(&o));
+    assert_eq!(ran_lines(), "firstboot --early\nfirstboot\n");
+}
+
 /// A minimal root: users, a stock-looking sshd_config, cloud-init's instance id.
 fn small_root(instance: &str) -> tempfile::TempDir {
     let root = tempfile::tempdir().unwrap();
