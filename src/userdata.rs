@@ -99,7 +99,9 @@ fn block(text: &str, indent: usize) -> String {
 
 /// The fetch: python3 is there wherever cloud-init is. bootcmd runs it on every boot, so a
 /// binary that already has the pinned sha256 is kept; otherwise nothing runs unless the download
-/// hashes to it.
+/// hashes to it. It tries for about 3 minutes: bootcmd can run before the route to the binary
+/// exists (seen in the VM: an IPv6 address satisfied networkd's wait-online before DHCPv4 had
+/// one), and sshd waiting for it beats sshd starting with passwords on and no early run.
 fn fetch_script(url: &str, sha256: &str) -> String {
     format!(
         r#"#!/usr/bin/env python3
@@ -114,7 +116,7 @@ try:
             sys.exit(0)
 except FileNotFoundError:
     pass
-for attempt in range(6):
+for attempt in range(10):
     try:
         with urllib.request.urlopen(URL, timeout=60) as r:
             data = r.read(64 * 1024 * 1024)
