@@ -419,6 +419,43 @@ fn drift_is_named_and_repaired() {
     assert_eq!(stdout(&o), "active\n", "{}", text(&o));
 }
 
+/// The fault matrix's power cut in csf's installer left /etc/csf/csf.conf empty (the installer
+/// copies it without fsync), and the installer, run again, keeps an existing csf.conf: the node
+/// never converged ("csf.conf has no AUTO_UPDATES setting"). Now a damaged csf.conf (empty, or
+/// no TESTING line) is moved aside before the installer runs, and counts as csf not installed
+/// even when the mark says the install finished.
+#[test]
+fn a_csf_conf_a_cut_left_empty_is_written_anew() {
+    let lr = LiveRoot::new("a_csf_conf_a_cut_left_empty_is_written_anew");
+    let a = lr.addr4();
+    lr.configure(&LiveConfig::new(PORT));
+    converge(&lr);
+
+    for (mark, conf) in [("installing", ""), ("installed", "# only a comment\n")] {
+        lr.write("/var/lib/brickup/csf-install", &format!("{mark} 15.10\n"));
+        lr.write("/etc/csf/csf.conf", conf);
+        let drift = assert_check(&lr, 1);
+        assert!(
+            drift.contains("interrupted") || drift.contains("damaged"),
+            "check names it ({mark}): {drift}"
+        );
+        converge(&lr);
+        assert_eq!(
+            lr.read("/etc/csf/csf.conf.damaged"),
+            conf,
+            "kept aside ({mark})"
+        );
+        assert!(
+            lr.read("/etc/csf/csf.conf").contains("TESTING = \"0\""),
+            "csf's default, with brickup's policy ({mark})"
+        );
+        assert_eq!(lr.read("/var/lib/brickup/csf-install"), "installed 15.10\n");
+        assert_check(&lr, 0);
+        assert_enforcing(&lr, false);
+        assert!(lr.key_login_works(a, PORT));
+    }
+}
+
 /// A power cut (or kill, or full disk) in the middle of csf's installer leaves csf half there,
 /// version.txt included: brickup's mark says the install never finished, so `check` names it and
 /// the next apply runs the installer again instead of taking csf as installed.

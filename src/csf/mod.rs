@@ -202,11 +202,27 @@ pub struct InstallStep;
 
 /// The version of the csf installed under the root, if any (a run reads it once, as a fact).
 /// An install that began and never finished counts as none.
+/// A csf.conf the installer left damaged also counts as none: the installer writes csf.conf only
+/// when there is none, so only a rerun with the damaged file moved aside repairs it.
 pub(crate) fn installed_version(root: &crate::root::Root) -> Option<String> {
-    if !root.path("/usr/sbin/csf").exists() || install_interrupted(root) {
+    if !root.path("/usr/sbin/csf").exists() || install_interrupted(root) || conf_damaged(root) {
         return None;
     }
     version_in(&root.path("/etc/csf"))
+}
+
+/// csf.conf is there but is no csf.conf: empty, or without its `TESTING` line. A power cut
+/// after csf's installer copied it (unsynced) leaves it empty, and the installer, rerun, keeps
+/// an existing csf.conf: seen in the fault matrix's csf-install cut.
+fn conf_damaged(root: &crate::root::Root) -> bool {
+    match fs::read_to_string(root.path(CSF_CONF)) {
+        Ok(text) => !text.lines().any(|l| {
+            l.strip_prefix("TESTING")
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        }),
+        // Missing: the installer writes it. Unreadable (not UTF-8, say): damaged too.
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+    }
 }
 
 /// An install that began and never finished (power cut, kill, disk full): csf's files may be
@@ -315,9 +331,21 @@ impl Step for InstallStep {
         } else {
             let cmd = Cmd::new("sh").arg("install.sh").cwd(&dir);
             Self::mark(cx, "installing", &version)?;
+            if conf_damaged(&cx.root) {
+                // Kept for a look, out of the installer's way: it writes csf's default then.
+                let aside = format!("{CSF_CONF}.damaged");
+                fs::rename(cx.root.path(CSF_CONF), cx.root.path(&aside))
+                    .with_context(|| format!("moving the damaged {CSF_CONF} to {aside}"))?;
+                tracing::warn!(
+                    "{CSF_CONF} was damaged (empty or no TESTING line): moved to {aside}"
+                );
+            }
             cx.runner
                 .check(&cmd.timeout(std::time::Duration::from_secs(600)))
                 .context("csf's install.sh failed")?;
+            // The installer writes without fsync: its files reach the disk before the mark
+            // says they are there, or a power cut soon after would leave them empty for good.
+            nix::unistd::sync();
             Self::mark(cx, "installed", &version)?;
             Applied::changed(format!("installed csf {version}"))
         };
@@ -346,6 +374,9 @@ impl Step for InstallStep {
             None if install_interrupted(&cx.root) => {
                 vec!["csf's install was interrupted; apply runs it again".to_string()]
             }
+            None if conf_damaged(&cx.root) => vec![format!(
+                "{CSF_CONF} is damaged (empty or no TESTING line); apply installs csf again"
+            )],
             // Under --root the install waits for first boot (see apply).
             None if !cx.live() => vec![],
             None => vec!["csf is not installed".to_string()],
