@@ -165,13 +165,24 @@ ssh_banner() {
 
 # password_refused_at HOSTPORT - a password login is refused by sshd itself: ssh fails with
 # sshd's "Permission denied (METHODS)" and METHODS has neither password nor
-# keyboard-interactive. Any other failure (connection refused, timeout, no banner) fails it.
+# keyboard-interactive. Any other failure (connection refused, timeout, no banner) fails it,
+# after two more tries when the connection was reset or refused before sshd answered.
 password_refused_at() {
-    local err rc methods
-    err=$(SSHPASS=$PASSWORD sshpass -e ssh -p "$1" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
-        -o PubkeyAuthentication=no -o PreferredAuthentications=password,keyboard-interactive \
-        -o NumberOfPasswordPrompts=1 -o ConnectTimeout=10 root@127.0.0.1 true 2>&1 </dev/null)
-    rc=$?
+    local err rc methods try
+    for try in 1 2 3; do
+        err=$(SSHPASS=$PASSWORD sshpass -e ssh -p "$1" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+            -o PubkeyAuthentication=no -o PreferredAuthentications=password,keyboard-interactive \
+            -o NumberOfPasswordPrompts=1 -o ConnectTimeout=10 root@127.0.0.1 true 2>&1 </dev/null)
+        rc=$?
+        # A connection that sshd reset or closed before any answer (a run restarting sshd right
+        # then) is asked again; an answer - refusal or login - is final.
+        if ((rc != 255)) || grep -q 'Permission denied' <<<"$err" ||
+            ! grep -qE 'Connection (reset|closed|refused)|kex_exchange_identification' <<<"$err"; then
+            break
+        fi
+        echo "    password login try $try: no answer from sshd ($(tr '\n' ' ' <<<"$err" | cut -c1-120)); again in 5 s"
+        sleep 5
+    done
     methods=$(sed -n 's/.*Permission denied (\([^)]*\)).*/\1/p' <<<"$err" | head -n1)
     if ((rc != 0)) && [[ -n $methods ]] && ! grep -qE '(^|,)(password|keyboard-interactive)(,|$)' <<<"$methods"; then
         echo "    sshd: Permission denied ($methods)"
