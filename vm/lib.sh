@@ -190,10 +190,8 @@ vm_receiver_start() {
 }
 
 # vm_boot NAME --image X.qcow2 (--seed ISO | --seed-dir D) [--hostfwd GUESTPORT]...
-#         [--kernel K --initrd I] [--mem MB] [--smp N] [--append ARGS] [--ipv6-net PREFIX/64]
-# Boots a qcow2 overlay of X under TCG, in the background. --ipv6-net: the user network
-# advertises PREFIX (router advertisements), so the guest gets a global IPv6 address by SLAAC
-# (without it QEMU's default fec0::/64 is site-local, not global). Needs vm_serve_start (and
+#         [--kernel K --initrd I] [--mem MB] [--smp N] [--append ARGS]
+# Boots a qcow2 overlay of X under TCG, in the background. Needs vm_serve_start (and
 # optionally vm_receiver_start) first. Sets VM_NAME, VM_PID, VM_SERIAL_LOG, VM_SSH_PORT
 # (host port of guest :22) and VM_FWD[GUESTPORT]=HOSTPORT for every forwarded port.
 # X.env from build-image.sh supplies kernel and initrd unless given.
@@ -201,7 +199,7 @@ vm_boot() {
     VM_NAME=$1
     shift
     local image="" seed="" kernel="" initrd="" mem=${VM_MEM:-1536} smp=${VM_SMP:-2}
-    local append="" fwd=(22) p ipv6_net=""
+    local append="" fwd=(22) p
     while (($#)); do
         case "$1" in
             --image) image=$2; shift 2 ;;
@@ -219,7 +217,6 @@ vm_boot() {
             --mem) mem=$2; shift 2 ;;
             --smp) smp=$2; shift 2 ;;
             --append) append=$2; shift 2 ;;
-            --ipv6-net) ipv6_net=$2; shift 2 ;;
             *) vm_die "vm_boot: unknown option $1" ;;
         esac
     done
@@ -237,7 +234,6 @@ vm_boot() {
 
     declare -gA VM_FWD=()
     local nic="user,model=virtio-net-pci,restrict=on"
-    [[ -z $ipv6_net ]] || nic+=",ipv6=on,ipv6-net=$ipv6_net"
     for p in "${fwd[@]}"; do
         VM_FWD[$p]=$(vm_free_port)
         nic+=",hostfwd=tcp:127.0.0.1:${VM_FWD[$p]}-:$p"
