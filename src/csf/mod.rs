@@ -214,14 +214,15 @@ pub(crate) fn installed_version(root: &crate::root::Root) -> Option<String> {
 /// csf.conf is there but is no csf.conf: empty, or without its `TESTING` line. A power cut
 /// after csf's installer copied it (unsynced) leaves it empty, and the installer, rerun, keeps
 /// an existing csf.conf: seen in the fault matrix's csf-install cut.
+/// Only a readable file is judged (a read error is the firewall step's to report, and a user's
+/// csf.conf is never moved for it); bytes that are not UTF-8 do not hide a TESTING line.
 fn conf_damaged(root: &crate::root::Root) -> bool {
-    match fs::read_to_string(root.path(CSF_CONF)) {
-        Ok(text) => !text.lines().any(|l| {
+    match fs::read(root.path(CSF_CONF)) {
+        Ok(bytes) => !String::from_utf8_lossy(&bytes).lines().any(|l| {
             l.strip_prefix("TESTING")
                 .is_some_and(|rest| rest.trim_start().starts_with('='))
         }),
-        // Missing: the installer writes it. Unreadable (not UTF-8, say): damaged too.
-        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+        Err(_) => false,
     }
 }
 
@@ -489,6 +490,31 @@ pub fn policy(cx: &Context) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_damaged_csf_conf_is_one_without_its_testing_line() {
+        let d = tempfile::tempdir().unwrap();
+        let root = crate::root::Root::new(d.path());
+        assert!(!conf_damaged(&root), "missing: the installer writes it");
+        fs::create_dir_all(d.path().join("etc/csf")).unwrap();
+        let conf = d.path().join("etc/csf/csf.conf");
+        for (text, damaged) in [
+            (&b""[..], true),
+            (b"\0\0\0\0", true),
+            (b"# TESTING = \"1\"\nTESTING_INTERVAL = \"5\"\n", true),
+            (b"TESTING = \"0\"\n", false),
+            (b"TESTING=\"1\"\n", false),
+            (b"# caf\xe9\nTESTING = \"1\"\n", false),
+        ] {
+            fs::write(&conf, text).unwrap();
+            assert_eq!(
+                conf_damaged(&root),
+                damaged,
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
+    }
 
     #[test]
     fn csftest_verdicts() {
