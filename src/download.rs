@@ -165,7 +165,7 @@ pub fn fetch_verified(
         ));
         return Err(discard(&partial, e));
     }
-    sync_dir(cache_dir)?;
+    crate::fsops::sync_dir(cache_dir)?;
     info!(url = %shown, bytes, path = %dest.display(), "download verified");
     Ok(dest)
 }
@@ -319,11 +319,4 @@ fn copy_file(path: &Path, shown: &str, partial: &Path, limit: u64) -> Result<(Sh
     }
     info!(url = %shown, bytes = len, "copying local file");
     stream_to_partial(file, shown, partial, limit).map_err(|e| e.into_anyhow(shown))
-}
-
-/// fsyncs a directory so a rename inside it survives a crash.
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing directory {}", dir.display()))
 }

@@ -99,6 +99,17 @@ fn write_in(
         let _ = rustix::fs::unlinkat(dir, &tmp, AtFlags::empty());
         return Err(e).with_context(|| format!("writing {}", shown.join(name).display()));
     }
+    sync_dir_fd(dir, shown)
+}
+
+/// fsyncs a directory so a rename inside it survives a power cut.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    let fd = rustix::fs::open(dir, dir_flags(), Mode::empty())
+        .with_context(|| format!("opening directory {}", dir.display()))?;
+    sync_dir_fd(&fd, dir)
+}
+
+fn sync_dir_fd(dir: &OwnedFd, shown: &Path) -> Result<()> {
     rustix::fs::fsync(dir).with_context(|| format!("syncing directory {}", shown.display()))
 }
 
