@@ -308,9 +308,10 @@ fn hand_template_hardens_like_rendered_user_data() {
     assert_eq!(mode(&bin), 0o755);
 
     // The installed binary changed and the server now serves another file: neither runs.
-    let bad = "#!/bin/sh\necho pwned >> /dev/null\n";
-    std::fs::write(&bin, bad).unwrap();
-    std::fs::write(&served, bad).unwrap();
+    // (It would say so in the same log.)
+    let bad = format!("#!/bin/sh\necho \"tampered $*\" >> {}\n", ran.display());
+    std::fs::write(&bin, &bad).unwrap();
+    std::fs::write(&served, &bad).unwrap();
     let o = run(&full[2]);
     assert!(
         !o.status.success(),
