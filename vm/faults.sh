@@ -229,6 +229,33 @@ converges() {
         return 1
     fi
 }
+# refused LABEL LOG SETUP UNDO RC LOG_NEEDLE [REPORT_NEEDLE] - after SETUP (a guest command),
+# a rerun moving SSH to 2200 is refused before any change: exit RC ("any": non-zero),
+# LOG_NEEDLE in its output and REPORT_NEEDLE in the finished report; sshd's config, csf.conf
+# and sshd's pid unchanged; the key still works and no password; then UNDO, the config back
+# on the SSH port, and a plain rerun converges.
+refused() {
+    local label=$1 log=$2 setup=$3 undo=$4 want=$5 needle=$6 report=${7:-} rc before
+    on_port "$SSH_PORT" "$setup"
+    before=$(fingerprint "$SSH_PORT")
+    put_config "$SSH_PORT" 2200
+    rc=$(guest_apply "$SSH_PORT" "$log")
+    FAULTS=$((FAULTS + 1))
+    if [[ $want == any ]]; then
+        check "$label: apply fails (exit $rc)" test "$rc" != 0
+    else
+        check "$label: apply refuses with exit $want (got $rc)" test "$rc" == "$want"
+    fi
+    check "$label: the refusal names $needle" grep -qF -- "$needle" "$VM_WORK/$log.log"
+    ((rc != 0)) || show_log "$VM_WORK/$log.log"
+    check "$label: nothing changed (sshd config, csf.conf, sshd not restarted)" \
+        test "$(fingerprint "$SSH_PORT")" == "$before"
+    [[ -z $report ]] || check "$label: the report says failed and why" report_says failed "$report"
+    after_fault "$label" "$SSH_PORT"
+    on_port "$SSH_PORT" "$undo"
+    put_config "$SSH_PORT" "$SSH_PORT"
+    converges "$SSH_PORT" "$log"
+}
 report_says() { # report_says STATUS [TEXT] - the last finished report's status (and error text)
     [[ $(report_field finished status) == "\"$1\"" ]] || { echo "    last finished: $(report_field finished status) $(report_field finished error)"; return 1; }
     [[ -z ${2:-} ]] || grep -qF -- "$2" <<<"$(report_field finished error)" ||
@@ -349,58 +376,24 @@ boot_power() {
     push_helper "$SSH_PORT"
 
     case_begin "new port taken before the run [5]" 240
-    on_port "$SSH_PORT" 'nohup python3 /root/fault.py hold 2200 >/dev/null 2>&1 & sleep 1; timeout 30 sh -c "until ss -Hltn | grep -q :2200; do sleep 1; done"'
-    before=$(fingerprint "$SSH_PORT")
-    put_config "$SSH_PORT" 2200
-    rc=$(guest_apply "$SSH_PORT" port-taken)
-    FAULTS=$((FAULTS + 1))
-    check "port taken: apply refuses with exit 2 (got $rc)" test "$rc" == 2
-    check "port taken: the refusal names port 2200" grep -q 2200 "$VM_WORK/port-taken.log"
-    ((rc == 2)) || show_log "$VM_WORK/port-taken.log"
-    check "port taken: nothing changed (sshd config, csf.conf, sshd not restarted)" test "$(fingerprint "$SSH_PORT")" == "$before"
-    after_fault "port taken" "$SSH_PORT"
-    on_port "$SSH_PORT" 'kill $(cat /run/fault-hold-2200.pid)'
-    put_config "$SSH_PORT" "$SSH_PORT"
-    converges "$SSH_PORT" port-taken
+    refused "port taken" port-taken \
+        'nohup python3 /root/fault.py hold 2200 >/dev/null 2>&1 & sleep 1; timeout 30 sh -c "until ss -Hltn | grep -q :2200; do sleep 1; done"' \
+        'kill $(cat /run/fault-hold-2200.pid)' 2 "2200"
     case_end
 
     case_begin "runtime lockout guard: DenyUsers on the host" 240
-    on_port "$SSH_PORT" "printf 'DenyUsers root\\n' > /etc/ssh/sshd_config.d/05-deny.conf"
-    before=$(fingerprint "$SSH_PORT")
-    put_config "$SSH_PORT" 2200
-    rc=$(guest_apply "$SSH_PORT" guard)
-    FAULTS=$((FAULTS + 1))
-    check "guard: apply fails (exit $rc)" test "$rc" != 0
-    check "guard: the error says sshd would refuse root" grep -q "AllowUsers/DenyUsers would refuse root" "$VM_WORK/guard.log"
-    ((rc != 0)) || show_log "$VM_WORK/guard.log"
-    check "guard: nothing changed (sshd config, csf.conf, sshd not restarted)" test "$(fingerprint "$SSH_PORT")" == "$before"
-    check "guard: the report says failed and why" report_says failed "would refuse root"
-    after_fault "guard" "$SSH_PORT"
-    on_port "$SSH_PORT" rm /etc/ssh/sshd_config.d/05-deny.conf
-    put_config "$SSH_PORT" "$SSH_PORT"
-    converges "$SSH_PORT" guard
+    refused guard guard "printf 'DenyUsers root\\n' > /etc/ssh/sshd_config.d/05-deny.conf" \
+        'rm /etc/ssh/sshd_config.d/05-deny.conf' any \
+        "AllowUsers/DenyUsers would refuse root" "would refuse root"
     case_end
 
     # A config that validates, but whose key sshd would not read: for the new port only, a host
     # drop-in points AuthorizedKeysFile at a file the key step never writes. Only the candidate
     # config asked for every port it will listen on can see it.
     case_begin "runtime lockout guard: the new port reads keys from another file" 240
-    on_port "$SSH_PORT" "printf 'Match LocalPort 2200\\n    AuthorizedKeysFile /etc/ssh/nowhere/%%u\\n' > /etc/ssh/sshd_config.d/05-keys.conf"
-    before=$(fingerprint "$SSH_PORT")
-    put_config "$SSH_PORT" 2200
-    rc=$(guest_apply "$SSH_PORT" guard-keys)
-    FAULTS=$((FAULTS + 1))
-    check "guard (keys file): apply fails (exit $rc)" test "$rc" != 0
-    check "guard (keys file): the error names the file sshd would read for root on 2200" \
-        grep -q "/etc/ssh/nowhere/root" "$VM_WORK/guard-keys.log"
-    ((rc != 0)) || show_log "$VM_WORK/guard-keys.log"
-    check "guard (keys file): nothing changed (sshd config, csf.conf, sshd not restarted)" \
-        test "$(fingerprint "$SSH_PORT")" == "$before"
-    check "guard (keys file): the report says failed and why" report_says failed "/etc/ssh/nowhere/root"
-    after_fault "guard (keys file)" "$SSH_PORT"
-    on_port "$SSH_PORT" rm /etc/ssh/sshd_config.d/05-keys.conf
-    put_config "$SSH_PORT" "$SSH_PORT"
-    converges "$SSH_PORT" guard-keys
+    refused "guard (keys file)" guard-keys \
+        "printf 'Match LocalPort 2200\\n    AuthorizedKeysFile /etc/ssh/nowhere/%%u\\n' > /etc/ssh/sshd_config.d/05-keys.conf" \
+        'rm /etc/ssh/sshd_config.d/05-keys.conf' any "/etc/ssh/nowhere/root" "/etc/ssh/nowhere/root"
     case_end
 
     case_begin "port move, then a package that is not there [4]" 240
