@@ -372,6 +372,8 @@ fn live_enable_goes_testing_then_verifies_then_enforces() {
             "systemctl is-enabled csf.service",
             "systemctl is-active lfd.service",
             "systemctl is-enabled lfd.service",
+            // And the rules once more: a TESTING cron flush may end after the last reload.
+            "iptables-save -t filter",
         ]
     );
     assert_eq!(testing(root.path()), "0");
@@ -398,6 +400,72 @@ fn live_enable_goes_testing_then_verifies_then_enforces() {
     let drift = brickup::csf::FirewallStep.check(&cx).unwrap();
     assert_eq!(drift.len(), 2, "{drift:?}");
     assert!(drift[0].contains("INPUT policy is not DROP"), "{drift:?}");
+}
+
+/// csf's TESTING cron (`*/5 * * * * root /usr/sbin/csf -f`) fired between a reload and its
+/// check (seen in the VM's drift repair): the check finds everything open, which is safe but is
+/// not the policy being proven. The policy is loaded again and checked again, and the enable
+/// goes on; a flush at the very end is caught the same way.
+#[test]
+fn a_testing_cron_flush_under_the_check_loads_the_rules_again() {
+    let sshd = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = sshd.local_addr().unwrap().port();
+    let (root, config) = csf_root(port);
+    let runner = RecordingRunner::new();
+    accepting(&runner, port);
+    units_up(&runner);
+    enable_sequence_succeeds(&runner);
+    let flushed =
+        "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n";
+    // The check after the first reload, and flushed()'s look at the same state.
+    runner.answer_once("iptables-save", 0, flushed, "");
+    runner.answer_once("iptables-save", 0, flushed, "");
+    let r = enable_live(root.path(), &config, &runner);
+    assert!(r.error.is_none(), "{:?}", r.error);
+    let calls = runner.calls();
+    assert_eq!(
+        calls[..6],
+        [
+            "/usr/sbin/csf -r",
+            "iptables-save -t filter",
+            "iptables-save -t filter",
+            "/usr/sbin/csf -r",
+            "iptables-save -t filter",
+            "/usr/sbin/csf -r",
+        ],
+        "{calls:?}"
+    );
+    assert!(
+        !calls.contains(&"/usr/sbin/csf -f".to_string()),
+        "{calls:?}"
+    );
+    assert_eq!(testing(root.path()), "0");
+}
+
+/// Rules that are not a flush and do not accept SSH are not reloaded: that is a failure.
+#[test]
+fn rules_that_are_not_a_flush_are_not_loaded_again() {
+    let sshd = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = sshd.local_addr().unwrap().port();
+    let (root, config) = csf_root(port);
+    let runner = RecordingRunner::new();
+    runner.answer(
+        "iptables-save",
+        0,
+        "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p tcp -m tcp --dport 80 -j ACCEPT\nCOMMIT\n",
+        "",
+    );
+    runner.allow("/usr/sbin/csf -r");
+    runner.allow("/usr/sbin/csf -f");
+    let r = enable_live(root.path(), &config, &runner);
+    assert!(r.error.is_some());
+    let reloads = runner
+        .calls()
+        .iter()
+        .filter(|c| *c == "/usr/sbin/csf -r")
+        .count();
+    assert_eq!(reloads, 1, "{:?}", runner.calls());
+    assert_eq!(testing(root.path()), "1");
 }
 
 #[test]
