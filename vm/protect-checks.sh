@@ -108,7 +108,7 @@ protect_ssh_audit() {
     if grep -q 'Result: .*Passed' <<<"$out"; then
         pass "ssh-audit: OpenSSH $version passes $(basename "$policy")"
     else
-        fail "ssh-audit: OpenSSH $version fails $(basename "$policy"): $(grep -iE 'fail|error|expected' <<<"$out" | head -n6 | tr '\n' ';')"
+        fail "ssh-audit: OpenSSH $version fails $(basename "$policy"): $(grep -iE 'fail|error|did not match|expected|actual' <<<"$out" | head -n12 | tr '\n' ';')"
     fi
 }
 
