@@ -8,9 +8,9 @@
 #            lfd.service active+enabled, SSHD_LOG written with sshd's failures (what lfd reads),
 #            check/rerun/drift repair (incl. a stopped rsyslog), reboot keeps everything; the
 #            receiver listens on guest port 8443 (not in csf's default TCP_OUT), so the repair
-#            run's report must pass csf's OUTPUT filter; the user network advertises a global
-#            IPv6 prefix, so csf's IPv6 is on and TCP6_IN is judged from a network namespace in
-#            the guest over a veth pair (QEMU forwards IPv4 only), with its controls
+#            run's report must pass csf's OUTPUT filter; the seed's network-config gives the
+#            NIC a global IPv6 address, so csf's IPv6 is on and TCP6_IN is judged from a network
+#            namespace in the guest over a veth pair (QEMU forwards IPv4 only), with controls
 #   baked    brickup and its two units baked into the image as image/brickup.pkr.hcl bakes them
 #            (image/build-image.sh --brickup --unit --unit); the user-data only carries the
 #            config: the early unit hardens sshd before it first starts (password never
