@@ -960,6 +960,36 @@ fn ipv6_off_leaves_ip6tables_alone() {
     assert!(rules(&ns, "iptables").starts_with("-P INPUT DROP\n"));
 }
 
+/// csf's lock: a command that changes the rules while another one holds `/var/lib/csf/csf.lock`
+/// (a reload running into the TESTING cron's flush) changes nothing and dies with csf's message.
+#[test]
+fn rule_commands_refuse_while_another_holds_the_csf_lock() {
+    let (_tmp, _dir, root) = installed("15.10");
+    let ns = Netns::new("l");
+    root.set_conf(&[("TESTING", "0"), ("TCP_IN", "2222")]);
+    for arg in ["-r", "-f", "-s", "-sf", "--initup", "-x", "-e"] {
+        let out = root.sh(
+            Some(&ns),
+            &format!("flock /var/lib/csf/csf.lock /usr/sbin/csf {arg}"),
+        );
+        assert_eq!(out.status.code(), Some(11), "csf {arg}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("csf is being restarted, try again in a moment"),
+            "csf {arg}: {}",
+            stderr(&out)
+        );
+        assert_eq!(rules(&ns, "iptables"), DEFAULT_RULES, "after csf {arg}");
+        assert!(!root.file("/etc/csf/csf.disable").exists(), "csf {arg}");
+    }
+    // Not a rule command: no lock. And with the lock free the same reload works.
+    ok(
+        root.sh(Some(&ns), "flock /var/lib/csf/csf.lock /usr/sbin/csf -v"),
+        "csf -v under the lock",
+    );
+    ok(root.sh(Some(&ns), "/usr/sbin/csf -r"), "csf -r");
+    assert!(rules(&ns, "iptables").starts_with("-P INPUT DROP\n"));
+}
+
 #[test]
 fn testing_mode_manages_the_crontab_line() {
     let (_tmp, _dir, root) = installed("15.10");
