@@ -221,6 +221,13 @@ pub trait Step {
     fn recover(&self, _cx: &Context, _error: &anyhow::Error) -> Result<Option<String>> {
         Ok(None)
     }
+    /// Called by the engine at the end of every apply, success or failure, whether this step ran
+    /// or not: when what this step holds keeps the owner from every port sshd listens on (a
+    /// firewall someone else reloaded or flushed half-way under the run), put it right.
+    /// Some(what was found and done) when anything was; the run then fails, saying so.
+    fn keep_access(&self, _cx: &Context) -> Result<Option<String>> {
+        Ok(None)
+    }
 }
 
 /// When this brickup process started (the first call; the CLI makes it first thing).
@@ -272,6 +279,43 @@ fn ms(start: Instant) -> u64 {
 /// rerun the steps that hold sshd's ports with the final state, closing the old ones. Any failure
 /// before that leaves the old port working with keys.
 pub fn apply(cx: &Context, steps: &[Box<dyn Step>]) -> RunResult {
+    // First the way in: a node that arrives with rules dropping every sshd port is put right
+    // before anything else (they would also fool the preflight's probes on the loopback).
+    let mut arrived = Vec::new();
+    let mut error = None;
+    let acted = keep_access(cx, steps, Arrival::Before, &mut arrived, &mut error);
+    if error.is_some() {
+        return RunResult {
+            steps: arrived,
+            error,
+            sshd_done: None,
+        };
+    }
+    let fresh;
+    let cx = match acted {
+        false => cx,
+        // What the facts saw through those rules (sshd's old ports, by their banners) is stale.
+        true => match cx.clone().with_facts() {
+            Ok(c) => {
+                fresh = c;
+                &fresh
+            }
+            Err(e) => {
+                return RunResult {
+                    steps: arrived,
+                    error: Some(e.context("asking the host's facts again")),
+                    sshd_done: None,
+                }
+            }
+        },
+    };
+    let mut run = apply_steps(cx, steps);
+    arrived.append(&mut run.steps);
+    run.steps = arrived;
+    run
+}
+
+fn apply_steps(cx: &Context, steps: &[Box<dyn Step>]) -> RunResult {
     if let Some(refused) = preflight(cx, steps) {
         return refused;
     }
@@ -297,11 +341,67 @@ pub fn apply(cx: &Context, steps: &[Box<dyn Step>]) -> RunResult {
         results.push(result);
         error = e;
     }
+    keep_access(cx, steps, Arrival::After, &mut results, &mut error);
     RunResult {
         steps: results,
         error,
         sshd_done,
     }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Arrival {
+    Before,
+    After,
+}
+
+/// The lockout invariant ("some port sshd listens on is accepted by the active firewall"), as
+/// every step's [`Step::keep_access`], before the first step and after the last. What one had
+/// to do is an "access" entry: before the run a repair (changed), after it a failure that is
+/// part of the run's error - never hidden, even after a run that otherwise succeeded. True when
+/// anything was done.
+fn keep_access(
+    cx: &Context,
+    steps: &[Box<dyn Step>],
+    when: Arrival,
+    results: &mut Vec<StepResult>,
+    error: &mut Option<anyhow::Error>,
+) -> bool {
+    let mut acted = false;
+    for step in steps {
+        let start = Instant::now();
+        let (found, failed) = match step.keep_access(cx) {
+            Ok(None) => continue,
+            Ok(Some(done)) if when == Arrival::Before => (format!("before the run: {done}"), false),
+            Ok(Some(done)) => (done, true),
+            Err(e) => (
+                format!("keeping SSH reachable ({}) failed: {e:#}", step.name()),
+                true,
+            ),
+        };
+        acted = true;
+        let outcome = match failed {
+            true => Outcome::Failed,
+            false => Outcome::Changed,
+        };
+        match failed {
+            true => tracing::error!(step = step.name(), "access: {found}"),
+            false => tracing::warn!(step = step.name(), "access: {found}"),
+        }
+        results.push(StepResult {
+            name: "access".into(),
+            outcome,
+            duration_ms: ms(start),
+            message: found.clone(),
+        });
+        if failed {
+            *error = Some(match error.take() {
+                Some(e) => e.context(found),
+                None => anyhow::anyhow!(found),
+            });
+        }
+    }
+    acted
 }
 
 /// Every step's preflight, before anything changes; a refusal fails that step, skips the rest.

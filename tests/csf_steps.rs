@@ -442,6 +442,61 @@ fn a_testing_cron_flush_under_the_check_loads_the_rules_again() {
     assert_eq!(testing(root.path()), "0");
 }
 
+/// csf's message (csf.pl's `csflock`) when another csf command holds /var/lib/csf/csf.lock.
+const CSF_LOCKED: &str = "Error: csf is being restarted, try again in a moment: Resource temporarily unavailable at /usr/sbin/csf line 185.";
+
+/// A reload that meets csf's lock held by another csf command (the TESTING cron's flush, lfd, an
+/// operator) is run again after a pause, and the enable goes on; any other failure is not.
+#[test]
+fn a_csf_command_that_meets_csfs_lock_is_run_again() {
+    let sshd = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = sshd.local_addr().unwrap().port();
+    let (root, config) = csf_root(port);
+    let runner = RecordingRunner::new();
+    accepting(&runner, port);
+    units_up(&runner);
+    enable_sequence_succeeds(&runner);
+    runner.answer_once("/usr/sbin/csf -r", 11, "", CSF_LOCKED);
+    runner.answer_once("/usr/sbin/csf -r", 11, "", CSF_LOCKED);
+    let r = enable_live(root.path(), &config, &runner);
+    assert!(r.error.is_none(), "{:?}", r.error);
+    let calls = runner.calls();
+    assert_eq!(
+        calls[..4],
+        [
+            "/usr/sbin/csf -r",
+            "/usr/sbin/csf -r",
+            "/usr/sbin/csf -r",
+            "iptables-save -t filter",
+        ],
+        "{calls:?}"
+    );
+    assert_eq!(testing(root.path()), "0");
+
+    // The same exit status without csf's lock message is a failure at once: flushed, TESTING on.
+    let (root, config) = csf_root(port);
+    let runner = RecordingRunner::new();
+    accepting(&runner, port);
+    runner.answer(
+        "/usr/sbin/csf -r",
+        11,
+        "",
+        "Can't locate ConfigServer/Config.pm in @INC",
+    );
+    runner.allow("/usr/sbin/csf -f");
+    let r = enable_live(root.path(), &config, &runner);
+    let e = format!("{:#}", r.error.expect("a failing csf -r fails the run"));
+    assert!(e.contains("csf -r failed"), "{e}");
+    assert!(e.contains("ConfigServer/Config.pm"), "{e}");
+    let reloads = runner
+        .calls()
+        .iter()
+        .filter(|c| *c == "/usr/sbin/csf -r")
+        .count();
+    assert_eq!(reloads, 1, "{:?}", runner.calls());
+    assert_eq!(testing(root.path()), "1");
+}
+
 /// Rules that are not a flush and do not accept SSH are not reloaded: that is a failure.
 #[test]
 fn rules_that_are_not_a_flush_are_not_loaded_again() {

@@ -419,6 +419,127 @@ fn drift_is_named_and_repaired() {
     assert_eq!(stdout(&o), "active\n", "{}", text(&o));
 }
 
+/// The message of the run's "access" entry, asserting its outcome.
+fn access_entry(summary: &serde_json::Value, outcome: &str, o: &std::process::Output) -> String {
+    let steps = summary["steps"].as_array().cloned().unwrap_or_default();
+    let access = steps
+        .iter()
+        .find(|s| s["name"] == "access")
+        .unwrap_or_else(|| panic!("no access entry: {summary}\n{}", text(o)));
+    assert_eq!(access["outcome"], outcome, "{access}");
+    access["message"].as_str().unwrap_or_default().to_string()
+}
+
+/// Seen in the VM's drift repair: brickup's `csf -r` and csf's TESTING cron flush (`csf -f`)
+/// ran into each other and left INPUT dropping with no rule, then a step failed and the run
+/// ended there: a lockout. csf's lock now keeps the two apart (the fixture has it, like csf),
+/// and whatever leaves the rules so, an apply checks before its first step and after its last
+/// that some port sshd listens on is accepted, and if none is, loads csf.conf's rules again.
+#[test]
+fn an_apply_never_ends_with_rules_that_drop_every_ssh_port() {
+    let lr = LiveRoot::new("an_apply_never_ends_with_rules_that_drop_every_ssh_port");
+    let a = lr.addr4();
+    lr.configure(&LiveConfig::new(PORT));
+    converge(&lr);
+    let lost = format!("accepted none of the ports sshd listens on ({PORT}");
+
+    // Arriving locked out (the rules half-loaded by hand): put right first, and the preflight's
+    // loopback probes then see sshd (with the rules left, "port in use by another program").
+    lr.must_sh("iptables -w -F INPUT");
+    assert!(
+        !lr.connects(a, PORT, Duration::from_secs(3)),
+        "control: with INPUT dropping and no rule left, port {PORT} is unreachable"
+    );
+    let (o, summary) = lr.apply();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&o),
+        lr.diagnostics()
+    );
+    let message = access_entry(&summary, "changed", &o);
+    assert!(
+        message.contains("before the run")
+            && message.contains(&lost)
+            && message.contains("csf -r loaded"),
+        "{message}"
+    );
+    assert_ssh_hardened(&lr, a, PORT);
+    assert_check(&lr, 0);
+
+    // Broken under the run: an apt hook flushes INPUT, then fails the install of an extra
+    // package - a failure after which no later step touches the firewall.
+    lr.write(
+        "/etc/apt/apt.conf.d/99brickup-test-break",
+        "DPkg::Pre-Invoke { \"iptables -w -F INPUT; exit 1\"; };\n",
+    );
+    let mut extra = LiveConfig::new(PORT);
+    extra.extra_packages = vec!["xz-utils".into()];
+    lr.configure(&extra);
+    let (o, summary) = lr.apply();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(stderr(&o).contains("Pre-Invoke"), "{}", text(&o));
+    let message = access_entry(&summary, "failed", &o);
+    assert!(
+        message.contains(&lost) && message.contains("csf -r loaded"),
+        "{message}"
+    );
+    assert!(
+        summary["error"].to_string().contains(&lost),
+        "the run's error says it: {summary}"
+    );
+    assert_ssh_hardened(&lr, a, PORT);
+    assert_enforcing(&lr, false);
+
+    lr.must_sh("rm /etc/apt/apt.conf.d/99brickup-test-break");
+    let summary = converge(&lr);
+    assert!(
+        !summary["steps"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["name"] == "access")),
+        "{summary}"
+    );
+    assert_check(&lr, 0);
+}
+
+/// csf refuses to run while another csf command holds its lock (csf.pl's `csflock`): here a
+/// holder keeps it while a drift repair must reload. brickup's reload is run again after a
+/// pause until the lock is free, and the repair converges.
+#[test]
+fn a_reload_waits_while_another_csf_holds_its_lock() {
+    let lr = LiveRoot::new("a_reload_waits_while_another_csf_holds_its_lock");
+    let a = lr.addr4();
+    lr.configure(&LiveConfig::new(PORT));
+    converge(&lr);
+    lr.must_sh(r#"sed -i 's/^TESTING = "0"/TESTING = "1"/' /etc/csf/csf.conf"#);
+    lr.must_sh("(flock /var/lib/csf/csf.lock sleep 20 </dev/null >/dev/null 2>&1 &); sleep 1");
+    let o = lr.sh("/usr/sbin/csf -f");
+    assert_eq!(
+        o.status.code(),
+        Some(11),
+        "control: csf refuses while the lock is held: {}",
+        text(&o)
+    );
+    assert!(
+        lr.key_login_works(a, PORT),
+        "control: the refused flush changed nothing"
+    );
+
+    let (o, _) = lr.apply();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "apply: {}\n{}",
+        text(&o),
+        lr.diagnostics()
+    );
+    assert!(stderr(&o).contains("holds csf's lock"), "{}", text(&o));
+    assert_check(&lr, 0);
+    assert_ssh_hardened(&lr, a, PORT);
+    assert_enforcing(&lr, false);
+}
+
 /// The fault matrix's power cut in csf's installer left /etc/csf/csf.conf empty (the installer
 /// copies it without fsync), and the installer, run again, keeps an existing csf.conf: the node
 /// never converged ("csf.conf has no AUTO_UPDATES setting"). Now a damaged csf.conf (empty, or

@@ -8,8 +8,9 @@
 //! (which asks systemd) agrees with what `apply` did.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 
 use super::conf;
 use super::{policy, CSF_CONF};
@@ -42,7 +43,7 @@ fn write_conf(cx: &Context, testing: bool) -> Result<bool> {
 /// csf's units, in start order (`csf.service` is `Before=lfd.service`).
 const UNITS: [&str; 2] = ["csf.service", "lfd.service"];
 /// How long lfd must stay up after its start before the firewall counts as enabled.
-const LFD_SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
+const LFD_SETTLE: Duration = Duration::from_secs(3);
 
 fn systemctl(cx: &Context, args: &[&str]) -> Result<()> {
     cx.runner
@@ -50,11 +51,41 @@ fn systemctl(cx: &Context, args: &[&str]) -> Result<()> {
         .map(|_| ())
 }
 
+/// What csf says when another csf command holds its lock (csf.pl's `csflock`: a non-blocking
+/// `flock` on /var/lib/csf/csf.lock around every command that changes the rules). The holder is
+/// csf's own TESTING cron flush, lfd, or an operator: their command is over in seconds.
+const LOCKED: &str = "csf is being restarted, try again in a moment";
+/// How long a csf command keeps trying while another one holds csf's lock.
+const LOCK_WAIT: Duration = Duration::from_secs(120);
+
+/// `/usr/sbin/csf FLAG`, again after a pause while another csf command holds csf's lock.
 fn csf(cx: &Context, flag: &str) -> Result<()> {
-    cx.runner
-        .check(&Cmd::new("/usr/sbin/csf").arg(flag))
-        .map(|_| ())
-        .with_context(|| format!("csf {flag} failed"))
+    let cmd = Cmd::new("/usr/sbin/csf").arg(flag);
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(500);
+    loop {
+        let out = cx.runner.run(&cmd)?;
+        if out.success() {
+            return Ok(());
+        }
+        let locked = out.stderr.contains(LOCKED) || out.stdout.contains(LOCKED);
+        if !locked || start.elapsed() >= LOCK_WAIT {
+            let waited = match locked {
+                true => format!(" (csf's lock still held after {} s)", LOCK_WAIT.as_secs()),
+                false => String::new(),
+            };
+            return Err(anyhow!(
+                "`{}` exited with status {}: {}",
+                cmd.display(),
+                out.status,
+                crate::runner::tail(&out.stderr, &out.stdout)
+            ))
+            .with_context(|| format!("csf {flag} failed{waited}"));
+        }
+        tracing::warn!("csf {flag}: another csf command holds csf's lock; again in {pause:?}");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
 }
 
 /// `csf -f`. A csf whose start failed leaves `/etc/csf/csf.error`, and then refuses every
@@ -153,7 +184,12 @@ fn verify_reachable(cx: &Context, ipv6: bool) -> Result<()> {
 /// A flush is safe (everything open) but is not the policy being proven, so the policy is
 /// loaded again and checked again; any other mismatch is a failure.
 fn verify_or_reload(cx: &Context, ipv6: bool) -> Result<()> {
-    let Err(e) = verify_reachable(cx, ipv6) else {
+    reload_if_flushed(cx, || verify_reachable(cx, ipv6))
+}
+
+/// `verify`, and when it fails on rules that are a flush's, one more `csf -r` and `verify` again.
+fn reload_if_flushed(cx: &Context, verify: impl Fn() -> Result<()>) -> Result<()> {
+    let Err(e) = verify() else {
         return Ok(());
     };
     if !flushed(cx)? {
@@ -161,30 +197,24 @@ fn verify_or_reload(cx: &Context, ipv6: bool) -> Result<()> {
     }
     tracing::warn!("the rules were flushed under the check (csf's TESTING cron?): loading again");
     csf(cx, "-r")?;
-    verify_reachable(cx, ipv6)
+    verify()
 }
 
 /// The loaded IPv4 rules are a flush's: no rule at all and INPUT accepting.
 fn flushed(cx: &Context) -> Result<bool> {
-    let dump = cx
-        .runner
-        .check(&Cmd::new("iptables-save").args(["-t", "filter"]))?
-        .stdout;
-    Ok(dump.lines().any(|l| l.starts_with(":INPUT ACCEPT"))
-        && !dump.lines().any(|l| l.starts_with("-A ")))
+    let dump = dump(cx, "iptables-save")?;
+    Ok(is_flush(&dump))
+}
+
+/// An `iptables-save` dump of a flush: no rule at all and INPUT accepting.
+fn is_flush(dump: &str) -> bool {
+    dump.lines().any(|l| l.starts_with(":INPUT ACCEPT"))
+        && !dump.lines().any(|l| l.starts_with("-A "))
 }
 
 /// The loaded rules (IPv4, and IPv6 when on) accept TCP `port`.
 fn verify_accepts(cx: &Context, port: u16, ipv6: bool) -> Result<()> {
-    let mut families = vec!["iptables-save"];
-    if ipv6 {
-        families.push("ip6tables-save");
-    }
-    for save in families {
-        let dump = cx
-            .runner
-            .check(&Cmd::new(save).args(["-t", "filter"]))?
-            .stdout;
+    for (save, dump) in loaded(cx, ipv6)? {
         if !rules_accept(&dump, port) {
             bail!("check failed: the rules loaded by csf ({save}) do not accept TCP port {port}");
         }
@@ -199,9 +229,16 @@ pub(crate) fn open_port(cx: &Context, port: u16) -> Result<bool> {
         return Ok(false);
     };
     let keys = conf::read_keys(&conf);
+    let ipv6 = keys.get("IPV6").map(String::as_str) == Some("1");
     let mut want = std::collections::BTreeMap::new();
-    for key in ["TCP_IN", "TCP6_IN"] {
-        let Some(list) = keys.get(key) else { continue };
+    // TCP6_IN only while csf loads IPv6 rules: with IPV6 "0" csf never reads it, and a change
+    // there would only cost a reload (the firewall step's policy writes it when IPv6 is on).
+    let lists: &[&str] = match ipv6 {
+        true => &["TCP_IN", "TCP6_IN"],
+        false => &["TCP_IN"],
+    };
+    for key in lists {
+        let Some(list) = keys.get(*key) else { continue };
         if !list.split(',').any(|r| in_range(r.trim(), port)) {
             let sep = if list.trim().is_empty() { "" } else { "," };
             want.insert(key.to_string(), format!("{list}{sep}{port}"));
@@ -216,8 +253,7 @@ pub(crate) fn open_port(cx: &Context, port: u16) -> Result<bool> {
     tx.commit();
     if holds_rules(cx)? {
         csf(cx, "-r")?;
-        let ipv6 = keys.get("IPV6").map(String::as_str) == Some("1");
-        verify_accepts(cx, port, ipv6)?;
+        reload_if_flushed(cx, || verify_accepts(cx, port, ipv6))?;
     }
     Ok(true)
 }
@@ -227,11 +263,36 @@ fn holds_rules(cx: &Context) -> Result<bool> {
     if !cx.root.path("/usr/sbin/csf").exists() {
         return Ok(false);
     }
-    let dump = cx
-        .runner
-        .check(&Cmd::new("iptables-save").args(["-t", "filter"]))?
-        .stdout;
+    let dump = dump(cx, "iptables-save")?;
     Ok(dump.lines().any(|l| l.starts_with(":INPUT DROP")))
+}
+
+/// Do the loaded rules let a new connection reach one of `ports`, in IPv4 and (when csf loads
+/// them) IPv6? A flush's rules (INPUT accepting, no rule) let everything in.
+fn open_to_any(cx: &Context, ports: &[u16], ipv6: bool) -> Result<bool> {
+    Ok(loaded(cx, ipv6)?
+        .iter()
+        .all(|(_, dump)| is_flush(dump) || ports.iter().any(|p| rules_accept(dump, *p))))
+}
+
+/// The loaded filter table of IPv4, and of IPv6 when on: (the `*-save` program, its dump).
+fn loaded(cx: &Context, ipv6: bool) -> Result<Vec<(&'static str, String)>> {
+    let mut families = vec!["iptables-save"];
+    if ipv6 {
+        families.push("ip6tables-save");
+    }
+    families
+        .into_iter()
+        .map(|save| Ok((save, dump(cx, save)?)))
+        .collect()
+}
+
+/// `SAVE -t filter`'s output.
+fn dump(cx: &Context, save: &str) -> Result<String> {
+    Ok(cx
+        .runner
+        .check(&Cmd::new(save).args(["-t", "filter"]))?
+        .stdout)
 }
 
 /// Ports brickup needs (report, csf download, package sources) that csf.conf's TCP_OUT would drop.
@@ -294,10 +355,7 @@ impl FirewallStep {
     /// What is loaded in the kernel, not just what the file says.
     fn rules_drift(cx: &Context) -> Result<Vec<String>> {
         let port = cx.config.ssh.port.get();
-        let dump = cx
-            .runner
-            .check(&Cmd::new("iptables-save").args(["-t", "filter"]))?
-            .stdout;
+        let dump = dump(cx, "iptables-save")?;
         let mut drift = Vec::new();
         if !dump.lines().any(|l| l.starts_with(":INPUT DROP")) {
             drift.push(
@@ -321,6 +379,53 @@ impl FirewallStep {
 impl Step for FirewallStep {
     fn name(&self) -> &'static str {
         "firewall"
+    }
+
+    /// csf holds rules (a past run enforced them, or this one) that accept none of the ports
+    /// sshd listens on - seen in the VM when csf's TESTING cron flush ran into a reload: load
+    /// csf.conf's rules again (they accept the SSH port: brickup put it in TCP_IN before sshd
+    /// moved); if that does not do it, flush - an open firewall with key-only SSH over a lockout.
+    fn keep_access(&self, cx: &Context) -> Result<Option<String>> {
+        if !cx.live() || !holds_rules(cx)? {
+            return Ok(None);
+        }
+        let mut socket_ports = vec![cx.config.ssh.port.get(), 22];
+        socket_ports.extend(&cx.facts.old_ssh_ports);
+        let ports = crate::ports::sshd_listening_ports(&socket_ports)?;
+        if ports.is_empty() {
+            // sshd is down: no rule brings it back (the sshd step's recovery says so).
+            return Ok(None);
+        }
+        let ipv6 = read_conf(cx)
+            .map(|c| conf::read_keys(&c).get("IPV6").map(String::as_str) == Some("1"))
+            .unwrap_or(false);
+        if open_to_any(cx, &ports, ipv6)? {
+            return Ok(None);
+        }
+        let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+        let lost = format!(
+            "the loaded firewall rules accepted none of the ports sshd listens on ({})",
+            list.join(", ")
+        );
+        tracing::error!("{lost}: loading csf's rules again");
+        let reloaded = csf(cx, "-r");
+        if reloaded.is_ok() && open_to_any(cx, &ports, ipv6)? {
+            return Ok(Some(format!(
+                "{lost}: csf -r loaded csf.conf's rules again, which accept it"
+            )));
+        }
+        let why = match reloaded {
+            Ok(()) => "csf -r loaded rules that still drop it".to_string(),
+            Err(e) => format!("{e:#}"),
+        };
+        tracing::error!("{lost}; {why}: flushing");
+        flush(cx).with_context(|| format!("{lost}; {why}; and flushing"))?;
+        if !open_to_any(cx, &ports, ipv6)? {
+            bail!("{lost}; {why}; and still after csf -f");
+        }
+        Ok(Some(format!(
+            "{lost}; {why}: csf -f flushed them, the firewall is open until the next apply"
+        )))
     }
 
     fn holds_ssh_ports(&self) -> bool {
@@ -455,6 +560,34 @@ impl Step for FirewallStep {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// open_port adds the new SSH port to the port lists csf loads: TCP_IN, and TCP6_IN only
+    /// while IPV6 is "1" (else csf never reads it, and the edit cost a reload per sshd change).
+    #[test]
+    fn open_port_edits_tcp6_in_only_with_ipv6_on() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("etc/csf")).unwrap();
+        let text = format!("version: 1\nssh:\n  port: 2222\n  authorized_keys:\n    - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx9m3S9rT3x0vH2bKJ5r3V3tW0Xq8nYk4s1fQ7cL2aP t\ncsf:\n  url: https://example.invalid/csf.tgz\n  sha256: {}\n", "ab".repeat(32));
+        let config = crate::config::parse(&text, Path::new("t.yaml")).unwrap();
+        // No /usr/sbin/csf in the root: nothing is loaded, so no command may run.
+        let runner = crate::runner::RecordingRunner::new();
+        let cx = Context::new(crate::root::Root::new(root.path()), &config, &runner);
+        let conf = root.path().join("etc/csf/csf.conf");
+        for (ipv6, tcp6) in [("0", "22"), ("1", "22,2222")] {
+            std::fs::write(
+                &conf,
+                format!("IPV6 = \"{ipv6}\"\nTCP_IN = \"22\"\nTCP6_IN = \"22\"\n"),
+            )
+            .unwrap();
+            assert!(open_port(&cx, 2222).unwrap());
+            let keys = conf::read_keys(&std::fs::read_to_string(&conf).unwrap());
+            assert_eq!(keys["TCP_IN"], "22,2222", "IPV6 {ipv6}");
+            assert_eq!(keys["TCP6_IN"], tcp6, "IPV6 {ipv6}");
+            // Already open: nothing to do.
+            assert!(!open_port(&cx, 2222).unwrap());
+        }
+        assert!(runner.calls().is_empty(), "{:?}", runner.calls());
+    }
 
     #[test]
     fn rule_matching() {
