@@ -221,10 +221,10 @@ pub trait Step {
     fn recover(&self, _cx: &Context, _error: &anyhow::Error) -> Result<Option<String>> {
         Ok(None)
     }
-    /// Called by the engine at the end of every apply, success or failure, whether this step ran
-    /// or not: when what this step holds keeps the owner from every port sshd listens on (a
-    /// firewall someone else reloaded or flushed half-way under the run), put it right.
-    /// Some(what was found and done) when anything was; the run then fails, saying so.
+    /// Called by the engine before the first step and after the last of every apply (success or
+    /// failure, whether this step ran or not): when what this step holds keeps the owner from
+    /// every port sshd listens on (a firewall someone else reloaded or flushed half-way), put it
+    /// right. Some(what was found and done) when anything was; the engine records it.
     fn keep_access(&self, _cx: &Context) -> Result<Option<String>> {
         Ok(None)
     }
@@ -278,12 +278,15 @@ fn ms(start: Instant) -> u64 {
 /// port(s) beside the new one, and only when every step succeeded does a last pass ("port-move")
 /// rerun the steps that hold sshd's ports with the final state, closing the old ones. Any failure
 /// before that leaves the old port working with keys.
+///
+/// Before the first step and after the last, every step's [`Step::keep_access`] holds the
+/// lockout invariant (the private `keep_access` below).
 pub fn apply(cx: &Context, steps: &[Box<dyn Step>]) -> RunResult {
     // First the way in: a node that arrives with rules dropping every sshd port is put right
     // before anything else (they would also fool the preflight's probes on the loopback).
     let mut arrived = Vec::new();
     let mut error = None;
-    let acted = keep_access(cx, steps, Arrival::Before, &mut arrived, &mut error);
+    let acted = keep_access(cx, steps, When::Before, &mut arrived, &mut error);
     if error.is_some() {
         return RunResult {
             steps: arrived,
@@ -341,7 +344,7 @@ fn apply_steps(cx: &Context, steps: &[Box<dyn Step>]) -> RunResult {
         results.push(result);
         error = e;
     }
-    keep_access(cx, steps, Arrival::After, &mut results, &mut error);
+    keep_access(cx, steps, When::After, &mut results, &mut error);
     RunResult {
         steps: results,
         error,
@@ -350,7 +353,7 @@ fn apply_steps(cx: &Context, steps: &[Box<dyn Step>]) -> RunResult {
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum Arrival {
+enum When {
     Before,
     After,
 }
@@ -363,7 +366,7 @@ enum Arrival {
 fn keep_access(
     cx: &Context,
     steps: &[Box<dyn Step>],
-    when: Arrival,
+    when: When,
     results: &mut Vec<StepResult>,
     error: &mut Option<anyhow::Error>,
 ) -> bool {
@@ -372,7 +375,7 @@ fn keep_access(
         let start = Instant::now();
         let (found, failed) = match step.keep_access(cx) {
             Ok(None) => continue,
-            Ok(Some(done)) if when == Arrival::Before => (format!("before the run: {done}"), false),
+            Ok(Some(done)) if when == When::Before => (format!("before the run: {done}"), false),
             Ok(Some(done)) => (done, true),
             Err(e) => (
                 format!("keeping SSH reachable ({}) failed: {e:#}", step.name()),
