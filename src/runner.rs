@@ -126,14 +126,19 @@ pub trait Runner: Send + Sync {
         if out.success() {
             Ok(out)
         } else {
-            Err(anyhow!(
-                "`{}` exited with status {}: {}",
-                cmd.display(),
-                out.status,
-                tail(&out.stderr, &out.stdout)
-            ))
+            Err(failure(cmd, &out))
         }
     }
+}
+
+/// The error for `cmd` that exited non-zero with `out`: the command, its status, stderr's tail.
+pub(crate) fn failure(cmd: &Cmd, out: &Output) -> anyhow::Error {
+    anyhow!(
+        "`{}` exited with status {}: {}",
+        cmd.display(),
+        out.status,
+        tail(&out.stderr, &out.stdout)
+    )
 }
 
 /// The last lines of stderr (or stdout when stderr is empty), for error messages.

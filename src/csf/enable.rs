@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 
 use super::conf;
 use super::{policy, CSF_CONF};
@@ -74,13 +74,8 @@ fn csf(cx: &Context, flag: &str) -> Result<()> {
                 true => format!(" (csf's lock still held after {} s)", LOCK_WAIT.as_secs()),
                 false => String::new(),
             };
-            return Err(anyhow!(
-                "`{}` exited with status {}: {}",
-                cmd.display(),
-                out.status,
-                crate::runner::tail(&out.stderr, &out.stdout)
-            ))
-            .with_context(|| format!("csf {flag} failed{waited}"));
+            return Err(crate::runner::failure(&cmd, &out))
+                .with_context(|| format!("csf {flag} failed{waited}"));
         }
         tracing::warn!("csf {flag}: another csf command holds csf's lock; again in {pause:?}");
         std::thread::sleep(pause);
