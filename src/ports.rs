@@ -11,29 +11,25 @@ use anyhow::{Context as _, Result};
 
 /// TCP ports in LISTEN state, from /proc/net/tcp and tcp6.
 pub fn listening_ports() -> Result<Vec<u16>> {
-    let mut ports = Vec::new();
+    Ok(listening_sockets()?.into_iter().map(|(p, _)| p).collect())
+}
+
+/// (port, socket inode) of every LISTEN socket in /proc/net/tcp and tcp6.
+fn listening_sockets() -> Result<Vec<(u16, String)>> {
+    let mut sockets = Vec::new();
     for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let text = match std::fs::read_to_string(f) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+        match std::fs::read_to_string(f) {
+            Ok(t) => sockets.extend(listening_inodes(&t)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("reading {f}")),
-        };
-        ports.extend(listening_in(&text));
+        }
     }
-    Ok(ports)
+    Ok(sockets)
 }
 
 /// The ports in LISTEN state (`st` 0A) in the text of a /proc/net/tcp or tcp6 file.
-pub fn listening_in(text: &str) -> impl Iterator<Item = u16> + '_ {
-    text.lines().skip(1).filter_map(|line| {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        if cols.len() > 3 && cols[3] == "0A" {
-            let port = cols[1].rsplit(':').next()?;
-            u16::from_str_radix(port, 16).ok()
-        } else {
-            None
-        }
-    })
+pub fn listening_in(text: &str) -> impl Iterator<Item = u16> {
+    listening_inodes(text).into_iter().map(|(p, _)| p)
 }
 
 /// The TCP ports sshd itself listens on: LISTEN sockets held by a process named `sshd`, or by
@@ -42,14 +38,7 @@ pub fn listening_in(text: &str) -> impl Iterator<Item = u16> + '_ {
 /// of the firewall can hide a port from it - unlike a banner probe, which the loaded rules can
 /// drop even on the loopback interface.
 pub(crate) fn sshd_listening_ports(socket_ports: &[u16]) -> Result<Vec<u16>> {
-    let mut listening = Vec::new();
-    for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        match std::fs::read_to_string(f) {
-            Ok(t) => listening.extend(listening_inodes(&t)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("reading {f}")),
-        }
-    }
+    let listening = listening_sockets()?;
     let mut ports = Vec::new();
     let procs = std::fs::read_dir("/proc").context("reading /proc")?;
     for entry in procs.flatten() {
@@ -92,7 +81,7 @@ pub(crate) fn sshd_listening_ports(socket_ports: &[u16]) -> Result<Vec<u16>> {
     Ok(ports)
 }
 
-/// (port, socket inode) of each LISTEN line of a /proc/net/tcp or tcp6 text.
+/// (port, socket inode) of each LISTEN line (`st` 0A) of a /proc/net/tcp or tcp6 text.
 fn listening_inodes(text: &str) -> Vec<(u16, String)> {
     text.lines()
         .skip(1)
