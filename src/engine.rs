@@ -294,25 +294,18 @@ pub fn apply(cx: &Context, steps: &[Box<dyn Step>]) -> RunResult {
             sshd_done: None,
         };
     }
-    let fresh;
-    let cx = match acted {
-        false => cx,
-        // What the facts saw through those rules (sshd's old ports, by their banners) is stale.
-        true => match cx.clone().with_facts() {
-            Ok(c) => {
-                fresh = c;
-                &fresh
+    // What the facts saw through those rules (sshd's old ports, by their banners) is stale.
+    let refreshed = match acted.then(|| cx.clone().with_facts()).transpose() {
+        Ok(c) => c,
+        Err(e) => {
+            return RunResult {
+                steps: arrived,
+                error: Some(e.context("asking the host's facts again")),
+                sshd_done: None,
             }
-            Err(e) => {
-                return RunResult {
-                    steps: arrived,
-                    error: Some(e.context("asking the host's facts again")),
-                    sshd_done: None,
-                }
-            }
-        },
+        }
     };
-    let mut run = apply_steps(cx, steps);
+    let mut run = apply_steps(refreshed.as_ref().unwrap_or(cx), steps);
     arrived.append(&mut run.steps);
     run.steps = arrived;
     run
@@ -383,14 +376,13 @@ fn keep_access(
             ),
         };
         acted = true;
-        let outcome = match failed {
-            true => Outcome::Failed,
-            false => Outcome::Changed,
+        let outcome = if failed {
+            tracing::error!(step = step.name(), "access: {found}");
+            Outcome::Failed
+        } else {
+            tracing::warn!(step = step.name(), "access: {found}");
+            Outcome::Changed
         };
-        match failed {
-            true => tracing::error!(step = step.name(), "access: {found}"),
-            false => tracing::warn!(step = step.name(), "access: {found}"),
-        }
         results.push(StepResult {
             name: "access".into(),
             outcome,

@@ -224,7 +224,7 @@ pub(crate) fn open_port(cx: &Context, port: u16) -> Result<bool> {
         return Ok(false);
     };
     let keys = conf::read_keys(&conf);
-    let ipv6 = keys.get("IPV6").map(String::as_str) == Some("1");
+    let ipv6 = ipv6_on(&keys);
     let mut want = std::collections::BTreeMap::new();
     // TCP6_IN only while csf loads IPv6 rules: with IPV6 "0" csf never reads it, and a change
     // there would only cost a reload (the firewall step's policy writes it when IPv6 is on).
@@ -251,6 +251,11 @@ pub(crate) fn open_port(cx: &Context, port: u16) -> Result<bool> {
         reload_if_flushed(cx, || verify_accepts(cx, port, ipv6))?;
     }
     Ok(true)
+}
+
+/// Does this csf.conf (or policy) have csf load IPv6 rules?
+fn ipv6_on(keys: &std::collections::BTreeMap<String, String>) -> bool {
+    keys.get("IPV6").map(String::as_str) == Some("1")
 }
 
 /// Does csf hold rules now (the loaded INPUT policy is DROP)?
@@ -392,7 +397,7 @@ impl Step for FirewallStep {
             return Ok(None);
         }
         let ipv6 = read_conf(cx)
-            .map(|c| conf::read_keys(&c).get("IPV6").map(String::as_str) == Some("1"))
+            .map(|c| ipv6_on(&conf::read_keys(&c)))
             .unwrap_or(false);
         if open_to_any(cx, &ports, ipv6)? {
             return Ok(None);
@@ -501,7 +506,7 @@ impl Step for FirewallStep {
         {
             return Ok(Applied::unchanged("csf enforcing with brickup's policy"));
         }
-        let ipv6 = policy(cx).get("IPV6").map(String::as_str) == Some("1");
+        let ipv6 = ipv6_on(&policy(cx));
         write_conf(cx, true)?;
         if let Err(e) = Self::enable(cx, ipv6) {
             // Keep the owner in: open everything, leave TESTING on, say what failed.
