@@ -503,6 +503,44 @@ fn an_apply_never_ends_with_rules_that_drop_every_ssh_port() {
     assert_check(&lr, 0);
 }
 
+/// The access check's last resort: when `csf -r` cannot put the rules right (here it fails, like
+/// a broken release: the fixture's fail-reload hook), the rules are flushed - an open firewall
+/// with key-only SSH, never a lockout - and the entry says so.
+#[test]
+fn when_a_reload_cannot_restore_access_the_rules_are_flushed() {
+    let lr = LiveRoot::new("when_a_reload_cannot_restore_access_the_rules_are_flushed");
+    let a = lr.addr4();
+    lr.configure(&LiveConfig::new(PORT));
+    converge(&lr);
+    lr.write("/etc/csf/fixture-fail-reload", "");
+    lr.must_sh("iptables -w -F INPUT");
+    assert!(
+        !lr.connects(a, PORT, Duration::from_secs(3)),
+        "control: with INPUT dropping and no rule left, port {PORT} is unreachable"
+    );
+    let (o, summary) = lr.apply();
+    // The firewall step then fails on the same broken reload (and flushes, TESTING on).
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let message = access_entry(&summary, "changed", &o);
+    assert!(
+        message.contains("before the run")
+            && message.contains("Compilation failed")
+            && message.contains("csf -f flushed them"),
+        "{message}"
+    );
+    assert!(
+        lr.rules(false).contains(":INPUT ACCEPT"),
+        "{}",
+        lr.rules(false)
+    );
+    assert_ssh_hardened(&lr, a, PORT);
+
+    lr.must_sh("rm /etc/csf/fixture-fail-reload");
+    converge(&lr);
+    assert_check(&lr, 0);
+    assert_enforcing(&lr, false);
+}
+
 /// csf refuses to run while another csf command holds its lock (csf.pl's `csflock`): here a
 /// holder keeps it while a drift repair must reload. brickup's reload is run again after a
 /// pause until the lock is free, and the repair converges.
