@@ -289,7 +289,7 @@ PY
 VM_SSH_USER=${VM_SSH_USER:-root}
 vm_ssh_opts() {
     echo "-p $VM_SSH_PORT -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null" \
-        "-o LogLevel=ERROR -o ConnectTimeout=10 -o ServerAliveInterval=5 -o ServerAliveCountMax=6"
+        "-o LogLevel=ERROR -o ConnectTimeout=30 -o ServerAliveInterval=5 -o ServerAliveCountMax=6"
 }
 
 # vm_ssh CMD... - run CMD in the guest as $VM_SSH_USER with the test key (exit code passes).
