@@ -60,6 +60,11 @@ const LOCK_WAIT: Duration = Duration::from_secs(120);
 
 /// `/usr/sbin/csf FLAG`, again after a pause while another csf command holds csf's lock.
 fn csf(cx: &Context, flag: &str) -> Result<()> {
+    csf_waiting(cx, flag, LOCK_WAIT)
+}
+
+/// [`csf`] with the bound on the wait for csf's lock as a parameter (tests give it a short one).
+fn csf_waiting(cx: &Context, flag: &str, bound: Duration) -> Result<()> {
     let cmd = Cmd::new("/usr/sbin/csf").arg(flag);
     let start = Instant::now();
     let mut pause = Duration::from_millis(500);
@@ -69,9 +74,9 @@ fn csf(cx: &Context, flag: &str) -> Result<()> {
             return Ok(());
         }
         let locked = out.stderr.contains(LOCKED) || out.stdout.contains(LOCKED);
-        if !locked || start.elapsed() >= LOCK_WAIT {
+        if !locked || start.elapsed() >= bound {
             let waited = match locked {
-                true => format!(" (csf's lock still held after {} s)", LOCK_WAIT.as_secs()),
+                true => format!(" (csf's lock still held after {} s)", bound.as_secs()),
                 false => String::new(),
             };
             return Err(crate::runner::failure(&cmd, &out))
@@ -561,14 +566,19 @@ impl Step for FirewallStep {
 mod tests {
     use super::*;
 
+    /// A config with a csf section (port 2222).
+    fn config() -> crate::config::Config {
+        let text = format!("version: 1\nssh:\n  port: 2222\n  authorized_keys:\n    - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx9m3S9rT3x0vH2bKJ5r3V3tW0Xq8nYk4s1fQ7cL2aP t\ncsf:\n  url: https://example.invalid/csf.tgz\n  sha256: {}\n", "ab".repeat(32));
+        crate::config::parse(&text, Path::new("t.yaml")).unwrap()
+    }
+
     /// open_port adds the new SSH port to the port lists csf loads: TCP_IN, and TCP6_IN only
     /// while IPV6 is "1" (else csf never reads it, and the edit cost a reload per sshd change).
     #[test]
     fn open_port_edits_tcp6_in_only_with_ipv6_on() {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join("etc/csf")).unwrap();
-        let text = format!("version: 1\nssh:\n  port: 2222\n  authorized_keys:\n    - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx9m3S9rT3x0vH2bKJ5r3V3tW0Xq8nYk4s1fQ7cL2aP t\ncsf:\n  url: https://example.invalid/csf.tgz\n  sha256: {}\n", "ab".repeat(32));
-        let config = crate::config::parse(&text, Path::new("t.yaml")).unwrap();
+        let config = config();
         // No /usr/sbin/csf in the root: nothing is loaded, so no command may run.
         let runner = crate::runner::RecordingRunner::new();
         let cx = Context::new(crate::root::Root::new(root.path()), &config, &runner);
@@ -587,6 +597,29 @@ mod tests {
             assert!(!open_port(&cx, 2222).unwrap());
         }
         assert!(runner.calls().is_empty(), "{:?}", runner.calls());
+    }
+
+    /// A lock that is never released ends the wait at its bound: the command fails, saying so,
+    /// after a few tries spaced by growing pauses (not a busy loop, not a wait without end).
+    #[test]
+    fn a_lock_never_released_ends_the_wait_at_its_bound() {
+        let root = tempfile::tempdir().unwrap();
+        let config = config();
+        let runner = crate::runner::RecordingRunner::new();
+        let held = format!("Error: {LOCKED}: /var/lib/csf/csf.lock\n");
+        runner.answer("/usr/sbin/csf -r", 11, "", &held);
+        let cx = Context::new(crate::root::Root::new(root.path()), &config, &runner);
+        let start = Instant::now();
+        let e = format!(
+            "{:#}",
+            csf_waiting(&cx, "-r", Duration::from_millis(1200)).unwrap_err()
+        );
+        let waited = start.elapsed();
+        assert!(e.contains("csf -r failed"), "{e}");
+        assert!(e.contains("csf's lock still held after 1 s"), "{e}");
+        // Tries at 0, 0.5 and 1.5 s: the third is past the bound, so it is the last.
+        assert_eq!(runner.calls().len(), 3, "{:?}", runner.calls());
+        assert!(waited >= Duration::from_millis(1200), "{waited:?}");
     }
 
     #[test]
