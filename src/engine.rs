@@ -549,3 +549,96 @@ pub(crate) fn check(cx: &Context, steps: &[Box<dyn Step>]) -> Vec<(String, Vec<S
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::{Cell, RefCell};
+    use std::collections::VecDeque;
+    use std::path::Path;
+    use std::rc::Rc;
+
+    use super::*;
+
+    /// A step that counts its applies and answers the access check from a script.
+    struct Scripted {
+        access: RefCell<VecDeque<Result<Option<String>>>>,
+        applies: Rc<Cell<usize>>,
+    }
+
+    impl Step for Scripted {
+        fn name(&self) -> &'static str {
+            "firewall"
+        }
+        fn plan(&self, _cx: &Context) -> Result<Vec<Action>> {
+            Ok(Vec::new())
+        }
+        fn apply(&self, _cx: &Context, _tx: &mut Transaction) -> Result<Applied> {
+            self.applies.set(self.applies.get() + 1);
+            Ok(Applied::unchanged("converged"))
+        }
+        fn check(&self, _cx: &Context) -> Result<Vec<String>> {
+            Ok(Vec::new())
+        }
+        fn keep_access(&self, _cx: &Context) -> Result<Option<String>> {
+            let next = self.access.borrow_mut().pop_front();
+            next.expect("an access check nobody scripted")
+        }
+    }
+
+    /// apply with one scripted step on a temp root: the run, and how often the step applied.
+    fn run(access: Vec<Result<Option<String>>>) -> (RunResult, usize) {
+        let root = tempfile::tempdir().unwrap();
+        let config = crate::config::parse(crate::config::EXAMPLE, Path::new("e.yaml")).unwrap();
+        let runner = crate::runner::RecordingRunner::new();
+        let cx = Context::new(Root::new(root.path()), &config, &runner);
+        let applies = Rc::new(Cell::new(0));
+        let steps: Vec<Box<dyn Step>> = vec![Box::new(Scripted {
+            access: RefCell::new(access.into()),
+            applies: applies.clone(),
+        })];
+        let r = apply(&cx, &steps);
+        (r, applies.get())
+    }
+
+    /// An access check that cannot even be made before the run (say iptables-save fails) stops
+    /// the run before any step: a failed "access" entry and the run's error, never a run that
+    /// goes on blind (its changes could not be judged against a firewall nobody could read).
+    #[test]
+    fn an_access_check_that_errors_before_the_run_stops_it() {
+        let (r, applies) = run(vec![Err(anyhow::anyhow!("iptables-save: exit 4"))]);
+        assert_eq!(applies, 0);
+        assert_eq!(r.steps.len(), 1, "{:?}", r.steps);
+        assert_eq!(r.steps[0].name, "access");
+        assert_eq!(r.steps[0].outcome, Outcome::Failed);
+        assert_eq!(r.status(), crate::report::Status::Failed);
+        let e = format!("{:#}", r.error.expect("the run fails"));
+        assert!(
+            e.contains("keeping SSH reachable (firewall) failed: iptables-save: exit 4"),
+            "{e}"
+        );
+    }
+
+    /// After a run whose every step succeeded, an access check that had to act (or could not
+    /// check) fails the run: the owner hears of it, it is not a success.
+    #[test]
+    fn an_access_check_that_acts_after_the_run_fails_it() {
+        for after in [
+            Ok(Some(
+                "rules dropped every sshd port: csf -r restored".to_string(),
+            )),
+            Err(anyhow::anyhow!("iptables-save: exit 4")),
+        ] {
+            let (r, applies) = run(vec![Ok(None), after]);
+            assert_eq!(applies, 1);
+            let names: Vec<_> = r.steps.iter().map(|s| s.name.as_str()).collect();
+            assert_eq!(names, ["firewall", "access"]);
+            assert_eq!(r.steps[1].outcome, Outcome::Failed);
+            assert!(r.failed(), "{:?}", r.steps);
+        }
+        // Nothing found either time: the run succeeds, with no access entry.
+        let (r, applies) = run(vec![Ok(None), Ok(None)]);
+        assert_eq!(applies, 1);
+        assert!(!r.failed(), "{:?}", r.error);
+        assert_eq!(r.steps.len(), 1, "{:?}", r.steps);
+    }
+}

@@ -566,10 +566,9 @@ impl Step for FirewallStep {
 mod tests {
     use super::*;
 
-    /// A config with a csf section (port 2222).
+    /// The example config: a csf section, port 2222.
     fn config() -> crate::config::Config {
-        let text = format!("version: 1\nssh:\n  port: 2222\n  authorized_keys:\n    - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx9m3S9rT3x0vH2bKJ5r3V3tW0Xq8nYk4s1fQ7cL2aP t\ncsf:\n  url: https://example.invalid/csf.tgz\n  sha256: {}\n", "ab".repeat(32));
-        crate::config::parse(&text, Path::new("t.yaml")).unwrap()
+        crate::config::parse(crate::config::EXAMPLE, Path::new("e.yaml")).unwrap()
     }
 
     /// open_port adds the new SSH port to the port lists csf loads: TCP_IN, and TCP6_IN only
