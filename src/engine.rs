@@ -624,7 +624,7 @@ mod tests {
     fn an_access_check_that_acts_after_the_run_fails_it() {
         for after in [
             Ok(Some(
-                "rules dropped every sshd port: csf -r restored".to_string(),
+                "rules dropped every sshd port: csf -sf restored".to_string(),
             )),
             Err(anyhow::anyhow!("iptables-save: exit 4")),
         ] {

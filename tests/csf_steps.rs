@@ -313,7 +313,7 @@ fn units_up(runner: &RecordingRunner) {
 
 /// Every command of the enable sequence succeeds: csf reloads, systemd enables and starts.
 fn enable_sequence_succeeds(runner: &RecordingRunner) {
-    runner.allow("/usr/sbin/csf -r");
+    runner.allow("/usr/sbin/csf -sf");
     runner.allow("systemctl enable csf.service lfd.service");
     runner.allow("systemctl start csf.service");
     runner.allow("systemctl restart lfd.service");
@@ -355,9 +355,9 @@ fn live_enable_goes_testing_then_verifies_then_enforces() {
     assert_eq!(
         runner.calls(),
         vec![
-            "/usr/sbin/csf -r",
+            "/usr/sbin/csf -sf",
             "iptables-save -t filter",
-            "/usr/sbin/csf -r",
+            "/usr/sbin/csf -sf",
             "iptables-save -t filter",
             "systemctl enable csf.service lfd.service",
             "systemctl start csf.service",
@@ -426,12 +426,12 @@ fn a_testing_cron_flush_under_the_check_loads_the_rules_again() {
     assert_eq!(
         calls[..6],
         [
-            "/usr/sbin/csf -r",
+            "/usr/sbin/csf -sf",
             "iptables-save -t filter",
             "iptables-save -t filter",
-            "/usr/sbin/csf -r",
+            "/usr/sbin/csf -sf",
             "iptables-save -t filter",
-            "/usr/sbin/csf -r",
+            "/usr/sbin/csf -sf",
         ],
         "{calls:?}"
     );
@@ -456,17 +456,17 @@ fn a_csf_command_that_meets_csfs_lock_is_run_again() {
     accepting(&runner, port);
     units_up(&runner);
     enable_sequence_succeeds(&runner);
-    runner.answer_once("/usr/sbin/csf -r", 11, "", CSF_LOCKED);
-    runner.answer_once("/usr/sbin/csf -r", 11, "", CSF_LOCKED);
+    runner.answer_once("/usr/sbin/csf -sf", 11, "", CSF_LOCKED);
+    runner.answer_once("/usr/sbin/csf -sf", 11, "", CSF_LOCKED);
     let r = enable_live(root.path(), &config, &runner);
     assert!(r.error.is_none(), "{:?}", r.error);
     let calls = runner.calls();
     assert_eq!(
         calls[..4],
         [
-            "/usr/sbin/csf -r",
-            "/usr/sbin/csf -r",
-            "/usr/sbin/csf -r",
+            "/usr/sbin/csf -sf",
+            "/usr/sbin/csf -sf",
+            "/usr/sbin/csf -sf",
             "iptables-save -t filter",
         ],
         "{calls:?}"
@@ -478,20 +478,20 @@ fn a_csf_command_that_meets_csfs_lock_is_run_again() {
     let runner = RecordingRunner::new();
     accepting(&runner, port);
     runner.answer(
-        "/usr/sbin/csf -r",
+        "/usr/sbin/csf -sf",
         11,
         "",
         "Can't locate ConfigServer/Config.pm in @INC",
     );
     runner.allow("/usr/sbin/csf -f");
     let r = enable_live(root.path(), &config, &runner);
-    let e = format!("{:#}", r.error.expect("a failing csf -r fails the run"));
-    assert!(e.contains("csf -r failed"), "{e}");
+    let e = format!("{:#}", r.error.expect("a failing csf -sf fails the run"));
+    assert!(e.contains("csf -sf failed"), "{e}");
     assert!(e.contains("ConfigServer/Config.pm"), "{e}");
     let reloads = runner
         .calls()
         .iter()
-        .filter(|c| *c == "/usr/sbin/csf -r")
+        .filter(|c| *c == "/usr/sbin/csf -sf")
         .count();
     assert_eq!(reloads, 1, "{:?}", runner.calls());
     assert_eq!(testing(root.path()), "1");
@@ -510,14 +510,14 @@ fn rules_that_are_not_a_flush_are_not_loaded_again() {
         "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p tcp -m tcp --dport 80 -j ACCEPT\nCOMMIT\n",
         "",
     );
-    runner.allow("/usr/sbin/csf -r");
+    runner.allow("/usr/sbin/csf -sf");
     runner.allow("/usr/sbin/csf -f");
     let r = enable_live(root.path(), &config, &runner);
     assert!(r.error.is_some());
     let reloads = runner
         .calls()
         .iter()
-        .filter(|c| *c == "/usr/sbin/csf -r")
+        .filter(|c| *c == "/usr/sbin/csf -sf")
         .count();
     assert_eq!(reloads, 1, "{:?}", runner.calls());
     assert_eq!(testing(root.path()), "1");
@@ -535,7 +535,7 @@ fn live_enable_flushes_and_stays_in_testing_when_ssh_is_not_accepted() {
         "*filter\n-A INPUT -p tcp -m tcp --dport 80 -j ACCEPT\nCOMMIT\n",
         "",
     );
-    runner.allow("/usr/sbin/csf -r");
+    runner.allow("/usr/sbin/csf -sf");
     runner.allow("/usr/sbin/csf -f");
     let r = enable_live(root.path(), &config, &runner);
     let err = r.error.map(|e| format!("{e:#}")).expect("must fail");
@@ -561,7 +561,7 @@ fn failing_csf_reload_is_flushed_and_reported() {
     let (root, config) = csf_root(sshd.local_addr().unwrap().port());
     let runner = RecordingRunner::new();
     runner.answer(
-        "/usr/sbin/csf -r",
+        "/usr/sbin/csf -sf",
         2,
         "",
         "Compilation failed in require at /usr/sbin/csf line 1.",
@@ -585,7 +585,7 @@ fn sshd_not_listening_stops_before_enforcing() {
         &format!("-A INPUT -p tcp --dport {port} -j ACCEPT\n"),
         "",
     );
-    runner.allow("/usr/sbin/csf -r");
+    runner.allow("/usr/sbin/csf -sf");
     runner.allow("/usr/sbin/csf -f");
     let r = enable_live(root.path(), &config, &runner);
     assert!(format!("{:#}", r.error.expect("must fail"))
@@ -967,7 +967,7 @@ fn flush_after_a_failed_start_clears_csf_error() {
     let sshd = TcpListener::bind("127.0.0.1:0").unwrap();
     let (root, config) = csf_root(sshd.local_addr().unwrap().port());
     let runner = RecordingRunner::new();
-    runner.answer("/usr/sbin/csf -r", 1, "", "Error: invalid port in TCP_IN");
+    runner.answer("/usr/sbin/csf -sf", 1, "", "Error: invalid port in TCP_IN");
     std::fs::write(
         root.path().join("etc/csf/csf.error"),
         "Error: invalid port\n",

@@ -375,7 +375,7 @@ const DIFFERENCES: &[(&str, DifferenceHolds)] = &[
     ("conf-keys", |f| !f.file("csf.pl").contains("csf.allow")),
     ("commands", |f| {
         f.file("csf.pl").contains(
-            "usage: csf -v | -s | -r | -sf | --initup | --initdown | -f | --stop | -x | -e",
+            "usage: csf -v | -s | -r | -sf | -q | --initup | --initdown | -f | --stop | -x | -e",
         )
     }),
     ("no-faststart", |f| {
@@ -988,6 +988,57 @@ fn rule_commands_refuse_while_another_holds_the_csf_lock() {
     );
     ok(root.sh(Some(&ns), "/usr/sbin/csf -r"), "csf -r");
     assert!(rules(&ns, "iptables").starts_with("-P INPUT DROP\n"));
+}
+
+/// LFDSTART (csf.pl's dispatch): with "1", `-s`/`-r` only leave /var/lib/csf/csf.restart for lfd
+/// and exit 0 with the rules untouched; lfd restarts csf when it finds the file; `-sf` loads the
+/// rules itself whatever LFDSTART says; `-q` always asks lfd.
+#[test]
+fn lfdstart_hands_the_restart_to_lfd_except_for_sf() {
+    let (_tmp, _dir, root) = installed("15.10");
+    let ns = Netns::new("q");
+    root.set_conf(&[
+        ("TESTING", "0"),
+        ("TCP_IN", "2222"),
+        ("LFDSTART", "1"),
+        ("LF_PARSE", "1"),
+    ]);
+    let restart = root.file("/var/lib/csf/csf.restart");
+    for arg in ["-r", "-s"] {
+        let out = ok(root.sh(Some(&ns), &format!("/usr/sbin/csf {arg}")), arg);
+        assert!(
+            out.contains("lfd will restart csf within the next 1 seconds"),
+            "csf {arg}: {out}"
+        );
+        assert_eq!(rules(&ns, "iptables"), DEFAULT_RULES, "after csf {arg}");
+        assert!(restart.exists(), "csf {arg} leaves csf.restart");
+    }
+    // lfd (in the same network namespace) finds the file and restarts csf.
+    ok(root.sh(Some(&ns), "/usr/sbin/lfd"), "lfd");
+    let pid: i32 = root.read("/run/lfd.pid").trim().parse().unwrap();
+    let loaded = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        rules(&ns, "iptables").starts_with("-P INPUT DROP\n") && !restart.exists()
+    });
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGTERM).unwrap();
+    assert!(wait_gone(pid), "lfd stops on SIGTERM");
+    assert!(
+        loaded,
+        "lfd did not restart csf: {}",
+        rules(&ns, "iptables")
+    );
+
+    ok(root.sh(Some(&ns), "/usr/sbin/csf -f"), "csf -f");
+    assert_eq!(rules(&ns, "iptables"), DEFAULT_RULES);
+    ok(root.sh(Some(&ns), "/usr/sbin/csf -sf"), "csf -sf");
+    assert!(rules(&ns, "iptables").starts_with("-P INPUT DROP\n"));
+    assert!(!restart.exists(), "csf -sf asks nothing of lfd");
+
+    root.set_conf(&[("LFDSTART", "0")]);
+    ok(root.sh(Some(&ns), "/usr/sbin/csf -f"), "csf -f");
+    ok(root.sh(Some(&ns), "/usr/sbin/csf -q"), "csf -q");
+    assert_eq!(rules(&ns, "iptables"), DEFAULT_RULES, "after csf -q");
+    assert!(restart.exists(), "csf -q leaves csf.restart");
 }
 
 #[test]

@@ -430,7 +430,7 @@ fn access_entry(summary: &serde_json::Value, outcome: &str, o: &std::process::Ou
     access["message"].as_str().unwrap_or_default().to_string()
 }
 
-/// Seen in the VM's drift repair: brickup's `csf -r` and csf's TESTING cron flush (`csf -f`)
+/// Seen in the VM's drift repair: brickup's reload and csf's TESTING cron flush (`csf -f`)
 /// ran into each other and left INPUT dropping with no rule, then a step failed and the run
 /// ended there: a lockout. csf's lock now keeps the two apart (the fixture has it, like csf),
 /// and whatever leaves the rules so, an apply checks before its first step and after its last
@@ -462,7 +462,7 @@ fn an_apply_never_ends_with_rules_that_drop_every_ssh_port() {
     assert!(
         message.contains("before the run")
             && message.contains(&lost)
-            && message.contains("csf -r loaded"),
+            && message.contains("csf -sf loaded"),
         "{message}"
     );
     assert_ssh_hardened(&lr, a, PORT);
@@ -482,7 +482,7 @@ fn an_apply_never_ends_with_rules_that_drop_every_ssh_port() {
     assert!(stderr(&o).contains("Pre-Invoke"), "{}", text(&o));
     let message = access_entry(&summary, "failed", &o);
     assert!(
-        message.contains(&lost) && message.contains("csf -r loaded"),
+        message.contains(&lost) && message.contains("csf -sf loaded"),
         "{message}"
     );
     assert!(
@@ -503,7 +503,7 @@ fn an_apply_never_ends_with_rules_that_drop_every_ssh_port() {
     assert_check(&lr, 0);
 }
 
-/// The access check's last resort: when `csf -r` cannot put the rules right (here it fails, like
+/// The access check's last resort: when a reload (`csf -sf`) cannot put the rules right (here it fails, like
 /// a broken release: the fixture's fail-reload hook), the rules are flushed - an open firewall
 /// with key-only SSH, never a lockout - and the entry says so.
 #[test]
@@ -576,6 +576,36 @@ fn a_reload_waits_while_another_csf_holds_its_lock() {
     assert_check(&lr, 0);
     assert_ssh_hardened(&lr, a, PORT);
     assert_enforcing(&lr, false);
+}
+
+/// csf's `LFDSTART = "1"` (the owner's `firewall.settings`) makes `csf -s`/`-r` only ask lfd to
+/// restart csf later - and lfd does not run while TESTING is "1". brickup's reloads must load
+/// the rules themselves (`csf -sf`), or its checks would judge the rules of before.
+#[test]
+fn lfdstart_does_not_defer_brickups_reloads() {
+    let lr = LiveRoot::new("lfdstart_does_not_defer_brickups_reloads");
+    let a = lr.addr4();
+    let mut cfg = LiveConfig::new(PORT);
+    cfg.firewall_settings = vec![("LFDSTART", "1")];
+    lr.configure(&cfg);
+    converge(&lr);
+    let conf = lr.read("/etc/csf/csf.conf");
+    assert!(conf.lines().any(|l| l == "LFDSTART = \"1\""), "{conf}");
+    assert_ssh_hardened(&lr, a, PORT);
+    assert_closed_port_dropped(&lr, a);
+    assert_enforcing(&lr, false);
+    assert_check(&lr, 0);
+
+    // A drift repair reloads too: TCP_IN lost the masternode port, and the apply puts it back
+    // into the loaded rules, not only into csf.conf.
+    lr.must_sh(&format!(
+        r#"sed -i 's/^TCP_IN = .*/TCP_IN = "{PORT}"/' /etc/csf/csf.conf && /usr/sbin/csf -sf >/dev/null"#
+    ));
+    let rules = || lr.must_sh("iptables -S INPUT");
+    assert!(!rules().contains("--dport 9999"), "control: {}", rules());
+    converge(&lr);
+    assert!(rules().contains("--dport 9999"), "{}", rules());
+    assert_check(&lr, 0);
 }
 
 /// The fault matrix's power cut in csf's installer left /etc/csf/csf.conf empty (the installer

@@ -3,7 +3,7 @@
 //! the loaded rules accept its port, only then `TESTING = "0"`, reload, and enable csf and lfd.
 //! Any failure flushes the rules and leaves TESTING on.
 //!
-//! `csf -r` loads rules but does not make `csf.service` active, and the release's `lfd.service`
+//! `csf -sf` loads rules but does not make `csf.service` active, and the release's `lfd.service`
 //! does not require it (FACTS.md): both units are started here as systemd sees them, so `check`
 //! (which asks systemd) agrees with what `apply` did.
 
@@ -57,6 +57,15 @@ fn systemctl(cx: &Context, args: &[&str]) -> Result<()> {
 const LOCKED: &str = "csf is being restarted, try again in a moment";
 /// How long a csf command keeps trying while another one holds csf's lock.
 const LOCK_WAIT: Duration = Duration::from_secs(120);
+
+/// Load csf.conf's rules now: `csf -sf`. Not `csf -r`: with `LFDSTART = "1"` (a csf.conf
+/// setting brickup leaves to the owner) `-s`/`-r` only leave /var/lib/csf/csf.restart for lfd
+/// and exit 0 (csf.pl's `lfdstart`), so the check after them would judge the old rules; and
+/// while TESTING is "1" lfd does not even run. `-sf` stops and starts csf under its lock,
+/// whatever LFDSTART says - what `-r` does with it "0".
+fn reload(cx: &Context) -> Result<()> {
+    csf(cx, "-sf")
+}
 
 /// `/usr/sbin/csf FLAG`, again after a pause while another csf command holds csf's lock.
 fn csf(cx: &Context, flag: &str) -> Result<()> {
@@ -180,14 +189,14 @@ fn verify_reachable(cx: &Context, ipv6: bool) -> Result<()> {
 /// [`verify_reachable`], with one more load when the rules were flushed under it. While TESTING
 /// is "1", csf's own cron line (`*/TESTING_INTERVAL * * * * root /usr/sbin/csf -f`, FACTS.md)
 /// flushes on its own schedule, and it can fire between a reload and its check: seen in the VM,
-/// a drift repair's `csf -r` ran across a five-minute mark and the check found everything open.
+/// a drift repair's reload ran across a five-minute mark and the check found everything open.
 /// A flush is safe (everything open) but is not the policy being proven, so the policy is
 /// loaded again and checked again; any other mismatch is a failure.
 fn verify_or_reload(cx: &Context, ipv6: bool) -> Result<()> {
     reload_if_flushed(cx, || verify_reachable(cx, ipv6))
 }
 
-/// `verify`, and when it fails on rules that are a flush's, one more `csf -r` and `verify` again.
+/// `verify`, and when it fails on rules that are a flush's, one more `csf -sf` and `verify` again.
 fn reload_if_flushed(cx: &Context, verify: impl Fn() -> Result<()>) -> Result<()> {
     let Err(e) = verify() else {
         return Ok(());
@@ -196,7 +205,7 @@ fn reload_if_flushed(cx: &Context, verify: impl Fn() -> Result<()>) -> Result<()
         return Err(e);
     }
     tracing::warn!("the rules were flushed under the check (csf's TESTING cron?): loading again");
-    csf(cx, "-r")?;
+    reload(cx)?;
     verify()
 }
 
@@ -252,7 +261,7 @@ pub(crate) fn open_port(cx: &Context, port: u16) -> Result<bool> {
     tx.write(Path::new(CSF_CONF), new.as_bytes(), NewFile::mode(0o600))?;
     tx.commit();
     if holds_rules(cx)? {
-        csf(cx, "-r")?;
+        reload(cx)?;
         reload_if_flushed(cx, || verify_accepts(cx, port, ipv6))?;
     }
     Ok(true)
@@ -318,13 +327,13 @@ pub struct FirewallStep;
 
 impl FirewallStep {
     fn enable(cx: &Context, ipv6: bool) -> Result<()> {
-        csf(cx, "-r")?;
+        reload(cx)?;
         verify_or_reload(cx, ipv6)?;
         write_conf(cx, false)?;
-        csf(cx, "-r")?;
+        reload(cx)?;
         verify_or_reload(cx, ipv6)?;
         systemctl(cx, &["enable", UNITS[0], UNITS[1]])?;
-        // A no-op when csf.service is already active: `csf -r` above loaded the new rules.
+        // A no-op when csf.service is already active: `csf -sf` above loaded the new rules.
         systemctl(cx, &["start", UNITS[0]])?;
         verify_or_reload(cx, ipv6)?;
         systemctl(cx, &["restart", UNITS[1]])?;
@@ -413,14 +422,14 @@ impl Step for FirewallStep {
             list.join(", ")
         );
         tracing::error!("{lost}: loading csf's rules again");
-        let reloaded = csf(cx, "-r");
+        let reloaded = reload(cx);
         if reloaded.is_ok() && open_to_any(cx, &ports, ipv6)? {
             return Ok(Some(format!(
-                "{lost}: csf -r loaded csf.conf's rules again, which accept it"
+                "{lost}: csf -sf loaded csf.conf's rules again, which accept it"
             )));
         }
         let why = match reloaded {
-            Ok(()) => "csf -r loaded rules that still drop it".to_string(),
+            Ok(()) => "csf -sf loaded rules that still drop it".to_string(),
             Err(e) => format!("{e:#}"),
         };
         tracing::error!("{lost}; {why}: flushing");
@@ -482,7 +491,7 @@ impl Step for FirewallStep {
             });
         }
         if cx.live() && (!a.is_empty() || !Self::running(cx)?.is_empty()) {
-            a.push(Action::Note("csf -r with TESTING 1, verify SSH is accepted, TESTING 0, csf -r, enable and start csf.service and lfd.service".into()));
+            a.push(Action::Note("csf -sf with TESTING 1, verify SSH is accepted, TESTING 0, csf -sf, enable and start csf.service and lfd.service".into()));
         }
         Ok(a)
     }
@@ -606,15 +615,15 @@ mod tests {
         let config = config();
         let runner = crate::runner::RecordingRunner::new();
         let held = format!("Error: {LOCKED}: /var/lib/csf/csf.lock\n");
-        runner.answer("/usr/sbin/csf -r", 11, "", &held);
+        runner.answer("/usr/sbin/csf -sf", 11, "", &held);
         let cx = Context::new(crate::root::Root::new(root.path()), &config, &runner);
         let start = Instant::now();
         let e = format!(
             "{:#}",
-            csf_waiting(&cx, "-r", Duration::from_millis(1200)).unwrap_err()
+            csf_waiting(&cx, "-sf", Duration::from_millis(1200)).unwrap_err()
         );
         let waited = start.elapsed();
-        assert!(e.contains("csf -r failed"), "{e}");
+        assert!(e.contains("csf -sf failed"), "{e}");
         assert!(e.contains("csf's lock still held after 1 s"), "{e}");
         // Tries at 0, 0.5 and 1.5 s: the third is past the bound, so it is the last.
         assert_eq!(runner.calls().len(), 3, "{:?}", runner.calls());

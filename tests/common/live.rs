@@ -101,6 +101,8 @@ pub struct LiveConfig {
     pub password_authentication: bool,
     /// `report:` section: URL (http, allowed) and an inline token.
     pub report_url: Option<String>,
+    /// `firewall.settings`: further csf.conf keys and values.
+    pub firewall_settings: Vec<(&'static str, &'static str)>,
 }
 
 impl LiveConfig {
@@ -113,6 +115,7 @@ impl LiveConfig {
             masternode_ports: vec![9999],
             password_authentication: false,
             report_url: None,
+            firewall_settings: vec![],
         }
     }
 }
@@ -519,6 +522,18 @@ impl LiveRoot {
             mn.join(", "),
             if c.ipv6 { "on" } else { "off" },
         );
+        if !c.firewall_settings.is_empty() {
+            let settings: String = c
+                .firewall_settings
+                .iter()
+                .map(|(k, v)| format!("    {k}: \"{v}\"\n"))
+                .collect();
+            y = y.replacen(
+                "firewall:\n",
+                &format!("firewall:\n  settings:\n{settings}"),
+                1,
+            );
+        }
         if c.password_authentication {
             y = y.replacen("ssh:\n", "ssh:\n  password_authentication: true\n", 1);
         }
