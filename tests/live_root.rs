@@ -45,6 +45,15 @@ fn converge(lr: &LiveRoot) -> serde_json::Value {
     summary
 }
 
+/// A root that brickup hardened with the default live config (sshd on PORT), and its address.
+fn hardened(name: &'static str) -> (LiveRoot, IpAddr) {
+    let lr = LiveRoot::new(name);
+    lr.configure(&LiveConfig::new(PORT));
+    converge(&lr);
+    let a = lr.addr4();
+    (lr, a)
+}
+
 fn assert_check(lr: &LiveRoot, code: i32) -> String {
     let o = lr.check();
     assert_eq!(
@@ -322,10 +331,7 @@ fn assert_some_ssh_port_reachable(lr: &LiveRoot, what: &str) -> Vec<u16> {
 /// owner must still get in, and a fixed config converges on NEW alone.
 fn port_move_with_a_later_failure(test: &'static str, fault: &str) {
     const NEW: u16 = 3917;
-    let lr = LiveRoot::new(test);
-    let a = lr.addr4();
-    lr.configure(&LiveConfig::new(PORT));
-    converge(&lr);
+    let (lr, a) = hardened(test);
     assert!(lr.key_login_works(a, PORT));
     assert_enforcing(&lr, false);
 
@@ -386,10 +392,7 @@ fn port_move_then_missing_package_keeps_a_way_in() {
 
 #[test]
 fn drift_is_named_and_repaired() {
-    let lr = LiveRoot::new("drift_is_named_and_repaired");
-    let a = lr.addr4();
-    lr.configure(&LiveConfig::new(PORT));
-    converge(&lr);
+    let (lr, a) = hardened("drift_is_named_and_repaired");
     assert_check(&lr, 0);
 
     // An early drop-in wins over brickup's 00-brickup.conf (first value wins in sshd).
@@ -437,10 +440,7 @@ fn access_entry(summary: &serde_json::Value, outcome: &str, o: &std::process::Ou
 /// that some port sshd listens on is accepted, and if none is, loads csf.conf's rules again.
 #[test]
 fn an_apply_never_ends_with_rules_that_drop_every_ssh_port() {
-    let lr = LiveRoot::new("an_apply_never_ends_with_rules_that_drop_every_ssh_port");
-    let a = lr.addr4();
-    lr.configure(&LiveConfig::new(PORT));
-    converge(&lr);
+    let (lr, a) = hardened("an_apply_never_ends_with_rules_that_drop_every_ssh_port");
     let lost = format!("accepted none of the ports sshd listens on ({PORT}");
 
     // Arriving locked out (the rules half-loaded by hand): put right first, and the preflight's
@@ -503,15 +503,12 @@ fn an_apply_never_ends_with_rules_that_drop_every_ssh_port() {
     assert_check(&lr, 0);
 }
 
-/// The access check's last resort: when a reload (`csf -sf`) cannot put the rules right (here it fails, like
-/// a broken release: the fixture's fail-reload hook), the rules are flushed - an open firewall
-/// with key-only SSH, never a lockout - and the entry says so.
+/// The access check's last resort: when a reload (`csf -sf`) cannot put the rules right (here it
+/// fails, like a broken release: the fixture's fail-reload hook), the rules are flushed - an open
+/// firewall with key-only SSH, never a lockout - and the entry says so.
 #[test]
 fn when_a_reload_cannot_restore_access_the_rules_are_flushed() {
-    let lr = LiveRoot::new("when_a_reload_cannot_restore_access_the_rules_are_flushed");
-    let a = lr.addr4();
-    lr.configure(&LiveConfig::new(PORT));
-    converge(&lr);
+    let (lr, a) = hardened("when_a_reload_cannot_restore_access_the_rules_are_flushed");
     lr.write("/etc/csf/fixture-fail-reload", "");
     lr.must_sh("iptables -w -F INPUT");
     assert!(
@@ -546,10 +543,7 @@ fn when_a_reload_cannot_restore_access_the_rules_are_flushed() {
 /// pause until the lock is free, and the repair converges.
 #[test]
 fn a_reload_waits_while_another_csf_holds_its_lock() {
-    let lr = LiveRoot::new("a_reload_waits_while_another_csf_holds_its_lock");
-    let a = lr.addr4();
-    lr.configure(&LiveConfig::new(PORT));
-    converge(&lr);
+    let (lr, a) = hardened("a_reload_waits_while_another_csf_holds_its_lock");
     lr.must_sh(r#"sed -i 's/^TESTING = "0"/TESTING = "1"/' /etc/csf/csf.conf"#);
     lr.must_sh("(flock /var/lib/csf/csf.lock sleep 20 </dev/null >/dev/null 2>&1 &); sleep 1");
     let o = lr.sh("/usr/sbin/csf -f");
@@ -615,10 +609,7 @@ fn lfdstart_does_not_defer_brickups_reloads() {
 /// even when the mark says the install finished.
 #[test]
 fn a_csf_conf_a_cut_left_empty_is_written_anew() {
-    let lr = LiveRoot::new("a_csf_conf_a_cut_left_empty_is_written_anew");
-    let a = lr.addr4();
-    lr.configure(&LiveConfig::new(PORT));
-    converge(&lr);
+    let (lr, a) = hardened("a_csf_conf_a_cut_left_empty_is_written_anew");
 
     for (mark, conf) in [("installing", ""), ("installed", "# only a comment\n")] {
         lr.write("/var/lib/brickup/csf-install", &format!("{mark} 15.10\n"));
@@ -650,10 +641,7 @@ fn a_csf_conf_a_cut_left_empty_is_written_anew() {
 /// the next apply runs the installer again instead of taking csf as installed.
 #[test]
 fn an_interrupted_csf_install_is_run_again() {
-    let lr = LiveRoot::new("an_interrupted_csf_install_is_run_again");
-    let a = lr.addr4();
-    lr.configure(&LiveConfig::new(PORT));
-    converge(&lr);
+    let (lr, a) = hardened("an_interrupted_csf_install_is_run_again");
     assert_eq!(lr.read("/var/lib/brickup/csf-install"), "installed 15.10\n");
 
     // As the installer leaves it when cut short: the mark set, a file it installs missing.
