@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds (once, cached outside the repo) what the real-part tests use:
-#   $CACHE/rootfs-<suite>/     a Debian minbase rootfs with openssh-server (real sshd, real apt)
+#   $CACHE/rootfs-<suite>/     a Debian minbase rootfs with openssh-server (real sshd, real apt) and
+#                              iproute2 (brickup's login proof; Debian's cloud images have it)
 #   $CACHE/apt-<suite>/        a flat apt repository with csf's prerequisites, unattended-upgrades and their
 #                              dependencies, so the rootfs's apt-get installs them offline
 # Rebuilt only when this script changes. Needs root, mmdebstrap and apt-utils.
@@ -20,7 +21,7 @@ fi
 mkdir -p "$cache"
 rm -rf "$rootfs.new" "$repo.new"
 echo "building $rootfs (mmdebstrap, about a minute)"
-mmdebstrap --variant=minbase --include=openssh-server,passwd,ca-certificates \
+mmdebstrap --variant=minbase --include=openssh-server,passwd,ca-certificates,iproute2 \
   "$suite" "$rootfs.new" http://deb.debian.org/debian
 # The prerequisites' .debs, resolved against exactly this rootfs.
 mkdir -p "$repo.new"

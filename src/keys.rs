@@ -24,7 +24,11 @@ fn wanted_content(cx: &Context, path: &Path, user: &User) -> Result<(String, Str
             .with_context(|| format!("{} is not UTF-8", path.display()))?,
         None => String::new(),
     };
-    let new = merge(&current, &cx.config.ssh.authorized_keys);
+    // A throwaway login-proof key a crash left behind goes (its line is marked).
+    let new = merge(
+        &crate::login::without_proof_lines(&current),
+        &cx.config.ssh.authorized_keys,
+    );
     Ok((current, new))
 }
 

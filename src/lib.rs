@@ -14,6 +14,7 @@ pub mod fsops;
 pub mod http;
 pub mod keys;
 pub(crate) mod lock;
+pub(crate) mod login;
 pub(crate) mod os;
 pub mod packages;
 pub mod ports;

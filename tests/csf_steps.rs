@@ -298,11 +298,42 @@ fn csf_root(port: u16) -> (tempfile::TempDir, brickup::config::Config) {
     )
     .unwrap();
     let (_, public) = keypair(root.path());
+    // The owner's key where sshd reads it: the login proof puts its own beside it.
+    std::fs::create_dir_all(root.path().join("root/.ssh")).unwrap();
+    std::fs::write(
+        root.path().join("root/.ssh/authorized_keys"),
+        format!("{public}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        root.path().join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/bash\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(root.path().join("etc/ssh")).unwrap();
+    std::fs::write(root.path().join("etc/ssh/sshd_config"), "UsePAM yes\n").unwrap();
     let text = format!("version: 1\nupdates:\n  enabled: false\nssh:\n  port: {port}\n  authorized_keys:\n    - {public}\nfirewall:\n  masternode_ports: [9999]\n  ipv6: off\ncsf:\n  url: https://example.invalid/csf.tgz\n  sha256: {}\n", "ab".repeat(32));
     (
         root,
         brickup::config::parse(&text, Path::new("t.yaml")).unwrap(),
     )
+}
+
+/// A recording runner on which brickup's login proof (src/login.rs) succeeds as root: its
+/// namespace would reach this machine's own address, so it is scripted.
+fn login_runner() -> RecordingRunner {
+    let runner = RecordingRunner::new().passthrough(&["ssh-keygen"]);
+    script_login(&runner, "root");
+    runner
+}
+
+/// The recorded calls but the login proof's (its namespace, veth and client).
+fn service_calls(runner: &RecordingRunner) -> Vec<String> {
+    runner
+        .calls()
+        .into_iter()
+        .filter(|c| !c.starts_with("ip ") && !c.starts_with("nsenter "))
+        .collect()
 }
 
 /// systemd says both csf units are active and enabled.
@@ -341,7 +372,7 @@ fn live_enable_goes_testing_then_verifies_then_enforces() {
     let sshd = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = sshd.local_addr().unwrap().port();
     let (root, config) = csf_root(port);
-    let runner = RecordingRunner::new();
+    let runner = login_runner();
     runner.answer(
         "iptables-save",
         0,
@@ -353,7 +384,7 @@ fn live_enable_goes_testing_then_verifies_then_enforces() {
     let r = enable_live(root.path(), &config, &runner);
     assert!(r.error.is_none(), "{:?}", r.error);
     assert_eq!(
-        runner.calls(),
+        service_calls(&runner),
         vec![
             "/usr/sbin/csf -sf",
             "iptables-save -t filter",
@@ -376,6 +407,11 @@ fn live_enable_goes_testing_then_verifies_then_enforces() {
             "iptables-save -t filter",
         ]
     );
+    // Last, the owner's login through the enforcing rules.
+    let calls = runner.calls();
+    let login = calls.iter().rposition(|c| c.starts_with("nsenter --net="));
+    let rules = calls.iter().rposition(|c| c.starts_with("iptables-save"));
+    assert!(login > rules, "{calls:#?}");
     assert_eq!(testing(root.path()), "0");
     let keys = brickup::csf::conf::read_keys(
         &std::fs::read_to_string(root.path().join("etc/csf/csf.conf")).unwrap(),
@@ -411,7 +447,7 @@ fn a_testing_cron_flush_under_the_check_loads_the_rules_again() {
     let sshd = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = sshd.local_addr().unwrap().port();
     let (root, config) = csf_root(port);
-    let runner = RecordingRunner::new();
+    let runner = login_runner();
     accepting(&runner, port);
     units_up(&runner);
     enable_sequence_succeeds(&runner);
@@ -422,7 +458,7 @@ fn a_testing_cron_flush_under_the_check_loads_the_rules_again() {
     runner.answer_once("iptables-save", 0, flushed, "");
     let r = enable_live(root.path(), &config, &runner);
     assert!(r.error.is_none(), "{:?}", r.error);
-    let calls = runner.calls();
+    let calls = service_calls(&runner);
     assert_eq!(
         calls[..6],
         [
@@ -452,7 +488,7 @@ fn a_csf_command_that_meets_csfs_lock_is_run_again() {
     let sshd = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = sshd.local_addr().unwrap().port();
     let (root, config) = csf_root(port);
-    let runner = RecordingRunner::new();
+    let runner = login_runner();
     accepting(&runner, port);
     units_up(&runner);
     enable_sequence_succeeds(&runner);
@@ -460,7 +496,7 @@ fn a_csf_command_that_meets_csfs_lock_is_run_again() {
     runner.answer_once("/usr/sbin/csf -sf", 11, "", CSF_LOCKED);
     let r = enable_live(root.path(), &config, &runner);
     assert!(r.error.is_none(), "{:?}", r.error);
-    let calls = runner.calls();
+    let calls = service_calls(&runner);
     assert_eq!(
         calls[..4],
         [
@@ -493,7 +529,7 @@ fn a_csf_command_that_meets_csfs_lock_is_run_again() {
         .iter()
         .filter(|c| *c == "/usr/sbin/csf -sf")
         .count();
-    assert_eq!(reloads, 1, "{:?}", runner.calls());
+    assert_eq!(reloads, 1, "{:?}", service_calls(&runner));
     assert_eq!(testing(root.path()), "1");
 }
 
@@ -682,7 +718,7 @@ fn inactive_csf_service_is_drift_that_apply_repairs() {
     let sshd = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = sshd.local_addr().unwrap().port();
     let (root, config) = csf_root(port);
-    let runner = RecordingRunner::new();
+    let runner = login_runner();
     let rules = format!("*filter\n:INPUT DROP [0:0]\n-A INPUT ! -i lo -p tcp -m tcp --dport {port} -j ACCEPT\nCOMMIT\n");
     runner.answer("iptables-save", 0, &rules, "");
     units_up(&runner);
@@ -697,12 +733,12 @@ fn inactive_csf_service_is_drift_that_apply_repairs() {
     let drift = brickup::csf::FirewallStep.check(&cx).unwrap();
     assert_eq!(drift, vec!["csf.service is inactive".to_string()]);
 
-    let before = runner.calls().len();
+    let before = service_calls(&runner).len();
     runner.answer_once("systemctl is-active csf.service", 3, "inactive\n", "");
     let r = enable_live(root.path(), &config, &runner);
     assert!(r.error.is_none(), "{:?}", r.error);
     assert_eq!(r.steps[0].outcome, engine::Outcome::Changed);
-    let calls = runner.calls()[before..].to_vec();
+    let calls = service_calls(&runner)[before..].to_vec();
     assert!(
         calls.contains(&"systemctl start csf.service".to_string()),
         "{calls:#?}"
@@ -713,15 +749,15 @@ fn inactive_csf_service_is_drift_that_apply_repairs() {
     );
 
     // Converged: a rerun runs no csf command at all.
-    let before = runner.calls().len();
+    let before = service_calls(&runner).len();
     let r = enable_live(root.path(), &config, &runner);
     assert_eq!(r.steps[0].outcome, engine::Outcome::Unchanged);
     assert!(
-        runner.calls()[before..]
+        service_calls(&runner)[before..]
             .iter()
             .all(|c| c.starts_with("systemctl is-") || c.starts_with("iptables-save")),
         "{:?}",
-        &runner.calls()[before..]
+        &service_calls(&runner)[before..]
     );
 }
 

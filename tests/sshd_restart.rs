@@ -52,8 +52,11 @@ impl RealSshd {
             .status()
             .unwrap();
         assert!(st.success());
+        // The login proof is scripted: its namespace would reach this machine's own address.
+        let runner = RecordingRunner::new().passthrough(&["ssh-keygen"]);
+        script_login(&runner, "root");
         RealSshd {
-            runner: RecordingRunner::new(),
+            runner,
             root: root.to_path_buf(),
             dir,
             silent: AtomicUsize::new(0),
@@ -178,6 +181,15 @@ impl Drop for RealSshd {
     }
 }
 
+/// The recorded calls but the login proof's (its namespace, veth and client: src/login.rs).
+fn service_calls(runner: &RecordingRunner) -> Vec<String> {
+    runner
+        .calls()
+        .into_iter()
+        .filter(|c| !c.starts_with("ip ") && !c.starts_with("nsenter "))
+        .collect()
+}
+
 /// An SSH banner on 127.0.0.1:port within `wait` (a just-started sshd needs a moment to bind).
 fn ssh_banner(port: u16, wait: Duration) -> bool {
     let start = std::time::Instant::now();
@@ -287,7 +299,11 @@ fn ssh_service_is_restarted_and_the_new_port_proven() {
     assert!(silent(port), "nothing may answer on {port} before brickup");
     let r = run(root.path(), &config, &sshd);
     assert!(r.error.is_none(), "{:?}", r.error);
-    assert_eq!(sshd.runner.calls(), vec!["systemctl restart ssh"]);
+    assert_eq!(service_calls(&sshd.runner), vec!["systemctl restart ssh"]);
+    // The login proof ran after the restart.
+    let calls = sshd.runner.calls();
+    let login = calls.iter().position(|c| c.starts_with("nsenter --net="));
+    assert!(login.is_some_and(|i| i > 0), "{calls:?}");
     // brickup's restart put the real sshd there, reading brickup's drop-in.
     assert_eq!(sshd.starts(), vec![vec![port]]);
     assert!(answers(port));
@@ -348,7 +364,7 @@ fn rhel_service_name_and_selinux_label() {
     assert_eq!(sshd.starts(), vec![vec![port]]);
     let p = port.to_string();
     assert_eq!(
-        runner.calls(),
+        service_calls(runner),
         vec![
             format!("semanage port -a -t ssh_port_t -p tcp {p}"),
             format!("semanage port -m -t ssh_port_t -p tcp {p}"),
@@ -390,7 +406,7 @@ fn socket_activation_without_generator_overrides_the_socket() {
     socket_up(&sshd.runner);
     let r = run_socket(root.path(), &config, &sshd);
     assert!(r.error.is_none(), "{:?}", r.error);
-    assert_eq!(sshd.runner.calls(), socket_move_calls());
+    assert_eq!(service_calls(&sshd.runner), socket_move_calls());
     // The socket's restart listened where brickup's override says.
     assert_eq!(sshd.starts(), vec![vec![port]]);
     let o = std::fs::read_to_string(root.path().join(SOCKET_OVERRIDE)).unwrap();
@@ -404,7 +420,7 @@ fn socket_activation_without_generator_overrides_the_socket() {
     drift_dropin(root.path());
     let r = run_socket(root.path(), &config, &sshd);
     assert!(r.error.is_none(), "{:?}", r.error);
-    let calls = sshd.runner.calls();
+    let calls = service_calls(&sshd.runner);
     assert_eq!(calls[3..], socket_move_calls()[..2], "{calls:#?}");
     assert_eq!(sshd.starts(), vec![vec![port]]);
     assert!(answers(port));
@@ -422,7 +438,7 @@ fn socket_activation_with_generator_only_reloads() {
     socket_up(&sshd.runner);
     let r = run_socket(root.path(), &config, &sshd);
     assert!(r.error.is_none(), "{:?}", r.error);
-    assert_eq!(sshd.runner.calls(), socket_move_calls());
+    assert_eq!(service_calls(&sshd.runner), socket_move_calls());
     // The generator turned sshd_config's Port (brickup's drop-in) into the socket's.
     assert_eq!(sshd.starts(), vec![vec![port]]);
     // A manual override would conflict with the generator's ("Address already in use").

@@ -356,7 +356,14 @@ impl FirewallStep {
             }
         }
         // A TESTING cron flush that started before the TESTING "0" reload can end after it.
-        verify_or_reload(cx, ipv6)
+        verify_or_reload(cx, ipv6)?;
+        // The rules accept the port on paper; the owner's login through them is the proof.
+        let mut families = vec![crate::login::Family::V4];
+        if ipv6 {
+            families.push(crate::login::Family::V6);
+        }
+        crate::login::prove(cx, cx.config.ssh.port.get(), &families)?;
+        Ok(())
     }
 
     fn enforcing(cx: &Context) -> Result<bool> {

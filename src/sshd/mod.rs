@@ -457,10 +457,11 @@ impl Step for SshdStep {
         drift.extend(hostkeys::drift(cx)?);
         drift.extend(service::effective_drift(cx)?);
         if cx.live() {
-            drift.extend(service::listening_drift(
-                cx.config.ssh.port.get(),
-                cx.kept_ssh_ports(),
-            )?);
+            let port = cx.config.ssh.port.get();
+            drift.extend(service::listening_drift(port, cx.kept_ssh_ports())?);
+            if let Err(e) = crate::login::prove(cx, port, &[crate::login::Family::V4]) {
+                drift.push(format!("{e:#}"));
+            }
         }
         Ok(drift)
     }

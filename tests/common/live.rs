@@ -103,6 +103,10 @@ pub struct LiveConfig {
     pub report_url: Option<String>,
     /// `firewall.settings`: further csf.conf keys and values.
     pub firewall_settings: Vec<(&'static str, &'static str)>,
+    /// `ssh.settings`: further sshd_config keywords and values.
+    pub ssh_settings: Vec<(&'static str, &'static str)>,
+    /// Write the `firewall:` and `csf:` sections (false: brickup manages no firewall).
+    pub csf: bool,
 }
 
 impl LiveConfig {
@@ -116,6 +120,8 @@ impl LiveConfig {
             password_authentication: false,
             report_url: None,
             firewall_settings: vec![],
+            ssh_settings: vec![],
+            csf: true,
         }
     }
 }
@@ -533,6 +539,18 @@ impl LiveRoot {
                 &format!("firewall:\n  settings:\n{settings}"),
                 1,
             );
+        }
+        if !c.ssh_settings.is_empty() {
+            let settings: String = c
+                .ssh_settings
+                .iter()
+                .map(|(k, v)| format!("    {k}: \"{v}\"\n"))
+                .collect();
+            y = y.replacen("ssh:\n", &format!("ssh:\n  settings:\n{settings}"), 1);
+        }
+        if !c.csf {
+            let at = y.find("firewall:\n").expect("a firewall section");
+            y.truncate(at);
         }
         if c.password_authentication {
             y = y.replacen("ssh:\n", "ssh:\n  password_authentication: true\n", 1);

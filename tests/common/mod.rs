@@ -176,3 +176,37 @@ pub fn rootfs_with_local_repo() -> tempfile::TempDir {
     .unwrap();
     root
 }
+
+/// Scripts brickup's login proof (src/login.rs) on a recording runner as a login that succeeds
+/// as `user`: the namespace and veth commands exit 0, the host has the documentation address
+/// 192.0.2.10 (nothing is connected to), and the client in the namespace prints the proof.
+/// `ssh-keygen` must be a passthrough program of the runner (the proof reads the key it makes).
+pub fn script_login(runner: &brickup::runner::RecordingRunner, user: &str) {
+    for p in [
+        "ip netns ",
+        "ip link ",
+        "ip -4 addr add",
+        "ip -6 addr add",
+        "ip -n ",
+    ] {
+        runner.allow(p);
+    }
+    runner.answer(
+        "ip -o -4 addr show scope global",
+        0,
+        "2: eth0    inet 192.0.2.10/24 scope global eth0\\       valid_lft forever\n",
+        "",
+    );
+    runner.answer(
+        "ip -o -6 addr show scope global",
+        0,
+        "2: eth0    inet6 2001:db8::10/64 scope global \\       valid_lft forever\n",
+        "",
+    );
+    runner.answer(
+        "nsenter --net=/run/netns/brickup-proof-",
+        0,
+        &format!("brickup-login-ok\n{user}\n"),
+        "",
+    );
+}
