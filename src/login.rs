@@ -249,7 +249,7 @@ impl WorkDir {
         Ok(line.trim().to_string())
     }
 
-    /// known_hosts for `[addr]:port` with the host's public keys, so the client talks to this
+    /// known_hosts for `addr` on `port` with the host's public keys, so the client talks to this
     /// host's sshd and nothing else; without any (an unusual host key setup) nothing is pinned.
     /// True when a key was pinned.
     fn pin_host_keys(&self, cx: &Context, addr: &str, port: u16) -> Result<bool> {
@@ -260,7 +260,13 @@ impl WorkDir {
             };
             let mut words = text.split_whitespace();
             if let (Some(kind), Some(blob)) = (words.next(), words.next()) {
-                lines.push_str(&format!("[{addr}]:{port} {kind} {blob}\n"));
+                // ssh looks a host up as `addr` on port 22, as `[addr]:port` elsewhere.
+                let host = if port == 22 {
+                    addr.to_string()
+                } else {
+                    format!("[{addr}]:{port}")
+                };
+                lines.push_str(&format!("{host} {kind} {blob}\n"));
             }
         }
         let path = self.real.join("known_hosts");
