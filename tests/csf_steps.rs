@@ -327,15 +327,6 @@ fn login_runner() -> RecordingRunner {
     runner
 }
 
-/// The recorded calls but the login proof's (its namespace, veth and client).
-fn service_calls(runner: &RecordingRunner) -> Vec<String> {
-    runner
-        .calls()
-        .into_iter()
-        .filter(|c| !c.starts_with("ip ") && !c.starts_with("nsenter "))
-        .collect()
-}
-
 /// systemd says both csf units are active and enabled.
 fn units_up(runner: &RecordingRunner) {
     runner.answer("systemctl is-active", 0, "active\n", "");

@@ -181,15 +181,6 @@ impl Drop for RealSshd {
     }
 }
 
-/// The recorded calls but the login proof's (its namespace, veth and client: src/login.rs).
-fn service_calls(runner: &RecordingRunner) -> Vec<String> {
-    runner
-        .calls()
-        .into_iter()
-        .filter(|c| !c.starts_with("ip ") && !c.starts_with("nsenter "))
-        .collect()
-}
-
 /// An SSH banner on 127.0.0.1:port within `wait` (a just-started sshd needs a moment to bind).
 fn ssh_banner(port: u16, wait: Duration) -> bool {
     let start = std::time::Instant::now();

@@ -210,3 +210,12 @@ pub fn script_login(runner: &brickup::runner::RecordingRunner, user: &str) {
         "",
     );
 }
+
+/// The recorded calls but the login proof's (its namespace, veth and client: src/login.rs).
+pub fn service_calls(runner: &brickup::runner::RecordingRunner) -> Vec<String> {
+    runner
+        .calls()
+        .into_iter()
+        .filter(|c| !c.starts_with("ip ") && !c.starts_with("nsenter "))
+        .collect()
+}
