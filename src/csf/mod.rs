@@ -48,6 +48,13 @@ pub(crate) const OWNED_KEYS: &[&str] = &[
 /// The guide's outbound TCP ports.
 pub(crate) const DEFAULT_TCP_OUT: &[u16] = &[25, 53, 587, 80, 443];
 
+/// lfd's blocks, chosen so an owner's own mistake (an agent that offers more keys than
+/// `MaxAuthTries`, a typo'd user, a script retrying) costs at worst an hour, never the host: csf's
+/// defaults block an sshd offender for good at the first trigger (`LF_SSHD_PERM "1"`) and make
+/// four temporary blocks in a day permanent (`LF_PERMBLOCK "1"`). Bots still get the hour, and
+/// with passwords off guessing gains them nothing. Defaults: `firewall.settings` overrides them.
+pub(crate) const LFD_DEFAULTS: &[(&str, &str)] = &[("LF_SSHD_PERM", "3600"), ("LF_PERMBLOCK", "0")];
+
 fn csf_config<'a>(cx: &'a Context) -> Result<&'a CsfConfig> {
     cx.config
         .csf
@@ -481,6 +488,9 @@ pub fn policy(cx: &Context) -> BTreeMap<String, String> {
         if fw.auto_updates { "1" } else { "0" }.into(),
     );
     put("RESTRICT_SYSLOG", fw.restrict_syslog.to_string());
+    for (k, v) in LFD_DEFAULTS {
+        put(k, v.to_string());
+    }
     for (k, v) in &fw.settings {
         m.insert(k.clone(), v.clone());
     }
@@ -490,6 +500,25 @@ pub fn policy(cx: &Context) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// lfd blocks sshd offenders for an hour and never for good, unless firewall.settings says
+    /// otherwise (csf's own defaults: permanent at the first trigger, and after four temporary).
+    #[test]
+    fn lfd_never_blocks_for_good_by_default() {
+        let root = tempfile::tempdir().unwrap();
+        let runner = crate::runner::RecordingRunner::new();
+        let mut config = crate::config::parse(crate::config::EXAMPLE, Path::new("e.yaml")).unwrap();
+        let cx = Context::new(crate::root::Root::new(root.path()), &config, &runner);
+        let p = policy(&cx);
+        assert_eq!(p["LF_SSHD_PERM"], "3600");
+        assert_eq!(p["LF_PERMBLOCK"], "0");
+        config
+            .firewall
+            .settings
+            .insert("LF_SSHD_PERM".into(), "1".into());
+        let cx = Context::new(crate::root::Root::new(root.path()), &config, &runner);
+        assert_eq!(policy(&cx)["LF_SSHD_PERM"], "1", "the owner's choice wins");
+    }
 
     #[test]
     fn a_damaged_csf_conf_is_one_without_its_testing_line() {
