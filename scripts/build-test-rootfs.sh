@@ -3,7 +3,8 @@
 #   $CACHE/rootfs-<suite>/     a Debian minbase rootfs with openssh-server (real sshd, real apt) and
 #                              iproute2 (brickup's login proof; Debian's cloud images have it)
 #   $CACHE/apt-<suite>/        a flat apt repository with csf's prerequisites, unattended-upgrades and their
-#                              dependencies, so the rootfs's apt-get installs them offline
+#                              dependencies, so the rootfs's apt-get installs them offline, and
+#                              nftables (a provider's own packet filter, in the live-root tests)
 # Rebuilt only when this script changes. Needs root, mmdebstrap and apt-utils.
 set -euo pipefail
 suite=${1:-bookworm}
@@ -13,6 +14,7 @@ stamp=$(sha256sum "$here/build-test-rootfs.sh" | cut -c1-16)
 rootfs=$cache/rootfs-$suite
 repo=$cache/apt-$suite
 prereqs="perl libwww-perl liblwp-protocol-https-perl libio-socket-ssl-perl libio-socket-inet6-perl libsocket6-perl libnet-libidn-perl e2fsprogs iptables bind9-host unzip cron rsyslog unattended-upgrades"
+extras="nftables"
 
 if [ -f "$rootfs/.brickup-stamp" ] && [ "$(cat "$rootfs/.brickup-stamp")" = "$stamp" ] && [ -f "$repo/Packages" ]; then
   echo "test rootfs up to date: $rootfs"
@@ -26,7 +28,7 @@ mmdebstrap --variant=minbase --include=openssh-server,passwd,ca-certificates,ipr
 # The prerequisites' .debs, resolved against exactly this rootfs.
 mkdir -p "$repo.new"
 chroot "$rootfs.new" apt-get -q update
-chroot "$rootfs.new" apt-get -q -y --no-install-recommends install --download-only $prereqs
+chroot "$rootfs.new" apt-get -q -y --no-install-recommends install --download-only $prereqs $extras
 cp "$rootfs.new"/var/cache/apt/archives/*.deb "$repo.new/"
 (cd "$repo.new" && apt-ftparchive packages . > Packages)
 # The rootfs forgets the mirror: tests point it at the local repository.

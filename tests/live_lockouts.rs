@@ -82,13 +82,55 @@ fn allow_groups_without_the_user_is_refused() {
     refused_with("allow_groups", vec![("AllowGroups", "sshusers")]);
 }
 
-/// The `@host` part admits only another network.
-#[test]
-fn allow_users_from_another_network_is_refused() {
-    refused_with(
-        "allow_users_host",
-        vec![("AllowUsers", "root@192.0.2.0/24")],
+/// A config refused before any change (exit 2, the field named): sshd's config is as it was, no
+/// key was installed, and the owner still logs in on 22 as before brickup (the provider's
+/// password). Returns brickup's output.
+fn refused_up_front(lr: &LiveRoot, field: &str) -> String {
+    let before = lr.read("/etc/ssh/sshd_config");
+    let (o, _) = lr.apply();
+    let out = text(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "apply: {out}\n{}",
+        lr.diagnostics()
     );
+    assert!(out.contains(field), "the refusal names {field}: {out}");
+    assert_eq!(lr.read("/etc/ssh/sshd_config"), before, "nothing changed");
+    assert!(
+        !lr.path("/etc/ssh/sshd_config.d/00-brickup.conf").exists(),
+        "no drop-in written"
+    );
+    let keys = lr.path("/root/.ssh/authorized_keys");
+    assert!(
+        !keys.exists() || lr.read("/root/.ssh/authorized_keys").trim().is_empty(),
+        "{out}"
+    );
+    let o = lr.host_password_ssh(lr.addr4(), 22);
+    assert!(
+        stdout(&o).contains("password-login-ok"),
+        "{}\n{out}",
+        text(&o)
+    );
+    out
+}
+
+/// A restriction by the client's address cannot be proven from the proof's own namespace: one
+/// that admits only another network (the owner's would be refused) and one that admits exactly the
+/// proof's range (the proof would pass, the owner be refused) are both refused before any change.
+#[test]
+fn allow_users_by_address_is_refused_up_front() {
+    for (i, entry) in ["root@198.18.0.0/15", "root@192.0.2.0/24"]
+        .iter()
+        .enumerate()
+    {
+        let lr = LiveRoot::new(["allow_users_proof_range", "allow_users_host"][i]);
+        let mut c = LiveConfig::new(PORT);
+        c.ssh_settings = vec![("AllowUsers", *entry)];
+        lr.configure(&c);
+        let out = refused_up_front(&lr, "ssh.settings.AllowUsers");
+        assert!(out.contains("cannot prove"), "{out}");
+    }
 }
 
 /// The owner's key is ed25519; sshd would take only RSA signatures.
@@ -100,28 +142,74 @@ fn pubkey_algorithms_without_the_owners_type_are_refused() {
     );
 }
 
-/// A provider's own iptables rules (not csf, ufw or firewalld), no firewall section: the port move
-/// would have closed 22's listener with nothing opening the new port.
-#[test]
-fn a_foreign_iptables_ruleset_keeps_the_old_port() {
-    let lr = LiveRoot::new("foreign_iptables");
-    // The root has no iptables before csf's prerequisites: the host's, in the root's netns.
-    let rules = "iptables -A INPUT -i lo -j ACCEPT && \
-         iptables -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT && \
-         iptables -A INPUT -p tcp --dport 22 -j ACCEPT && iptables -P INPUT DROP";
-    let o = std::process::Command::new("ip")
-        .args(["netns", "exec", &lr.netns, "sh", "-c", rules])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+/// Install the root's own iptables (from the local repository) and run `rules` with it.
+fn provider_rules(lr: &LiveRoot, rules: &str) {
+    lr.must_sh("apt-get update -q >/dev/null && apt-get install -y -q iptables >/dev/null");
+    lr.must_sh(rules);
     // Control: the provider's rules let 22 through (the key is not installed yet: a password).
     let o = lr.host_password_ssh(lr.addr4(), 22);
     assert!(stdout(&o).contains("password-login-ok"), "{}", text(&o));
+}
+
+const DROP_BUT_22: &str = "-A INPUT -i lo -j ACCEPT && \
+     {T} -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT && \
+     {T} -A INPUT -p tcp --dport 22 -j ACCEPT && {T} -P INPUT DROP";
+
+/// A provider's own iptables rules (not csf, ufw or firewalld), no firewall section: the port move
+/// would have closed 22's listener with nothing opening the new port. Refused before any change,
+/// naming the rules found.
+#[test]
+fn a_foreign_iptables_ruleset_is_refused_before_any_change() {
+    let lr = LiveRoot::new("foreign_iptables");
+    provider_rules(
+        &lr,
+        &format!("iptables {}", DROP_BUT_22.replace("{T}", "iptables")),
+    );
     let mut c = LiveConfig::new(PORT);
     c.csf = false;
     lr.configure(&c);
-    let out = refused_and_still_in(&lr);
-    assert!(lr.key_login_works(lr.addr4(), 22), "{out}");
+    let out = refused_up_front(&lr, "ssh.port");
+    assert!(
+        out.contains("iptables (nft backend): INPUT policy DROP"),
+        "{out}"
+    );
+}
+
+/// iptables-legacy tables beside the nft backend csf loads: csf would never see them. Refused
+/// before any change, with csf in the config.
+#[test]
+fn iptables_legacy_tables_beside_csf_are_refused() {
+    let lr = LiveRoot::new("legacy_iptables");
+    provider_rules(
+        &lr,
+        &format!(
+            "iptables-legacy {}",
+            DROP_BUT_22.replace("{T}", "iptables-legacy")
+        ),
+    );
+    lr.configure(&LiveConfig::new(PORT));
+    let out = refused_up_front(&lr, "ssh.port");
+    assert!(out.contains("iptables-legacy: INPUT policy DROP"), "{out}");
+}
+
+/// A native nftables table of the provider's (not iptables-nft's): csf's rules would sit beside it
+/// and never see it. Refused before any change, with csf in the config.
+#[test]
+fn a_native_nftables_table_is_refused() {
+    let lr = LiveRoot::new("native_nftables");
+    lr.must_sh("apt-get update -q >/dev/null && apt-get install -y -q nftables >/dev/null");
+    lr.write(
+        "/etc/provider.nft",
+        "table inet provider {\n  chain input {\n    type filter hook input priority 0; policy drop;\n    \
+         iif lo accept\n    ct state established,related accept\n    tcp dport 22 accept\n  }\n}\n",
+    );
+    provider_rules(&lr, "nft -f /etc/provider.nft");
+    lr.configure(&LiveConfig::new(PORT));
+    let out = refused_up_front(&lr, "ssh.port");
+    assert!(
+        out.contains("nftables table inet provider: chain input policy drop"),
+        "{out}"
+    );
 }
 
 /// On a hardened host, a hand edit that locks the owner out (a drop-in after brickup's that sshd

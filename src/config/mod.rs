@@ -7,6 +7,7 @@
 
 mod locate;
 mod serde_error;
+mod sources;
 mod types;
 
 use std::fmt;

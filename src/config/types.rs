@@ -271,6 +271,7 @@ impl Config {
             ));
         }
         self.ssh.validate(&mut p);
+        p.extend(super::sources::problems(&self.ssh));
         self.firewall.validate(self.ssh.port, &mut p);
         if let Some(csf) = &self.csf {
             csf.validate(&mut p);

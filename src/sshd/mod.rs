@@ -353,7 +353,8 @@ impl Step for SshdStep {
         service::recover(cx, error)
     }
 
-    /// Before anything changes: the user can log in at all, and the port is free for sshd.
+    /// Before anything changes: the user can log in at all, the port is free for sshd, and no
+    /// packet filter brickup does not manage stands between the owner and a new port.
     fn preflight(&self, cx: &Context) -> Result<()> {
         let user = cx
             .facts
@@ -388,7 +389,7 @@ impl Step for SshdStep {
                 format!("port {port} is in use by another program (it does not answer as sshd)"),
             ));
         }
-        Ok(())
+        crate::firewall::refuse_unmanaged(cx)
     }
 
     fn plan(&self, cx: &Context) -> Result<Vec<Action>> {
