@@ -84,6 +84,17 @@ fn is_proof_line(line: &str) -> bool {
 /// Log in as `ssh.user` on `port` over each family; Ok(what was proven). Only on the running
 /// machine; nothing is changed when it returns, whatever it returns.
 pub(crate) fn prove(cx: &Context, port: u16, families: &[Family]) -> Result<String> {
+    prove_pinned(cx, port, families, HOST_KEY_PUBS)
+}
+
+/// [`prove`], the client pinning the host keys whose public halves are the files `host_keys`
+/// (the early run's throwaway sshd serves a throwaway key).
+pub(crate) fn prove_pinned(
+    cx: &Context,
+    port: u16,
+    families: &[Family],
+    host_keys: &[&str],
+) -> Result<String> {
     let Some(owner) = cx
         .config
         .ssh
@@ -101,7 +112,7 @@ pub(crate) fn prove(cx: &Context, port: u16, families: &[Family]) -> Result<Stri
     let key = work.keygen(cx, &owner.kind)?;
     let mut tx = Transaction::new(&cx.root);
     let result = add_line(cx, &mut tx, &keys_file, &ns, &key)
-        .and_then(|()| login_all(cx, &ns, &work, port, started));
+        .and_then(|()| login_all(cx, &ns, &work, port, host_keys, started));
     let restored = tx
         .rollback()
         .context("removing the throwaway key line from authorized_keys");
@@ -115,12 +126,13 @@ fn login_all(
     ns: &Netns,
     work: &WorkDir,
     port: u16,
+    host_keys: &[&str],
     started: SystemTime,
 ) -> Result<String> {
     let user = &cx.config.ssh.user;
     let mut proven = Vec::new();
     for (family, addr) in &ns.targets {
-        let pinned = work.pin_host_keys(cx, addr, port)?;
+        let pinned = work.pin_host_keys(cx, host_keys, addr, port)?;
         let out = cx
             .runner
             .run(&ssh_cmd(ns, work, pinned, user, addr, port))?;
@@ -252,9 +264,9 @@ impl WorkDir {
     /// known_hosts for `addr` on `port` with the host's public keys, so the client talks to this
     /// host's sshd and nothing else; without any (an unusual host key setup) nothing is pinned.
     /// True when a key was pinned.
-    fn pin_host_keys(&self, cx: &Context, addr: &str, port: u16) -> Result<bool> {
+    fn pin_host_keys(&self, cx: &Context, pubs: &[&str], addr: &str, port: u16) -> Result<bool> {
         let mut lines = String::new();
-        for pubkey in HOST_KEY_PUBS {
+        for pubkey in pubs {
             let Ok(text) = std::fs::read_to_string(cx.root.path(pubkey)) else {
                 continue;
             };
@@ -414,7 +426,7 @@ fn remove_stale(cx: &Context) {
 
 /// The host's own address of `family` that the owner reaches it at: the first global one that is
 /// not a login proof's own.
-fn host_address(cx: &Context, family: Family) -> Result<String> {
+pub(crate) fn host_address(cx: &Context, family: Family) -> Result<String> {
     let fam = if family == Family::V6 { "-6" } else { "-4" };
     let out = cx
         .runner

@@ -10,7 +10,7 @@ mod common;
 
 use std::net::IpAddr;
 
-use common::live::{LiveConfig, LiveRoot};
+use common::live::{LiveConfig, LiveRoot, CONFIG_IN_ROOT};
 use common::text;
 
 const PORT: u16 = 2849;
@@ -243,5 +243,60 @@ fn check_finds_a_hand_edit_that_locks_the_owner_out() {
     assert!(
         stdout(&c).contains("not allowed because") || out.contains("not allowed because"),
         "sshd's refusal line: {out}"
+    );
+}
+
+/// `firstboot --early` as at a first boot: sshd has not started and has no host keys yet
+/// (cloud-init's ssh module makes them after bootcmd). Returns its output.
+fn early_run(lr: &LiveRoot, c: &LiveConfig) -> std::process::Output {
+    lr.configure(c);
+    lr.must_sh("systemctl stop ssh.service && rm -f /etc/ssh/ssh_host_*");
+    lr.write("/var/lib/cloud/data/instance-id", "i-live-early\n");
+    let o = lr.brickup(&["firstboot", "--early", "--config", CONFIG_IN_ROOT]);
+    assert!(
+        !lr.listening_ports().contains(&PORT),
+        "the throwaway sshd is gone: {}",
+        text(&o)
+    );
+    // What cloud-init does next: host keys, then sshd's first start.
+    lr.must_sh("ssh-keygen -A && systemctl start ssh.service");
+    o
+}
+
+/// The early run has no old port to fall back on: a candidate the throwaway sshd's proof refuses
+/// is never the config sshd first starts with (the image's own is: the provider's password on
+/// 22), and one it proves is exactly the one sshd first starts with.
+#[test]
+fn firstboot_early_proves_the_candidate_before_sshd_first_starts() {
+    // One live root at a time (each holds the harness's lock while it lives).
+    {
+        let lr = LiveRoot::new("early_refused");
+        let mut c = LiveConfig::new(PORT);
+        c.ssh_settings = vec![("AllowGroups", "sshusers")];
+        let o = early_run(&lr, &c);
+        let out = text(&o);
+        assert_ne!(o.status.code(), Some(0), "early: {out}");
+        assert!(out.contains("the owner's login was not proven"), "{out}");
+        assert!(out.contains("before sshd first starts"), "{out}");
+        assert!(
+            !lr.path("/etc/ssh/sshd_config.d/00-brickup.conf").exists(),
+            "the refused candidate is not left for sshd's first start: {out}"
+        );
+        let o = lr.host_password_ssh(lr.addr4(), 22);
+        assert!(
+            stdout(&o).contains("password-login-ok"),
+            "{}\n{out}",
+            text(&o)
+        );
+    }
+    let lr = LiveRoot::new("early_proven");
+    let o = early_run(&lr, &LiveConfig::new(PORT));
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "early: {out}");
+    assert!(out.contains("the owner's login is proven"), "{out}");
+    assert!(
+        lr.key_login_works(lr.addr4(), PORT),
+        "{out}\n{}",
+        lr.diagnostics()
     );
 }

@@ -4,6 +4,7 @@
 
 pub(crate) mod crypto;
 pub mod edit;
+mod first_start;
 pub(crate) mod hostkeys;
 mod service;
 

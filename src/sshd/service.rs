@@ -65,7 +65,7 @@ fn effective(cx: &Context) -> Result<Option<BTreeMap<String, Vec<String>>>> {
 const CHECK_HOST_KEY: &str = "/run/sshd/brickup-check-hostkey";
 
 /// An ed25519 key made with the target's own ssh-keygen for `sshd -t -h`; None without one.
-fn throwaway_host_key(cx: &Context) -> Result<Option<&'static str>> {
+pub(super) fn throwaway_host_key(cx: &Context) -> Result<Option<&'static str>> {
     let keygen = ["/usr/bin/ssh-keygen", "/bin/ssh-keygen"]
         .into_iter()
         .find(|b| cx.root.path(b).exists());
@@ -431,12 +431,18 @@ pub(crate) fn restart_if_needed(cx: &Context, tx: &mut Transaction, changed: boo
 /// `firstboot --early`, before sshd first starts: never a restart (this runs ordered before
 /// ssh.service, so a systemctl job for it would wait on us). What the first start needs is
 /// prepared instead: the SELinux port label, and an enabled ssh.socket's port (its override, or
-/// Ubuntu's generator) loaded with a daemon-reload.
+/// Ubuntu's generator) loaded with a daemon-reload; then the owner's login is proven on the
+/// candidate config (src/sshd/first_start.rs).
 fn prepare_first_start(cx: &Context, tx: &mut Transaction, port: u16) -> Result<()> {
     label_port_for_selinux(cx, port)?;
     if cx.facts.sshd_socket()? {
         write_socket_override(cx, tx, port)?;
         systemctl(cx, &["daemon-reload"])?;
+    }
+    // No old port to fall back on: the candidate is proven by a throwaway sshd before the real
+    // one first starts on it.
+    if cx.live() {
+        super::first_start::prove(cx, port)?;
     }
     Ok(())
 }
