@@ -18,7 +18,11 @@ use crate::runner::Cmd;
 /// the owner's packets take before csf enforces, and the login proof judges that.
 pub(crate) fn refuse_unmanaged(cx: &Context) -> Result<()> {
     // Early at first boot sshd has not started: it would have served the image's port 22.
-    let now: &[u16] = if cx.early { &[22] } else { &cx.facts.old_ssh_ports };
+    let now: &[u16] = if cx.early {
+        &[22]
+    } else {
+        &cx.facts.old_ssh_ports
+    };
     if !cx.live() || now.is_empty() || now == [cx.config.ssh.port.get()] {
         return Ok(());
     }
