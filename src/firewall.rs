@@ -27,12 +27,21 @@ pub(crate) fn refuse_unmanaged(cx: &Context) -> Result<()> {
         return Ok(());
     }
     let mut found = Vec::new();
-    for (tool, what) in [
-        ("iptables-nft-save", "iptables (nft backend)"),
-        ("ip6tables-nft-save", "ip6tables (nft backend)"),
-        ("iptables-legacy-save", "iptables-legacy"),
-        ("ip6tables-legacy-save", "ip6tables-legacy"),
+    // A csf holding rules reloads them with the new port before sshd moves: the backend its
+    // `iptables` uses is csf's.
+    let csf_backend = match crate::csf::holds_rules(cx)? {
+        true => dump(cx, "iptables-save", &["--version"])?.map(|v| backend_of(&v)),
+        false => None,
+    };
+    for (tool, what, backend) in [
+        ("iptables-nft-save", "iptables (nft backend)", "nf_tables"),
+        ("ip6tables-nft-save", "ip6tables (nft backend)", "nf_tables"),
+        ("iptables-legacy-save", "iptables-legacy", "legacy"),
+        ("ip6tables-legacy-save", "ip6tables-legacy", "legacy"),
     ] {
+        if csf_backend.as_deref() == Some(backend) {
+            continue;
+        }
         let Some(dump) = dump(cx, tool, &[])? else {
             continue;
         };
@@ -60,6 +69,12 @@ pub(crate) fn refuse_unmanaged(cx: &Context) -> Result<()> {
             now
         ),
     ))
+}
+
+/// `nf_tables` or `legacy`, from `iptables-save --version` ("iptables-save v1.8.9 (nf_tables)").
+fn backend_of(version: &str) -> String {
+    let inner = version.rsplit_once('(').map_or("", |(_, b)| b);
+    inner.trim().trim_end_matches(')').to_string()
 }
 
 /// `tool ARGS` of the root's own, when it has that tool; its failure refuses the run (an
@@ -143,4 +158,17 @@ fn ufw_active(cx: &Context) -> Result<bool> {
 fn firewalld_active(cx: &Context) -> Result<bool> {
     Ok(crate::systemd::unit_exists(&cx.root, "firewalld.service")
         && crate::systemd::active_state(cx.runner, "firewalld.service")? == "active")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn backend_from_the_version_line() {
+        assert_eq!(
+            super::backend_of("iptables-save v1.8.9 (nf_tables)\n"),
+            "nf_tables"
+        );
+        assert_eq!(super::backend_of("iptables-save v1.8.9 (legacy)"), "legacy");
+        assert_eq!(super::backend_of("iptables-save v1.4.21"), "");
+    }
 }

@@ -273,7 +273,7 @@ fn ipv6_on(keys: &std::collections::BTreeMap<String, String>) -> bool {
 }
 
 /// Does csf hold rules now (the loaded INPUT policy is DROP)?
-fn holds_rules(cx: &Context) -> Result<bool> {
+pub(crate) fn holds_rules(cx: &Context) -> Result<bool> {
     if !cx.root.path("/usr/sbin/csf").exists() {
         return Ok(false);
     }

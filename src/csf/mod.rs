@@ -18,8 +18,8 @@ use crate::engine::{Action, Applied, Context, Step};
 use crate::fsops::Transaction;
 use crate::runner::Cmd;
 
-pub(crate) use enable::open_port;
 pub use enable::FirewallStep;
+pub(crate) use enable::{holds_rules, open_port};
 pub use logs::LogStep;
 
 pub(crate) const CSF_CONF: &str = "/etc/csf/csf.conf";
