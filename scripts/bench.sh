@@ -5,6 +5,8 @@
 #   - verified download of 5 MB and 200 MB: wall time and peak RSS (memory must stay flat)
 #   - `brickup receive` on loopback: 200 signed reports from 20 senders while 50 slow clients
 #     hold connections open: throughput and p50/p99 latency of the reports
+#   - the login proof on a live root (tests/live_lockouts.rs, bench_login_proof_cost): its
+#     duration in a first-boot apply, a repair apply and a check
 # Needs root and the test rootfs (scripts/build-test-rootfs.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,3 +56,5 @@ done
 
 cargo build --release --example bench_receive -q
 target/release/examples/bench_receive 200 20 50
+
+cargo test -q --test live_lockouts -- --ignored --nocapture bench_login_proof_cost 2>/dev/null | grep '^login proof'

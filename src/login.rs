@@ -159,7 +159,12 @@ fn login_all(
         }
         .into());
     }
-    tracing::info!(port, "the owner's login is proven: {}", proven.join(", "));
+    let ms = started.elapsed().map_or(0, |d| d.as_millis());
+    tracing::info!(
+        port,
+        "the owner's login is proven in {ms} ms: {}",
+        proven.join(", ")
+    );
     Ok(format!(
         "a key login as {user} on port {port} proven over {}",
         proven.join(", ")

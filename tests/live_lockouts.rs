@@ -300,3 +300,44 @@ fn firstboot_early_proves_the_candidate_before_sshd_first_starts() {
         lr.diagnostics()
     );
 }
+
+/// The proofs' durations (ms) brickup logged in `out`.
+fn proof_ms(out: &str) -> Vec<u64> {
+    out.lines()
+        .filter_map(|l| l.split("the owner's login is proven in ").nth(1))
+        .filter_map(|r| r.split(' ').next()?.parse().ok())
+        .collect()
+}
+
+/// Benchmark, run by scripts/bench.sh: what the login proof costs in a first-boot apply, a repair
+/// apply (a drift that restarts sshd) and a check. Prints figures; asserts only that the runs
+/// did what they are for.
+#[test]
+#[ignore = "a benchmark: scripts/bench.sh runs it"]
+fn bench_login_proof_cost() {
+    let lr = LiveRoot::new("bench_proof");
+    lr.configure(&LiveConfig::new(PORT));
+    for run in ["first-boot apply", "repair apply", "check"] {
+        if run == "repair apply" {
+            lr.write(
+                "/etc/ssh/sshd_config.d/00-brickup.conf",
+                "PasswordAuthentication yes\n",
+            );
+        }
+        let start = std::time::Instant::now();
+        let o = match run {
+            "check" => lr.check(),
+            _ => lr.apply().0,
+        };
+        let wall = start.elapsed().as_secs_f64();
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(0), "{run}: {out}");
+        let ms = proof_ms(&out);
+        assert!(!ms.is_empty(), "{run} proved no login: {out}");
+        println!(
+            "login proof ({run}): wall_s={wall:.2} proofs={} proof_ms={ms:?} proof_total_ms={}",
+            ms.len(),
+            ms.iter().sum::<u64>()
+        );
+    }
+}
