@@ -81,6 +81,17 @@ fn is_proof_line(line: &str) -> bool {
     line.split_whitespace().last() == Some(MARK)
 }
 
+/// The families a proof after an sshd restart or in `check` logs in over: IPv4, and IPv6 when the
+/// host has a global IPv6 address and `firewall.ipv6` is not off (csf then serves it; csf's own
+/// enable proves what csf.conf's IPV6 says).
+pub(crate) fn families(cx: &Context) -> Vec<Family> {
+    let v6 = cx.facts.global_ipv6 && cx.config.firewall.ipv6 != crate::config::Ipv6Mode::Off;
+    match v6 {
+        true => vec![Family::V4, Family::V6],
+        false => vec![Family::V4],
+    }
+}
+
 /// Log in as `ssh.user` on `port` over each family; Ok(what was proven). Only on the running
 /// machine; nothing is changed when it returns, whatever it returns.
 pub(crate) fn prove(cx: &Context, port: u16, families: &[Family]) -> Result<String> {

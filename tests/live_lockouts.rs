@@ -155,6 +155,22 @@ const DROP_BUT_22: &str = "-A INPUT -i lo -j ACCEPT && \
      {T} -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT && \
      {T} -A INPUT -p tcp --dport 22 -j ACCEPT && {T} -P INPUT DROP";
 
+/// On a host with a global IPv6 address and `firewall.ipv6` on, the restart's proof logs in over
+/// IPv6 too (with no csf to prove it later): an sshd that serves IPv4 only is refused there, naming
+/// the IPv6 address.
+#[test]
+fn an_ipv4_only_sshd_on_an_ipv6_host_is_refused() {
+    let lr = LiveRoot::new("ipv4_only_sshd");
+    let mut c = LiveConfig::new(PORT);
+    c.ipv6 = true;
+    c.ssh_settings = vec![("AddressFamily", "inet")];
+    // No csf: only the restart's proof can see it.
+    c.csf = false;
+    lr.configure(&c);
+    let out = refused_and_still_in(&lr);
+    assert!(out.contains(&lr.addr6().to_string()), "{out}");
+}
+
 /// A provider's own iptables rules (not csf, ufw or firewalld), no firewall section: the port move
 /// would have closed 22's listener with nothing opening the new port. Refused before any change,
 /// naming the rules found.

@@ -461,7 +461,7 @@ impl Step for SshdStep {
         if cx.live() {
             let port = cx.config.ssh.port.get();
             drift.extend(service::listening_drift(port, cx.kept_ssh_ports())?);
-            if let Err(e) = crate::login::prove(cx, port, &[crate::login::Family::V4]) {
+            if let Err(e) = crate::login::prove(cx, port, &crate::login::families(cx)) {
                 drift.push(format!("{e:#}"));
             }
         }

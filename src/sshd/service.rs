@@ -424,7 +424,7 @@ pub(crate) fn restart_if_needed(cx: &Context, tx: &mut Transaction, changed: boo
         return Err(anyhow::Error::from(LockoutGuard::NotListening { port }).context(Restarted));
     }
     // An answer is not a way in: the owner's login, through the host's filters, is the proof.
-    crate::login::prove(cx, port, &[crate::login::Family::V4]).context(Restarted)?;
+    crate::login::prove(cx, port, &crate::login::families(cx)).context(Restarted)?;
     close_old_ports(cx)
 }
 
