@@ -3,7 +3,7 @@
 # `brickup render-userdata`, real cloud-init runs `brickup firstboot`, and everything is checked
 # from outside the VM.
 #
-# usage: vm/firstboot.sh [--suite bookworm|trixie|bullseye] [--ssh-socket] [--case ok|baked|bad-sha|lockout] [--demo]
+# usage: vm/firstboot.sh [--suite bookworm|trixie|bullseye] [--ssh-socket] [--case ok|baked|bad-sha|lockout|foreign-fw] [--demo]
 #   ok       hardened, reachable, firewall enforcing, report signed and succeeded, csf.service and
 #            lfd.service active+enabled, SSHD_LOG written with sshd's failures (what lfd reads),
 #            check/rerun/drift repair (incl. a stopped rsyslog), reboot keeps everything; the
@@ -19,6 +19,9 @@
 #   bad-sha  wrong csf sha256: report failed, SSH still reachable, firewall not enforcing
 #   lockout  a config that would lock the owner out: refused, password SSH untouched, report why;
 #            the power-on prober must see password offered there (its control for the ok case)
+#   foreign-fw  the provider left its own iptables ruleset (INPUT DROP, 22 open): brickup refuses
+#            before any change, early and in the first-boot run; the report names it, password SSH
+#            on 22 untouched, the ruleset still there
 #   --demo   after the checks, print how to log in and keep the VM until Enter is pressed
 # csf comes the way users get it: the fixture tarball is served at the upstream release URL's
 # path, http://10.0.2.100/Aetherinox/csf-firewall/releases/download/15.10/csf-firewall-v15.10.tgz
@@ -34,7 +37,7 @@ while (($#)); do
         --ssh-socket) SSH_SOCKET=(--ssh-socket); shift ;;
         --case) CASE=$2; shift 2 ;;
         --demo) DEMO=1; shift ;;
-        *) echo "usage: $0 [--suite S] [--ssh-socket] [--case ok|baked|bad-sha|lockout] [--demo]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--suite S] [--ssh-socket] [--case ok|baked|bad-sha|lockout|foreign-fw] [--demo]" >&2; exit 2 ;;
     esac
 done
 
@@ -104,6 +107,13 @@ if [[ $CASE == lockout ]]; then
     bad=$(base64 -w0 <"$VM_WORK/lockout.yaml")
     sed -i "s|$good|$bad|" "$VM_WORK/user-data"
 fi
+if [[ $CASE == foreign-fw ]]; then
+    # A provider's own iptables ruleset, loaded before anything of brickup's runs (the first
+    # bootcmd entry, as a netfilter-persistent of the image's would): INPUT policy DROP, 22 open.
+    rules="iptables -w -A INPUT -i lo -j ACCEPT; iptables -w -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT; iptables -w -A INPUT -p tcp --dport 22 -j ACCEPT; iptables -w -P INPUT DROP"
+    sed -i "s|^bootcmd:\$|bootcmd:\n  - [sh, -c, '$rules']|" "$VM_WORK/user-data"
+    check "the provider's ruleset is the first bootcmd entry" grep -q "^  - \[sh, -c, 'iptables -w -A INPUT -i lo" "$VM_WORK/user-data"
+fi
 if [[ $CASE == baked ]]; then
     # The image has brickup and its unit: the user-data carries only the config.
     printf '#cloud-config\nwrite_files:\n  - path: /etc/brickup/brickup.yaml\n    permissions: %s\n    encoding: b64\n    content: %s\n' \
@@ -140,7 +150,7 @@ PORT22=${VM_FWD[22]}
 # password offered, or its "never offered" in the ok case would measure nothing.
 case $CASE in
     ok | baked) protect_prober_start 22 "$SSH_PORT" ;;
-    lockout) protect_prober_start 22 ;;
+    lockout | foreign-fw) protect_prober_start 22 ;;
 esac
 
 # --- wait for the finished report ----------------------------------------------------------
@@ -158,7 +168,7 @@ STATUS=$(report_field finished status)
 FIRSTBOOT_S=$((SECONDS - VM_BOOT_T0))
 case $CASE in
     ok | baked) protect_prober_stop; protect_prober_verdict ;;
-    lockout) protect_prober_stop; protect_prober_saw_password ;;
+    lockout | foreign-fw) protect_prober_stop; protect_prober_saw_password ;;
 esac
 echo "report: finished $STATUS after $FIRSTBOOT_S s; error: $(report_field finished error)"
 echo "timing: first boot $FIRSTBOOT_S s (power-on -> signed finished report)"
@@ -357,6 +367,16 @@ lockout)
     VM_SSH_PORT=$PORT22
     check "password SSH on port 22 untouched" test "$(vm_ssh_password "$PASSWORD" echo pw-ok)" == pw-ok
     check "no brickup drop-in was written" vm_ssh_password "$PASSWORD" "! test -e /etc/ssh/sshd_config.d/00-brickup.conf"
+    ;;
+foreign-fw)
+    # Refused before any change (early and again in the first-boot run): the owner keeps the
+    # image's way in, and the report says what was found.
+    check "report says failed" test "$STATUS" == '"failed"'
+    check "report names the provider's ruleset" error_mentions "packet filters brickup does not manage"
+    VM_SSH_PORT=$PORT22
+    check "password SSH on port 22 untouched" test "$(vm_ssh_password "$PASSWORD" echo pw-ok)" == pw-ok
+    check "no brickup drop-in was written" vm_ssh_password "$PASSWORD" "! test -e /etc/ssh/sshd_config.d/00-brickup.conf"
+    check "the provider's ruleset still stands (INPUT policy DROP)" vm_ssh_password "$PASSWORD" "iptables -w -S INPUT | grep -qx -- '-P INPUT DROP'"
     ;;
 bad-sha)
     check "report says failed" test "$STATUS" == '"failed"'
