@@ -201,6 +201,14 @@ pub(crate) fn tree(path: &Path, user: &User) -> UserTree {
     }
 }
 
+/// Test seam: brickup's verdict on one authorized_keys line (Err: the message it would give).
+#[cfg(feature = "testing")]
+pub fn check_line(line: &str) -> Result<(), String> {
+    PublicKey::parse(line)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
