@@ -3,6 +3,8 @@
 
 pub mod archive;
 pub(crate) mod authorized_keys;
+#[cfg(feature = "testing")]
+pub use authorized_keys::check_line as check_authorized_key_line;
 pub mod cli;
 pub mod config;
 pub mod csf;

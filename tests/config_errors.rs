@@ -94,6 +94,33 @@ fn corpus() -> Vec<(&'static str, String, &'static str, &'static str)> {
             "DSA",
         ),
         (
+            "key cut short when pasted",
+            b.replace(
+                KEY,
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMB9CrdZ7GzgiLScczhaCB3b",
+            ),
+            "ssh.authorized_keys[0]",
+            "cut short",
+        ),
+        (
+            "non-breaking space after the type",
+            b.replace(KEY, &KEY.replacen(' ', "\u{a0}", 1)),
+            "ssh.authorized_keys[0]",
+            "a non-breaking space (U+00A0) at column 12",
+        ),
+        (
+            "option sshd does not know",
+            b.replace(KEY, &format!("no-port-fowarding {KEY}")),
+            "ssh.authorized_keys[0]",
+            "option 1 (`no-port-fowarding`) is not an option sshd knows",
+        ),
+        (
+            "option value sshd refuses",
+            b.replace(KEY, &format!("tunnel=\"tun0\" {KEY}")),
+            "ssh.authorized_keys[0]",
+            "not a tunnel device number",
+        ),
+        (
             "no keys, passwords off",
             "version: 1\nssh:\n  port: 2222\n".into(),
             "ssh.authorized_keys",

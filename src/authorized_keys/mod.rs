@@ -3,97 +3,100 @@
 //! there, and where sshd looks for a user's file (sshd_config(5) TOKENS). Shared by the key step,
 //! which writes the file, and the sshd step, whose lockout guard reads it. No I/O.
 
+mod blob;
+mod line;
+mod options;
+mod values;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use base64::Engine as _;
 
 use crate::facts::User;
 use crate::fsops::UserTree;
 
-/// Key types sshd accepts today (ssh-dss is disabled by OpenSSH 9.8+ and refused here).
-const KEY_TYPES: &[&str] = &[
-    "ssh-ed25519",
-    "ssh-rsa",
-    "ecdsa-sha2-nistp256",
-    "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521",
-    "sk-ssh-ed25519@openssh.com",
-    "sk-ecdsa-sha2-nistp256@openssh.com",
-];
+pub(crate) use blob::BlobError;
+use line::KEY_TYPES;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub(crate) enum KeyError {
     #[error("this is a PRIVATE key: paste the public key (the .pub file's one line) instead, and treat the private key as leaked")]
     PrivateKey,
-    #[error("not a public key: expected `<type> <base64> [comment]` with type one of {}", KEY_TYPES.join(", "))]
+    #[error("not a public key: expected `[options] <type> <base64> [comment]` with type one of {}", KEY_TYPES.join(", "))]
     Malformed,
     #[error("ssh-dss (DSA) keys are disabled in current OpenSSH; use ssh-ed25519")]
     Dsa,
-    #[error("the key data is not valid base64")]
+    #[error("the key data is not valid base64 (cut short, or a character changed when pasted?)")]
     BadBase64,
     #[error("the key data is of type {inner:?}, not {outer:?} as the line says")]
     TypeMismatch { outer: String, inner: String },
+    #[error("{what} ({code}) at column {column}: sshd splits fields on plain spaces and tabs only; retype it as plain ASCII")]
+    Character {
+        what: String,
+        code: String,
+        column: usize,
+    },
+    #[error("the key data {0}")]
+    Blob(BlobError),
+    #[error("option {} (`{name}`) {why}", index + 1)]
+    Option {
+        index: usize,
+        name: String,
+        why: String,
+    },
 }
 
-/// One `authorized_keys` line's key.
+/// One `authorized_keys` line's key, read as sshd reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PublicKey {
     pub(crate) options: Option<String>,
     pub(crate) kind: String,
     pub(crate) blob: String,
     pub(crate) comment: String,
+    /// What sshd compares: the decoded key's parts.
+    id: Vec<u8>,
+    /// The options' lower-case names (`no-` kept on negated flags).
+    option_names: Vec<String>,
 }
 
 impl PublicKey {
-    /// Parse an `authorized_keys` line: `[options] type base64 [comment]`. Never echoes the text.
-    pub(crate) fn parse(line: &str) -> Result<PublicKey, KeyError> {
-        let line = line.trim();
-        if line.contains("PRIVATE KEY")
-            || line.starts_with("-----BEGIN")
-            || line.starts_with("PuTTY-User-Key-File")
+    /// Parse an `authorized_keys` line: `[options] type base64 [comment]`, refusing anything sshd
+    /// would refuse (and any character but printable ASCII and tabs). Never echoes the key.
+    pub(crate) fn parse(text: &str) -> Result<PublicKey, KeyError> {
+        let text = text.trim_matches(line::is_blank);
+        if text.contains("PRIVATE KEY")
+            || text.starts_with("-----BEGIN")
+            || text.starts_with("PuTTY-User-Key-File")
         {
             return Err(KeyError::PrivateKey);
         }
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let at = words
-            .iter()
-            .position(|w| KEY_TYPES.contains(w) || *w == "ssh-dss")
-            .ok_or(KeyError::Malformed)?;
-        if words[at] == "ssh-dss" {
-            return Err(KeyError::Dsa);
-        }
-        let kind = words[at].to_string();
-        let blob = words.get(at + 1).ok_or(KeyError::Malformed)?.to_string();
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(&blob)
-            .map_err(|_| KeyError::BadBase64)?;
-        let inner = embedded_type(&raw).ok_or(KeyError::Malformed)?;
-        if inner != kind {
-            return Err(KeyError::TypeMismatch { outer: kind, inner });
-        }
-        let options = (at > 0).then(|| line[..line.find(&kind).unwrap_or(0)].trim().to_string());
+        line::check_chars(text)?;
+        let (options, key) = line::split(text)?;
+        let option_names = match options {
+            Some(_) => options::parse(text)?,
+            None => Vec::new(),
+        };
         Ok(PublicKey {
-            options,
-            kind,
-            blob,
-            comment: words[at + 2..].join(" "),
+            options: options.map(str::to_string),
+            kind: key.kind,
+            blob: key.blob,
+            comment: key.comment,
+            id: key.id,
+            option_names,
         })
     }
 
-    /// The same key, whatever the options or comment.
+    /// The same key as sshd compares keys (decoded), whatever the options or comment.
     pub(crate) fn same_key(&self, other: &PublicKey) -> bool {
-        self.kind == other.kind && self.blob == other.blob
+        self.kind == other.kind && self.id == other.id
     }
 
     /// Does this entry let its key open a shell? Options that run a fixed command (cloud-init's
     /// "Please login as ..." line), limit the source, expire, or take the terminal do not
     /// (sshd(8) AUTHORIZED_KEYS FILE FORMAT).
     pub(crate) fn usable(&self) -> bool {
-        let Some(opts) = &self.options else {
-            return true;
-        };
-        !option_names(opts)
+        !self
+            .option_names
             .iter()
             .any(|o| RESTRICTING.contains(&o.as_str()))
     }
@@ -110,49 +113,14 @@ const RESTRICTING: &[&str] = &[
     "no-pty",
 ];
 
-/// The lower-case names of an options string (`a,b="x,y",c`), quotes respected.
-fn option_names(opts: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    for c in opts.chars().chain(std::iter::once(',')) {
-        match c {
-            '"' => quoted = !quoted,
-            ',' if !quoted => {
-                let name = cur
-                    .split('=')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase();
-                if !name.is_empty() {
-                    names.push(name);
-                }
-                cur.clear();
-                continue;
-            }
-            _ => {}
-        }
-        cur.push(c);
-    }
-    names
-}
-
-/// The key type string at the head of a key blob (a uint32 length, then the name).
-fn embedded_type(raw: &[u8]) -> Option<String> {
-    let len = u32::from_be_bytes(raw.get(..4)?.try_into().ok()?) as usize;
-    let name = raw.get(4..4 + len)?;
-    String::from_utf8(name.to_vec()).ok()
-}
-
 /// `current` with every wanted key usable: sshd uses the *first* entry of a key, so a key whose
 /// first entry is restricted (e.g. `command="echo Please login as..."`) gets its plain line
 /// inserted just before that entry; a missing key is appended. Other lines are kept byte for byte.
 pub(crate) fn merge(current: &str, wanted: &[String]) -> String {
     let mut lines: Vec<String> = current.lines().map(str::to_string).collect();
     let mut changed = false;
-    for line in wanted {
-        let Ok(key) = PublicKey::parse(line) else {
+    for want in wanted {
+        let Ok(key) = PublicKey::parse(want) else {
             continue;
         };
         let first = lines
@@ -160,8 +128,8 @@ pub(crate) fn merge(current: &str, wanted: &[String]) -> String {
             .position(|l| PublicKey::parse(l).is_ok_and(|h| h.same_key(&key)));
         match first {
             Some(i) if PublicKey::parse(&lines[i]).is_ok_and(|h| h.usable()) => continue,
-            Some(i) => lines.insert(i, line.trim().to_string()),
-            None => lines.push(line.trim().to_string()),
+            Some(i) => lines.insert(i, want.trim_matches(line::is_blank).to_string()),
+            None => lines.push(want.trim_matches(line::is_blank).to_string()),
         }
         changed = true;
     }
@@ -231,6 +199,14 @@ pub(crate) fn tree(path: &Path, user: &User) -> UserTree {
         uid: user.uid,
         gid: user.gid,
     }
+}
+
+/// Test seam: brickup's verdict on one authorized_keys line (Err: the message it would give).
+#[cfg(feature = "testing")]
+pub fn check_line(line: &str) -> Result<(), String> {
+    PublicKey::parse(line)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -310,6 +286,48 @@ mod tests {
                 "{opts}"
             );
         }
+    }
+
+    #[test]
+    fn field_bugs_are_refused() {
+        let blob = ED.split_whitespace().nth(1).unwrap();
+        let cut = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMB9CrdZ7GzgiLScczhaCB3b";
+        let nbsp = format!("ssh-ed25519\u{a0}{blob} owner");
+        let typo = format!("no-port-fowarding {ED}");
+        assert!(matches!(
+            PublicKey::parse(cut),
+            Err(KeyError::Blob(BlobError::Short))
+        ));
+        assert!(matches!(
+            PublicKey::parse(&nbsp),
+            Err(KeyError::Character { column: 12, .. })
+        ));
+        let e = PublicKey::parse(&typo).unwrap_err();
+        assert!(e.to_string().contains("`no-port-fowarding`"), "{e}");
+        for (line, err) in [(cut.to_string(), "cut short"), (nbsp.clone(), "U+00A0")] {
+            let msg = PublicKey::parse(&line).unwrap_err().to_string();
+            assert!(msg.contains(err), "{msg}");
+            assert!(!msg.contains("AAAAC3"), "never echoes the key: {msg}");
+        }
+        // On disk: a broken variant never counts, and the correct line is added after it.
+        for broken in [nbsp, typo, format!("ssh-ed25519 {blob}AAAA")] {
+            let current = format!("# mine\n{broken}\n");
+            assert!(!has_usable_key(&current, &[ED.to_string()]), "{broken}");
+            assert_eq!(
+                merge(&current, &[ED.to_string()]),
+                format!("{current}{ED}\n")
+            );
+        }
+    }
+
+    #[test]
+    fn keys_compare_by_decoded_key() {
+        let blob = ED.split_whitespace().nth(1).unwrap();
+        let tabbed = format!("ssh-ed25519\t{blob}\tother");
+        assert!(has_usable_key(&tabbed, &[ED.to_string()]));
+        assert_eq!(merge(&tabbed, &[ED.to_string()]), tabbed);
+        let proof = format!("from=\"198.18.4.2,fd00:b1c::2\" {ED} brickup-login-proof");
+        assert!(!PublicKey::parse(&proof).unwrap().usable());
     }
 
     #[test]
