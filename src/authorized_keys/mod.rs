@@ -86,6 +86,11 @@ impl PublicKey {
         })
     }
 
+    /// Does the line carry option `name` (lower-case, as sshd matches it)?
+    pub(crate) fn has_option(&self, name: &str) -> bool {
+        self.option_names.iter().any(|n| n == name)
+    }
+
     /// The same key as sshd compares keys (decoded), whatever the options or comment.
     pub(crate) fn same_key(&self, other: &PublicKey) -> bool {
         self.kind == other.kind && self.id == other.id

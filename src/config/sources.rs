@@ -31,11 +31,7 @@ pub(super) fn problems(ssh: &SshConfig) -> Vec<(String, String)> {
         let Ok(key) = crate::authorized_keys::PublicKey::parse(line) else {
             continue; // the key check names what is wrong with it
         };
-        if key
-            .options
-            .as_deref()
-            .is_some_and(|o| option_names(o).iter().any(|n| n == "from"))
-        {
+        if key.has_option("from") {
             p.push((
                 format!("ssh.authorized_keys[{i}]"),
                 format!("its from= option {WHY}"),
@@ -43,29 +39,6 @@ pub(super) fn problems(ssh: &SshConfig) -> Vec<(String, String)> {
         }
     }
     p
-}
-
-/// The lower-case option names of an authorized_keys options field (`a,b="x,y",c`), quotes kept
-/// whole as sshd reads them.
-fn option_names(opts: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut quoted = false;
-    let mut start = 0;
-    for (i, c) in opts
-        .char_indices()
-        .chain(std::iter::once((opts.len(), ',')))
-    {
-        match c {
-            '"' => quoted = !quoted,
-            ',' if !quoted => {
-                let name = opts[start..i].split('=').next().unwrap_or("").trim();
-                names.push(name.to_ascii_lowercase());
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    names
 }
 
 #[cfg(test)]
