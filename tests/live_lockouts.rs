@@ -171,23 +171,29 @@ fn an_ipv4_only_sshd_on_an_ipv6_host_is_refused() {
     assert!(out.contains(&lr.addr6().to_string()), "{out}");
 }
 
+/// A root where `setup` left a provider's packet filter, configured with or without csf: the
+/// apply is refused before any change, its output containing `found`.
+fn filter_refused(name: &'static str, setup: impl Fn(&LiveRoot), csf: bool, found: &str) {
+    let lr = LiveRoot::new(name);
+    setup(&lr);
+    let mut c = LiveConfig::new(PORT);
+    c.csf = csf;
+    lr.configure(&c);
+    let out = refused_up_front(&lr, "ssh.port");
+    assert!(out.contains(found), "{out}");
+}
+
 /// A provider's own iptables rules (not csf, ufw or firewalld), no firewall section: the port move
 /// would have closed 22's listener with nothing opening the new port. Refused before any change,
 /// naming the rules found.
 #[test]
 fn a_foreign_iptables_ruleset_is_refused_before_any_change() {
-    let lr = LiveRoot::new("foreign_iptables");
-    provider_rules(
-        &lr,
-        &format!("iptables {}", DROP_BUT_22.replace("{T}", "iptables")),
-    );
-    let mut c = LiveConfig::new(PORT);
-    c.csf = false;
-    lr.configure(&c);
-    let out = refused_up_front(&lr, "ssh.port");
-    assert!(
-        out.contains("iptables (nft backend): INPUT policy DROP"),
-        "{out}"
+    let rules = format!("iptables {}", DROP_BUT_22.replace("{T}", "iptables"));
+    filter_refused(
+        "foreign_iptables",
+        |lr| provider_rules(lr, &rules),
+        false,
+        "iptables (nft backend): INPUT policy DROP",
     );
 }
 
@@ -195,36 +201,36 @@ fn a_foreign_iptables_ruleset_is_refused_before_any_change() {
 /// before any change, with csf in the config.
 #[test]
 fn iptables_legacy_tables_beside_csf_are_refused() {
-    let lr = LiveRoot::new("legacy_iptables");
-    provider_rules(
-        &lr,
-        &format!(
-            "iptables-legacy {}",
-            DROP_BUT_22.replace("{T}", "iptables-legacy")
-        ),
+    let rules = format!(
+        "iptables-legacy {}",
+        DROP_BUT_22.replace("{T}", "iptables-legacy")
     );
-    lr.configure(&LiveConfig::new(PORT));
-    let out = refused_up_front(&lr, "ssh.port");
-    assert!(out.contains("iptables-legacy: INPUT policy DROP"), "{out}");
+    filter_refused(
+        "legacy_iptables",
+        |lr| provider_rules(lr, &rules),
+        true,
+        "iptables-legacy: INPUT policy DROP",
+    );
 }
 
 /// A native nftables table of the provider's (not iptables-nft's): csf's rules would sit beside it
 /// and never see it. Refused before any change, with csf in the config.
 #[test]
 fn a_native_nftables_table_is_refused() {
-    let lr = LiveRoot::new("native_nftables");
-    lr.must_sh("apt-get update -q >/dev/null && apt-get install -y -q nftables >/dev/null");
-    lr.write(
-        "/etc/provider.nft",
-        "table inet provider {\n  chain input {\n    type filter hook input priority 0; policy drop;\n    \
-         iif lo accept\n    ct state established,related accept\n    tcp dport 22 accept\n  }\n}\n",
-    );
-    provider_rules(&lr, "nft -f /etc/provider.nft");
-    lr.configure(&LiveConfig::new(PORT));
-    let out = refused_up_front(&lr, "ssh.port");
-    assert!(
-        out.contains("nftables table inet provider: chain input policy drop"),
-        "{out}"
+    let setup = |lr: &LiveRoot| {
+        lr.must_sh("apt-get update -q >/dev/null && apt-get install -y -q nftables >/dev/null");
+        lr.write(
+            "/etc/provider.nft",
+            "table inet provider {\n  chain input {\n    type filter hook input priority 0; policy drop;\n    \
+             iif lo accept\n    ct state established,related accept\n    tcp dport 22 accept\n  }\n}\n",
+        );
+        provider_rules(lr, "nft -f /etc/provider.nft");
+    };
+    filter_refused(
+        "native_nftables",
+        setup,
+        true,
+        "nftables table inet provider: chain input policy drop",
     );
 }
 
