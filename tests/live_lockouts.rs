@@ -133,6 +133,101 @@ fn allow_users_by_address_is_refused_up_front() {
     }
 }
 
+/// Whether the root's real sshd lets the owner's key in when `line` is the whole authorized_keys
+/// file: a one-connection `sshd -d` on a port of its own, before brickup has changed anything.
+fn sshd_takes_key_line(lr: &LiveRoot, line: &str) -> bool {
+    const CONTROL_PORT: u16 = 2998;
+    lr.write_mode("/tmp/control_keys", format!("{line}\n").as_bytes(), 0o600);
+    lr.must_sh(&format!(
+        "/usr/sbin/sshd -d -p {CONTROL_PORT} -o AuthorizedKeysFile=/tmp/control_keys \
+         -o StrictModes=no -o PidFile=none -E /tmp/control_sshd.log </dev/null >/dev/null 2>&1 &"
+    ));
+    let up = (0..50).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        lr.listening_ports().contains(&CONTROL_PORT)
+    });
+    assert!(
+        up,
+        "the control sshd did not listen: {}",
+        lr.read("/tmp/control_sshd.log")
+    );
+    let works = lr.key_login_works(lr.addr4(), CONTROL_PORT);
+    lr.sh(&format!(
+        "rm -f /tmp/control_keys; pkill -f 'sshd -d -p {CONTROL_PORT}'"
+    ));
+    works
+}
+
+/// The owner's key line as pasted wrong (issue 20 cases 5 and 6, and an option sshd does not
+/// know, which makes sshd skip the whole line): each would have been installed with passwords
+/// turned off. Refused before any change, the line named with what is wrong with it; the owner
+/// keeps the provider's password on 22.
+#[test]
+fn a_key_line_sshd_would_reject_is_refused_up_front() {
+    let cases: [(&str, fn(&str) -> String, &str); 3] = [
+        (
+            "key_cut_short",
+            // The base64 blob cut inside the key (as a paste into a narrow field does).
+            |k| {
+                let mut f = k.split(' ');
+                let (t, b) = (f.next().unwrap(), f.next().unwrap());
+                format!("{t} {}", &b[..48])
+            },
+            "cut short",
+        ),
+        (
+            "key_nbsp",
+            |k| k.replacen(' ', "\u{a0}", 1),
+            "a non-breaking space (U+00A0)",
+        ),
+        (
+            "key_unknown_option",
+            |k| format!("no-port-fowarding {k}"),
+            "(`no-port-fowarding`) is not an option sshd knows",
+        ),
+    ];
+    for (name, mangle, why) in cases {
+        let lr = LiveRoot::new(name);
+        let line = mangle(lr.public_key.trim());
+        // Control: sshd takes the key as it is, and would not take this line.
+        assert!(
+            sshd_takes_key_line(&lr, lr.public_key.trim()),
+            "{name}: the key itself"
+        );
+        assert!(
+            !sshd_takes_key_line(&lr, &line),
+            "{name}: sshd takes {line:?}"
+        );
+        let mut c = LiveConfig::new(PORT);
+        c.key_line = Some(line);
+        lr.configure(&c);
+        let out = refused_up_front(&lr, "ssh.authorized_keys[0]");
+        assert!(out.contains(why), "{name}: {out}");
+    }
+}
+
+/// `UsePAM no` with the user's password locked (`passwd -l`, as images that allow only keys
+/// ship root): sshd then refuses even a key ("account is locked"). The proof sees it; the old
+/// config stays and the owner keeps their way in.
+#[test]
+fn use_pam_no_with_a_locked_password_is_refused() {
+    let lr = LiveRoot::new("use_pam_no_locked");
+    let mut c = LiveConfig::new(PORT);
+    c.ssh_settings = vec![("UsePAM", "no")];
+    lr.configure(&c);
+    lr.must_sh("passwd -l root >/dev/null");
+    // A syslog for sshd's refusal line (the root has no journal; Ubuntu's images ship rsyslog).
+    lr.must_sh(
+        "apt-get update -q >/dev/null && apt-get install -y -q rsyslog >/dev/null && \
+         systemctl start rsyslog.service",
+    );
+    let out = refused_and_still_in(&lr);
+    assert!(
+        out.contains("User root not allowed because account is locked"),
+        "sshd's own line: {out}"
+    );
+}
+
 /// The owner's key is ed25519; sshd would take only RSA signatures.
 #[test]
 fn pubkey_algorithms_without_the_owners_type_are_refused() {

@@ -107,6 +107,9 @@ pub struct LiveConfig {
     pub ssh_settings: Vec<(&'static str, &'static str)>,
     /// Write the `firewall:` and `csf:` sections (false: brickup manages no firewall).
     pub csf: bool,
+    /// The owner's key line as configured (default: the test key's public line), written as a
+    /// double-quoted YAML string so that any byte of it reaches brickup as it is.
+    pub key_line: Option<String>,
 }
 
 impl LiveConfig {
@@ -122,6 +125,7 @@ impl LiveConfig {
             firewall_settings: vec![],
             ssh_settings: vec![],
             csf: true,
+            key_line: None,
         }
     }
 }
@@ -521,10 +525,14 @@ impl LiveRoot {
     pub fn configure(&self, c: &LiveConfig) {
         let sha = c.sha256.clone().unwrap_or(self.tarball_sha256.clone());
         let mn: Vec<String> = c.masternode_ports.iter().map(u16::to_string).collect();
+        let key = match &c.key_line {
+            Some(line) => serde_json::to_string(line).unwrap(),
+            None => self.public_key.clone(),
+        };
         let mut y = format!(
             "version: 1\nupdates:\n  enabled: false\nssh:\n  port: {}\n  authorized_keys:\n    - {}\nfirewall:\n  masternode_ports: [{}]\n  ipv6: {}\ncsf:\n  url: file://{TARBALL_IN_ROOT}\n  sha256: {sha}\n",
             c.port,
-            self.public_key,
+            key,
             mn.join(", "),
             if c.ipv6 { "on" } else { "off" },
         );
