@@ -158,13 +158,16 @@ fn sshd_takes_key_line(lr: &LiveRoot, line: &str) -> bool {
     works
 }
 
+/// Turns the owner's key line into one pasted wrong.
+type Mangle = fn(&str) -> String;
+
 /// The owner's key line as pasted wrong (issue 20 cases 5 and 6, and an option sshd does not
 /// know, which makes sshd skip the whole line): each would have been installed with passwords
 /// turned off. Refused before any change, the line named with what is wrong with it; the owner
 /// keeps the provider's password on 22.
 #[test]
 fn a_key_line_sshd_would_reject_is_refused_up_front() {
-    let cases: [(&str, fn(&str) -> String, &str); 3] = [
+    let cases: [(&str, Mangle, &str); 3] = [
         (
             "key_cut_short",
             // The base64 blob cut inside the key (as a paste into a narrow field does).
