@@ -47,7 +47,34 @@ pub(crate) fn load(root: &Root, path: Option<&Path>) -> Result<Loaded> {
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
+    node_files_readable(root, &loaded.config)?;
     Ok(loaded)
+}
+
+/// Every file the config names for this host can be read (a secret also non-empty), or the run
+/// is refused before any change: a report that can never be signed or authenticated would
+/// otherwise be kept pending in silence while the run exits 0.
+fn node_files_readable(root: &Root, config: &config::Config) -> Result<()> {
+    for (field, p) in config.node_files() {
+        let host = root.path(p);
+        let read = match field.starts_with("report.") {
+            true => report::Secret::from_file(&host).map(drop),
+            false => std::fs::read(&host)
+                .map(drop)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", host.display())),
+        };
+        if let Err(e) = read {
+            return Err(engine::Refused::error(
+                field,
+                format!(
+                    "{e:#}: the node needs {} (render-userdata carries it in the user-data; \
+                     on a host set up by hand, put it there, root-owned and 0600)",
+                    p.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn config_path(root: &Root, path: Option<&Path>) -> PathBuf {

@@ -6,6 +6,8 @@
 //! from `runcmd`, with the first-boot unit (written in bootcmd, or by `write_files` with an
 //! embedded binary) enabled so a failed run retries on the next boot.
 //! An embedded binary (`gz+b64`) only arrives with `write_files`, after bootcmd: no early run.
+//! Files the config names for the node (report secrets, a CA) travel with the config: in the
+//! bootcmd setup, or in `write_files` with an embedded binary; root-owned, 0600.
 //! Each provider's user-data size limit is enforced (FACTS.md).
 
 use std::fmt::Write as _;
@@ -45,8 +47,37 @@ pub(crate) enum Binary {
     Embed { bytes: Vec<u8>, sha256: String },
 }
 
-/// The user-data for `config_text`, checked against `provider`'s limit.
-pub(crate) fn render(config_text: &str, binary: &Binary, provider: Option<&str>) -> Result<String> {
+/// A file the config names for the node (a report secret, a CA), carried root-owned and 0600.
+pub(crate) struct NodeFile {
+    pub(crate) path: std::path::PathBuf,
+    pub(crate) contents: Vec<u8>,
+}
+
+impl NodeFile {
+    /// The node path as the shell and write_files see it: absolute, and only characters that
+    /// need no quoting.
+    fn shell_path(&self) -> Result<&str> {
+        let p = self.path.to_str().unwrap_or("");
+        let plain = p
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+@".contains(&b));
+        if !p.starts_with('/') || !plain || p.ends_with('/') {
+            bail!(
+                "{}: carried files need an absolute path of letters, digits and /._-+@",
+                self.path.display()
+            );
+        }
+        Ok(p)
+    }
+}
+
+/// The user-data for `config_text` and the `files` it names, checked against `provider`'s limit.
+pub(crate) fn render(
+    config_text: &str,
+    files: &[NodeFile],
+    binary: &Binary,
+    provider: Option<&str>,
+) -> Result<String> {
     let limit = match provider {
         None => None,
         Some(name) => {
@@ -60,7 +91,7 @@ pub(crate) fn render(config_text: &str, binary: &Binary, provider: Option<&str>)
             p.1.map(|l| (p.0, l, p.2))
         }
     };
-    let doc = document(config_text, binary)?;
+    let doc = document(config_text, files, binary)?;
     if let Some((name, limit, how)) = limit {
         if doc.len() > limit {
             let advice = match binary {
@@ -158,9 +189,20 @@ const WANTS: &str = "/etc/systemd/system/multi-user.target.wants";
 /// records it done only after, so a power cut cannot leave it recorded with the config or the
 /// unit still empty (unsynced writes are lost for 30 s), and a later boot retries the run even
 /// when runcmd's own script was lost.
-fn bootcmd(config_text: &str, url: &str, sha256: &str) -> String {
+fn bootcmd(config_text: &str, files: &[NodeFile], url: &str, sha256: &str) -> Result<String> {
+    let mut carried = String::new();
+    for f in files {
+        let p = f.shell_path()?;
+        let dir = p.rsplit_once('/').map_or("/", |(d, _)| d);
+        let _ = write!(
+            carried,
+            "mkdir -p {}\necho {} | base64 -d > {p}\n",
+            if dir.is_empty() { "/" } else { dir },
+            b64(&f.contents)
+        );
+    }
     let setup = format!(
-        "set -e\numask 077\nmkdir -p /etc/brickup /usr/local/sbin\necho {} | base64 -d > {CONFIG_PATH}\ncat > {FETCH_PATH} <<'BRICKUP_FETCH_EOF'\n{}BRICKUP_FETCH_EOF\nchmod 0700 {FETCH_PATH}\ncat > {UNIT_PATH} <<'BRICKUP_UNIT_EOF'\n{FIRSTBOOT_UNIT}BRICKUP_UNIT_EOF\nchmod 0644 {UNIT_PATH}\nmkdir -p {WANTS}\nln -sfn {UNIT_PATH} {WANTS}/{UNIT}\nsync\n",
+        "set -e\numask 077\nmkdir -p /etc/brickup /usr/local/sbin\necho {} | base64 -d > {CONFIG_PATH}\n{carried}cat > {FETCH_PATH} <<'BRICKUP_FETCH_EOF'\n{}BRICKUP_FETCH_EOF\nchmod 0700 {FETCH_PATH}\ncat > {UNIT_PATH} <<'BRICKUP_UNIT_EOF'\n{FIRSTBOOT_UNIT}BRICKUP_UNIT_EOF\nchmod 0644 {UNIT_PATH}\nmkdir -p {WANTS}\nln -sfn {UNIT_PATH} {WANTS}/{UNIT}\nsync\n",
         b64(config_text.as_bytes()),
         fetch_script(url, sha256)
     );
@@ -176,7 +218,7 @@ fn bootcmd(config_text: &str, url: &str, sha256: &str) -> String {
         "  - [sh, -c, \"{}\"]",
         verified_exec(sha256, "firstboot --early")
     );
-    d
+    Ok(d)
 }
 
 /// Run the installed binary only when it has the pinned sha256.
@@ -184,10 +226,10 @@ fn verified_exec(sha256: &str, args: &str) -> String {
     format!("echo '{sha256}  {BINARY_PATH}' | sha256sum -c --quiet && exec {BINARY_PATH} {args}")
 }
 
-fn document(config_text: &str, binary: &Binary) -> Result<String> {
+fn document(config_text: &str, files: &[NodeFile], binary: &Binary) -> Result<String> {
     let mut d = String::from("#cloud-config\n# Rendered by `brickup render-userdata`: hardens this node at first boot.\n");
     if let Binary::Fetch { url, sha256 } = binary {
-        d.push_str(&bootcmd(config_text, url, sha256));
+        d.push_str(&bootcmd(config_text, files, url, sha256)?);
     }
     let run = match binary {
         Binary::Fetch { sha256, .. } => {
@@ -198,6 +240,9 @@ fn document(config_text: &str, binary: &Binary) -> Result<String> {
             d.push_str("write_files:\n");
             let _ = write!(d, "  - path: {UNIT_PATH}\n    owner: root:root\n    permissions: '0644'\n    content: |\n{}", block(FIRSTBOOT_UNIT, 6));
             let _ = write!(d, "  - path: {CONFIG_PATH}\n    owner: root:root\n    permissions: '0600'\n    encoding: b64\n    content: {}\n", b64(config_text.as_bytes()));
+            for f in files {
+                let _ = write!(d, "  - path: {}\n    owner: root:root\n    permissions: '0600'\n    encoding: b64\n    content: {}\n", f.shell_path()?, b64(&f.contents));
+            }
             let _ = write!(d, "  - path: {BINARY_PATH}\n    owner: root:root\n    permissions: '0755'\n    encoding: gz+b64\n    content: {}\n", gz_b64(bytes)?);
             verified_exec(sha256, "firstboot")
         }
@@ -222,22 +267,22 @@ mod tests {
 
     #[test]
     fn fits_and_refuses_by_provider() {
-        let doc = render("version: 1\n", &fetch(), Some("aws")).unwrap();
+        let doc = render("version: 1\n", &[], &fetch(), Some("aws")).unwrap();
         assert!(doc.starts_with("#cloud-config\n"));
         let mut rng = fastrand::Rng::with_seed(7);
         let big = Binary::Embed {
             bytes: (0..200_000).map(|_| rng.u8(..)).collect(),
             sha256: "cd".repeat(32),
         };
-        let err = render("version: 1\n", &big, Some("hetzner"))
+        let err = render("version: 1\n", &[], &big, Some("hetzner"))
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("over hetzner's limit") && err.contains("fetch the binary by URL"),
             "{err}"
         );
-        assert!(render("version: 1\n", &big, Some("nocloud")).is_ok());
-        assert!(render("version: 1\n", &fetch(), Some("mars"))
+        assert!(render("version: 1\n", &[], &big, Some("nocloud")).is_ok());
+        assert!(render("version: 1\n", &[], &fetch(), Some("mars"))
             .unwrap_err()
             .to_string()
             .contains("unknown provider"));
@@ -246,7 +291,7 @@ mod tests {
     #[test]
     fn config_round_trips() {
         let cfg = "version: 1\nssh:\n  port: 2222 # ünïcode\n";
-        let doc = render(cfg, &fetch(), None).unwrap();
+        let doc = render(cfg, &[], &fetch(), None).unwrap();
         let v: serde_json::Value = serde_norway::from_str(&doc).unwrap();
         let setup = v["bootcmd"][0][5].as_str().unwrap();
         let b64 = setup
@@ -271,7 +316,7 @@ mod tests {
     /// execs only after the sha256 check; the full run stays in runcmd.
     #[test]
     fn early_run_in_bootcmd_after_the_hash_check() {
-        let doc = render("version: 1\n", &fetch(), None).unwrap();
+        let doc = render("version: 1\n", &[], &fetch(), None).unwrap();
         let v: serde_json::Value = serde_norway::from_str(&doc).unwrap();
         let boot = v["bootcmd"].as_array().unwrap();
         assert_eq!(boot[0][0], "cloud-init-per");

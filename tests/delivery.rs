@@ -623,3 +623,120 @@ fn a_receiver_that_is_down_does_not_hold_the_hardening_up() {
         .join("var/lib/brickup/pending-report.json")
         .exists());
 }
+
+/// A report secret the config names by file reaches the node: render-userdata refuses (exit 2,
+/// the field and the fix named) when it cannot read it, carries it from `--file` into bootcmd's
+/// once-per-instance setup, which writes
+/// it root-owned 0600 before the early run, and into write_files (0600) with an embedded binary;
+/// `--on-node` leaves it out. Both documents pass cloud-init's schema.
+#[test]
+fn a_secret_named_by_file_is_carried_or_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let node_path = "/etc/brickup/report.key";
+    let cfg = base_config(
+        dir.path(),
+        &format!("report:\n  url: https://example.com/hook\n  hmac_secret_file: {node_path}\n"),
+    );
+    let c = cfg.to_str().unwrap();
+    let sha = "ab".repeat(32);
+    let render = |extra: &[&str]| {
+        let mut args = vec![
+            "render-userdata",
+            "--config",
+            c,
+            "--binary-url",
+            "https://example.com/brickup",
+            "--binary-sha256",
+            &sha,
+        ];
+        args.extend_from_slice(extra);
+        brickup(&args)
+    };
+    // This machine has no /etc/brickup/report.key and no --file says where it is.
+    assert!(
+        !Path::new(node_path).exists(),
+        "control: not on this machine"
+    );
+    let o = render(&[]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("report.hmac_secret_file") && out.contains("--file /etc/brickup/report.key="),
+        "{out}"
+    );
+    let o = render(&["--file", "/etc/brickup/other.key=/nowhere"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("the config names no such file"),
+        "{}",
+        text(&o)
+    );
+
+    let local = dir.path().join("report.key");
+    std::fs::write(&local, format!("{SECRET}\n")).unwrap();
+    let spec = format!("{node_path}={}", local.display());
+    let o = render(&["--file", &spec]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let doc = String::from_utf8(o.stdout).unwrap();
+    schema_ok(&doc);
+    let v: serde_json::Value = serde_norway::from_str(&doc).unwrap();
+    let script = v["bootcmd"][0][5].as_str().unwrap();
+    // Run the setup as cloud-init-per would, in a root of its own.
+    let root = copy_rootfs();
+    let r = root.path();
+    let o = Command::new("chroot")
+        .arg(r)
+        .args(["sh", "-c", script])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "setup: {}", text(&o));
+    let on_node = r.join(node_path.trim_start_matches('/'));
+    assert_eq!(
+        std::fs::read_to_string(&on_node).unwrap(),
+        format!("{SECRET}\n")
+    );
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let m = std::fs::metadata(&on_node).unwrap();
+    assert_eq!((m.permissions().mode() & 0o777, m.uid()), (0o600, 0));
+    // Written before the early run's bootcmd entry, which is the setup's successor.
+    assert!(v["bootcmd"][2][2]
+        .as_str()
+        .unwrap()
+        .contains("firstboot --early"));
+
+    // Embedded binary: write_files, 0600.
+    let stand_in = dir.path().join("brickup-stand-in");
+    std::fs::write(&stand_in, b"#!/bin/sh\n").unwrap();
+    let o = brickup(&[
+        "render-userdata",
+        "--config",
+        c,
+        "--embed-binary",
+        "--binary",
+        stand_in.to_str().unwrap(),
+        "--file",
+        &spec,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let doc = String::from_utf8(o.stdout).unwrap();
+    schema_ok(&doc);
+    let v: serde_json::Value = serde_norway::from_str(&doc).unwrap();
+    let entry = v["write_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == node_path)
+        .expect("the secret in write_files");
+    assert_eq!(entry["permissions"], "0600");
+    assert_eq!(entry["owner"], "root:root");
+
+    // The node's image has it: not carried at all.
+    let o = render(&["--on-node", node_path]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!String::from_utf8_lossy(&o.stdout).contains(&b64(SECRET)));
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(format!("{s}\n"))
+}

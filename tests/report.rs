@@ -836,3 +836,52 @@ fn the_report_of_a_real_apply_matches_the_snapshot() {
     mask(&mut doc, r.to_str().unwrap(), "<root>");
     assert_snapshot("report_finished.json", doc);
 }
+
+/// A secret the config names by file that the node lacks (an empty one, or none at all), and a
+/// missing CA file: the run is refused before any change (exit 2, the field named), not run
+/// with its reports kept pending in silence. `plan` and `check` refuse the same way.
+#[test]
+fn a_named_file_the_node_cannot_read_is_refused_before_any_change() {
+    let root = common::copy_rootfs();
+    let r = root.path();
+    let before = fs::read_to_string(r.join("etc/ssh/sshd_config")).unwrap();
+    fs::create_dir_all(r.join("etc/brickup")).unwrap();
+    fs::write(r.join("etc/brickup/empty.key"), "\n").unwrap();
+    let base = format!(
+        "version: 1\nssh:\n  port: 2222\n  authorized_keys:\n    - {}\n",
+        HOST_KEY.trim()
+    );
+    let cases = [
+        (
+            "report:\n  url: https://example.invalid/hook\n  hmac_secret_file: /etc/brickup/report.key\n",
+            "report.hmac_secret_file",
+            "No such file",
+        ),
+        (
+            "report:\n  url: https://example.invalid/hook\n  token_file: /etc/brickup/empty.key\n",
+            "report.token_file",
+            "is empty",
+        ),
+        (
+            "csf:\n  url: https://example.invalid/csf.tgz\n  sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n  ca_file: /etc/brickup/mirror-ca.pem\n",
+            "csf.ca_file",
+            "No such file",
+        ),
+    ];
+    for (section, field, why) in cases {
+        let cfg = r.join("etc/brickup/brickup.yaml");
+        fs::write(&cfg, format!("{base}{section}")).unwrap();
+        for cmd in ["apply", "plan", "check"] {
+            let o = common::brickup(&[cmd, "--root", r.to_str().unwrap()]);
+            let out = common::text(&o);
+            assert_eq!(o.status.code(), Some(2), "{cmd} {field}: {out}");
+            assert!(out.contains(field) && out.contains(why), "{cmd}: {out}");
+            assert!(out.contains("nothing was changed"), "{cmd}: {out}");
+        }
+        assert_eq!(
+            fs::read_to_string(r.join("etc/ssh/sshd_config")).unwrap(),
+            before
+        );
+        assert!(!r.join("etc/ssh/sshd_config.d/00-brickup.conf").exists());
+    }
+}

@@ -27,6 +27,96 @@ pub(crate) struct RenderUserdata {
     /// The binary to embed (default: this brickup).
     #[arg(long, value_name = "PATH", requires = "embed_binary")]
     binary: Option<PathBuf>,
+    /// Carry a file the config names (a report secret, a CA) from LOCAL_PATH on this machine;
+    /// without it the file is read at NODE_PATH here. Repeatable.
+    #[arg(long = "file", value_name = "NODE_PATH=LOCAL_PATH")]
+    files: Vec<String>,
+    /// A file the config names that the node already has (baked into its image, or placed by
+    /// other means before brickup runs): not carried. Repeatable.
+    #[arg(long, value_name = "NODE_PATH")]
+    on_node: Vec<PathBuf>,
+}
+
+/// The files `config` names for the node, read from this machine: `--file` sources first, else
+/// the node path itself; those in `on_node` are left out. A file neither gives is refused, naming
+/// its field.
+fn carried(
+    config: &crate::config::Config,
+    sources: &[String],
+    on_node: &[PathBuf],
+) -> Result<Vec<userdata::NodeFile>> {
+    let named = config.node_files();
+    let mut map: Vec<(PathBuf, PathBuf)> = Vec::new();
+    for s in sources {
+        let (node, local) = s
+            .split_once('=')
+            .ok_or_else(|| UsageError(format!("--file {s:?}: expected NODE_PATH=LOCAL_PATH")))?;
+        let node = PathBuf::from(node);
+        if !named.iter().any(|(_, p)| *p == node) {
+            return Err(UsageError(format!(
+                "--file {}: the config names no such file (it names: {})",
+                node.display(),
+                names(&named)
+            ))
+            .into());
+        }
+        map.push((node, PathBuf::from(local)));
+    }
+    for p in on_node {
+        if !named.iter().any(|(_, n)| n == p) {
+            return Err(UsageError(format!(
+                "--on-node {}: the config names no such file (it names: {})",
+                p.display(),
+                names(&named)
+            ))
+            .into());
+        }
+    }
+    let mut files = Vec::new();
+    for (field, node) in named {
+        if on_node.iter().any(|p| p == node) {
+            tracing::info!("{field} ({}): the node has it; not carried", node.display());
+            continue;
+        }
+        let local = map
+            .iter()
+            .find(|(n, _)| n == node)
+            .map_or(node, |(_, l)| l.as_path());
+        let contents = std::fs::read(local).map_err(|e| {
+            UsageError(format!(
+                "{field} names {}, which the node must have: reading {}: {e}; pass --file {}=LOCAL_FILE \
+                 to carry it in the user-data, or --on-node {} if the node's image has it",
+                node.display(),
+                local.display(),
+                node.display(),
+                node.display()
+            ))
+        })?;
+        if field.starts_with("report.") && String::from_utf8_lossy(&contents).trim().is_empty() {
+            return Err(UsageError(format!("{field}: {} is empty", local.display())).into());
+        }
+        tracing::info!(
+            "carrying {} ({field}) from {} in the user-data (root-owned, 0600)",
+            node.display(),
+            local.display()
+        );
+        files.push(userdata::NodeFile {
+            path: node.to_path_buf(),
+            contents,
+        });
+    }
+    Ok(files)
+}
+
+fn names(named: &[(&str, &std::path::Path)]) -> String {
+    if named.is_empty() {
+        return "none".into();
+    }
+    named
+        .iter()
+        .map(|(f, p)| format!("{f} {}", p.display()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -38,7 +128,8 @@ impl RenderUserdata {
     pub(crate) fn run(self) -> Result<Exit> {
         let text = std::fs::read_to_string(&self.config)
             .with_context(|| format!("reading config {}", self.config.display()))?;
-        crate::config::parse(&text, &self.config)?;
+        let config = crate::config::parse(&text, &self.config)?;
+        let files = carried(&config, &self.files, &self.on_node)?;
         let wanted_sha = match &self.binary_sha256 {
             Some(h) => Some(
                 h.parse::<crate::download::Sha256Digest>()
@@ -83,7 +174,7 @@ impl RenderUserdata {
             }
             Binary::Fetch { url, sha256 }
         };
-        let doc = userdata::render(&text, &binary, self.provider.as_deref())
+        let doc = userdata::render(&text, &files, &binary, self.provider.as_deref())
             .map_err(|e| UsageError(format!("{e:#}")))?;
         print!("{doc}");
         Ok(Exit::Ok)

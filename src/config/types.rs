@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{de, Deserialize, Deserializer, Serialize};
 
@@ -258,6 +258,24 @@ pub(crate) struct PackagesConfig {
 }
 
 impl Config {
+    /// The files the config names for the node to read (field path, node path): render-userdata
+    /// carries each, and a run on the node refuses when one cannot be read.
+    pub(crate) fn node_files(&self) -> Vec<(&'static str, &Path)> {
+        let mut files = Vec::new();
+        if let Some(r) = &self.report {
+            files.extend(r.token_file.as_deref().map(|p| ("report.token_file", p)));
+            files.extend(
+                r.hmac_secret_file
+                    .as_deref()
+                    .map(|p| ("report.hmac_secret_file", p)),
+            );
+        }
+        if let Some(c) = &self.csf {
+            files.extend(c.ca_file.as_deref().map(|p| ("csf.ca_file", p)));
+        }
+        files
+    }
+
     /// Semantic checks serde cannot express: (field path, message) for each problem.
     pub(crate) fn validate(&self) -> Vec<(String, String)> {
         let mut p = Vec::new();
