@@ -19,6 +19,7 @@ pub(crate) mod lock;
 pub(crate) mod login;
 pub(crate) mod os;
 pub mod packages;
+pub(crate) mod patterns;
 pub mod ports;
 pub(crate) mod redact;
 pub mod report;

@@ -240,6 +240,42 @@ fn pubkey_algorithms_without_the_owners_type_are_refused() {
     );
 }
 
+/// With `ssh.owner_addresses` naming where the owner connects from (the host side of the veth),
+/// restrictions by address are allowed and judged for that address: a DenyUsers for another
+/// network and `from=` on the owner's key that admits the owner's address converge, the owner's
+/// key logs in from there, and `check` agrees. Without the field the same config is refused
+/// before any change.
+#[test]
+fn restrictions_by_address_converge_for_the_owners_address() {
+    let owner = {
+        let lr = LiveRoot::new("owner_addresses");
+        let owner = lr.host_addr4();
+        let mut c = LiveConfig::new(PORT);
+        c.ssh_settings = vec![("DenyUsers", "root@203.0.113.0/24")];
+        c.key_line = Some(format!("from=\"{owner}\" {}", lr.public_key.trim()));
+        c.owner_addresses = vec![owner];
+        lr.configure(&c);
+        let (o, _) = lr.apply();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "apply: {}\n{}",
+            text(&o),
+            lr.diagnostics()
+        );
+        assert!(lr.key_login_works(lr.addr4(), PORT), "{}", lr.diagnostics());
+        let c = lr.check();
+        assert_eq!(c.status.code(), Some(0), "check: {}", text(&c));
+        owner
+    };
+    let lr = LiveRoot::new("owner_addresses_missing");
+    let mut c = LiveConfig::new(PORT);
+    c.key_line = Some(format!("from=\"{owner}\" {}", lr.public_key.trim()));
+    lr.configure(&c);
+    let out = refused_up_front(&lr, "ssh.authorized_keys[0]");
+    assert!(out.contains("ssh.owner_addresses"), "{out}");
+}
+
 /// Install the root's own iptables (from the local repository) and run `rules` with it.
 fn provider_rules(lr: &LiveRoot, rules: &str) {
     lr.must_sh("apt-get update -q >/dev/null && apt-get install -y -q iptables >/dev/null");

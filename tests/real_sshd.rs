@@ -331,18 +331,98 @@ fn match_local_port_keys_file_is_refused() {
     );
 }
 
-/// Passwords back on for connections from the internet only (`Match Address`).
+/// Like [`apply_with_sshd_config`], with `ssh.owner_addresses` in brickup's config.
+fn apply_with_owner(
+    extra: &str,
+    owners: &str,
+) -> (tempfile::TempDir, std::process::Output, String) {
+    let (root, keys, _key, public) = setup();
+    let main = root.path().join("etc/ssh/sshd_config");
+    let edited = format!("{}\n{extra}\n", std::fs::read_to_string(&main).unwrap());
+    std::fs::write(&main, &edited).unwrap();
+    let cfg = write_config(keys.path(), 2222, &public);
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "  settings:\n",
+        &format!("  owner_addresses: [{owners}]\n  settings:\n"),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let r = root.path().to_str().unwrap();
+    let o = brickup(&["apply", "--root", r, "--config", cfg.to_str().unwrap()]);
+    (root, o, edited)
+}
+
+/// A restriction by the client's address in the host's own sshd_config (`Match Address`, an
+/// AllowUsers `user@host`) with no `ssh.owner_addresses`: the login proof, from its own
+/// namespace, cannot tell whether it admits the owner. Refused before any change (exit 2),
+/// naming the line.
+#[test]
+fn address_restrictions_without_owner_addresses_are_refused_up_front() {
+    for extra in [
+        "Match Address 203.0.113.0/24\n    PasswordAuthentication yes",
+        "AllowUsers deploy admin@10.*",
+    ] {
+        let (root, o, edited) = apply_with_sshd_config(extra);
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{extra}: {out}");
+        let first = extra.lines().next().unwrap();
+        assert!(
+            out.contains("ssh.owner_addresses") && out.contains(first),
+            "{extra}: {out}"
+        );
+        assert!(out.contains("nothing was changed"), "{out}");
+        assert!(!root
+            .path()
+            .join("etc/ssh/sshd_config.d/00-brickup.conf")
+            .exists());
+        assert_eq!(
+            std::fs::read_to_string(root.path().join("etc/ssh/sshd_config")).unwrap(),
+            edited
+        );
+    }
+}
+
+/// Passwords back on for connections from the internet only (`Match Address`): sshd -T asked
+/// about a public client shows it.
 #[test]
 fn match_address_override_for_public_clients_is_refused() {
-    let (root, o, edited) =
-        apply_with_sshd_config("Match Address 203.0.113.0/24\n    PasswordAuthentication yes");
+    let (root, o, edited) = apply_with_owner(
+        "Match Address 203.0.113.0/24\n    PasswordAuthentication yes",
+        "198.51.100.7",
+    );
     assert_refused_and_rolled_back(root.path(), &o, &edited, "addr=203.0.113.7");
+}
+
+/// With the owner's address known, sshd is asked about it: a `Match Address` that serves it a
+/// ForceCommand (the owner's key would authenticate and get no shell, while the proof, from
+/// another address, passes) is refused and rolled back, naming the difference; one for other
+/// networks converges.
+#[test]
+fn owner_addresses_are_served_the_proven_config() {
+    let (root, o, edited) = apply_with_owner(
+        "Match Address 198.51.100.0/24\n    ForceCommand /bin/false",
+        "198.51.100.7",
+    );
+    assert_refused_and_rolled_back(root.path(), &o, &edited, "forcecommand /bin/false");
+    assert!(text(&o).contains("198.51.100.7"), "{}", text(&o));
+    let (_root, o, _) = apply_with_owner(
+        "Match Address 192.0.2.128/25\n    ForceCommand /bin/false",
+        "198.51.100.7, 2001:db8:1::5",
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // A DenyUsers the owner's address falls under, in the host's own file.
+    let (root, o, edited) = apply_with_owner("DenyUsers root@198.51.100.0/24", "198.51.100.7");
+    assert_refused_and_rolled_back(
+        root.path(),
+        &o,
+        &edited,
+        "AllowUsers/DenyUsers would refuse root",
+    );
 }
 
 /// AllowUsers that leaves the owner out would lock them out.
 #[test]
 fn allow_users_without_the_owner_is_refused() {
-    let (root, o, edited) = apply_with_sshd_config("AllowUsers deploy admin@10.*");
+    let (root, o, edited) = apply_with_sshd_config("AllowUsers deploy admin");
     assert_refused_and_rolled_back(
         root.path(),
         &o,

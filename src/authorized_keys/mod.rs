@@ -55,8 +55,8 @@ pub(crate) struct PublicKey {
     pub(crate) comment: String,
     /// What sshd compares: the decoded key's parts.
     id: Vec<u8>,
-    /// The options' lower-case names (`no-` kept on negated flags).
-    option_names: Vec<String>,
+    /// The options' lower-case names (`no-` kept on negated flags) and dequoted values.
+    option_list: Vec<(String, Option<String>)>,
 }
 
 impl PublicKey {
@@ -72,8 +72,8 @@ impl PublicKey {
         }
         line::check_chars(text)?;
         let (options, key) = line::split(text)?;
-        let option_names = match options {
-            Some(_) => options::parse(text)?,
+        let option_list = match options {
+            Some(_) => options::parse_values(text)?,
             None => Vec::new(),
         };
         Ok(PublicKey {
@@ -82,13 +82,17 @@ impl PublicKey {
             blob: key.blob,
             comment: key.comment,
             id: key.id,
-            option_names,
+            option_list,
         })
     }
 
-    /// Does the line carry option `name` (lower-case, as sshd matches it)?
-    pub(crate) fn has_option(&self, name: &str) -> bool {
-        self.option_names.iter().any(|n| n == name)
+    /// The dequoted value of option `name` (lower-case, as sshd matches it), when the line
+    /// carries it.
+    pub(crate) fn option(&self, name: &str) -> Option<&str> {
+        self.option_list
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.as_deref())
     }
 
     /// The same key as sshd compares keys (decoded), whatever the options or comment.
@@ -101,9 +105,20 @@ impl PublicKey {
     /// (sshd(8) AUTHORIZED_KEYS FILE FORMAT).
     pub(crate) fn usable(&self) -> bool {
         !self
-            .option_names
+            .option_list
             .iter()
+            .map(|(n, _)| n)
             .any(|o| RESTRICTING.contains(&o.as_str()))
+    }
+
+    /// Is this entry the login `wanted` asks for? Usable, or restricted only by the very `from=`
+    /// the configured line carries (the config check admits the owner's addresses by it).
+    pub(crate) fn usable_as(&self, wanted: &PublicKey) -> bool {
+        self.usable()
+            || self.option_list.iter().all(|(n, v)| {
+                !RESTRICTING.contains(&n.as_str())
+                    || (n == "from" && v.is_some() && wanted.option("from") == v.as_deref())
+            })
     }
 }
 
@@ -132,7 +147,7 @@ pub(crate) fn merge(current: &str, wanted: &[String]) -> String {
             .iter()
             .position(|l| PublicKey::parse(l).is_ok_and(|h| h.same_key(&key)));
         match first {
-            Some(i) if PublicKey::parse(&lines[i]).is_ok_and(|h| h.usable()) => continue,
+            Some(i) if PublicKey::parse(&lines[i]).is_ok_and(|h| h.usable_as(&key)) => continue,
             Some(i) => lines.insert(i, want.trim_matches(line::is_blank).to_string()),
             None => lines.push(want.trim_matches(line::is_blank).to_string()),
         }
@@ -158,7 +173,7 @@ pub(crate) fn has_usable_key(text: &str, keys: &[String]) -> bool {
             entries
                 .iter()
                 .find(|e| e.same_key(&k))
-                .is_some_and(|e| e.usable())
+                .is_some_and(|e| e.usable_as(&k))
         })
 }
 

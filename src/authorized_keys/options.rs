@@ -37,8 +37,15 @@ const ONCE: &[&str] = &["command", "principals", "from"];
 
 /// Parse `s` (the line from its options on; parsing stops at the first blank outside a value)
 /// into the options' lower-case names, `no-` kept for negated flags.
+#[cfg(test)]
 pub(crate) fn parse(s: &str) -> Result<Vec<String>, KeyError> {
+    Ok(parse_values(s)?.into_iter().map(|(n, _)| n).collect())
+}
+
+/// Like `parse`, with each valued option's dequoted value.
+pub(crate) fn parse_values(s: &str) -> Result<Vec<(String, Option<String>)>, KeyError> {
     let mut names: Vec<String> = Vec::new();
+    let mut values: Vec<Option<String>> = Vec::new();
     let mut rest = s;
     while !rest.is_empty() && !rest.starts_with([' ', '\t']) {
         let (start, index) = (rest, names.len());
@@ -49,6 +56,7 @@ pub(crate) fn parse(s: &str) -> Result<Vec<String>, KeyError> {
         };
         if let Some((name, after)) = flag(rest) {
             names.push(name);
+            values.push(None);
             rest = after;
         } else if let Some((name, after)) = valued(rest) {
             if ONCE.contains(&name) && names.iter().any(|n| n == name) {
@@ -57,6 +65,7 @@ pub(crate) fn parse(s: &str) -> Result<Vec<String>, KeyError> {
             let (value, after) = dequote(after).map_err(|why| fail(why.into()))?;
             values::check(name, &value).map_err(fail)?;
             names.push(name.to_string());
+            values.push(Some(value));
             rest = after;
         }
         if rest.is_empty() || rest.starts_with([' ', '\t']) {
@@ -72,7 +81,7 @@ pub(crate) fn parse(s: &str) -> Result<Vec<String>, KeyError> {
         }
         rest = after;
     }
-    Ok(names)
+    Ok(names.into_iter().zip(values).collect())
 }
 
 /// opt_flag over FLAGS: the flag's name (with `no-` when negated) and the text after it.

@@ -179,6 +179,11 @@ pub(crate) struct SshConfig {
     /// More sshd settings, keyword -> value, written after brickup's own.
     #[serde(default)]
     pub(crate) settings: BTreeMap<String, String>,
+    /// The addresses the owner connects from. Only needed for restrictions by the client's
+    /// address (DenyUsers `user@host`, `from=` on a key, `Match Address` in sshd_config): sshd is
+    /// then asked (`sshd -T -C`) whether it admits each one.
+    #[serde(default)]
+    pub(crate) owner_addresses: Vec<std::net::IpAddr>,
 }
 
 fn default_user() -> String {

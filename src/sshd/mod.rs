@@ -95,6 +95,57 @@ fn read_file(root: &Root, host: &Path, out: &mut Vec<Directive>, depth: usize) -
     Ok(())
 }
 
+/// The first directive of the host's own sshd config (not brickup's drop-in, whose settings the
+/// config check judges) that restricts by the client's address: `Match Address`/`Match Host`,
+/// or an AllowUsers/DenyUsers `user@host` entry.
+fn address_restriction(dirs: &[Directive]) -> Option<&Directive> {
+    dirs.iter().find(|d| {
+        d.file != Path::new(edit::DROPIN)
+            && match d.keyword.as_str() {
+                "match" => d.value.split_whitespace().any(|w| {
+                    let w = w.split('=').next().unwrap_or(w);
+                    w.eq_ignore_ascii_case("address") || w.eq_ignore_ascii_case("host")
+                }),
+                "allowusers" | "denyusers" => d.value.contains('@'),
+                _ => false,
+            }
+    })
+}
+
+/// Without `ssh.owner_addresses`, a restriction by address in the host's own sshd config is
+/// refused before any change: the login proof, which connects from a network namespace of its
+/// own, cannot tell whether it admits the owner. With them, `sshd -T -C` is asked about each
+/// (service.rs). An sshd config that cannot be read is left to the checks that name it.
+fn refuse_address_restrictions(cx: &Context) -> Result<()> {
+    if !cx.config.ssh.owner_addresses.is_empty() {
+        return Ok(());
+    }
+    let Ok(dirs) = read_order(&cx.root) else {
+        return Ok(());
+    };
+    match address_restriction(&dirs) {
+        None => Ok(()),
+        Some(d) => {
+            // The line as written (the directive holds the keyword lower-cased).
+            let line = fs::read_to_string(cx.root.path(&d.file))
+                .ok()
+                .and_then(|t| t.lines().nth(d.line - 1).map(|l| l.trim().to_string()))
+                .unwrap_or_else(|| format!("{} {}", d.keyword, d.value));
+            Err(Refused::error(
+                "ssh.owner_addresses",
+                format!(
+                    "{}:{}: `{line}` restricts logins by the client's address, which brickup's \
+                     login proof cannot see from its own network namespace: list the addresses \
+                     you connect from in ssh.owner_addresses, so sshd is asked whether it \
+                     admits each",
+                    d.file.display(),
+                    d.line,
+                ),
+            ))
+        }
+    }
+}
+
 /// Expand an Include pattern (only `*` in the last component, as sshd's configs use).
 fn glob(root: &Root, pattern: &str) -> Result<Vec<PathBuf>> {
     let pattern = pattern.trim_matches('"');
@@ -390,6 +441,7 @@ impl Step for SshdStep {
                 format!("port {port} is in use by another program (it does not answer as sshd)"),
             ));
         }
+        refuse_address_restrictions(cx)?;
         crate::firewall::refuse_unmanaged(cx)
     }
 

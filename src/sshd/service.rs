@@ -3,6 +3,7 @@
 //! `sshd-socket-generator`), SELinux port labels; then proof that the new port answers.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -32,23 +33,42 @@ pub(crate) fn validate_cmd(cx: &Context) -> Cmd {
         .args(["-t", "-f", SSHD_CONFIG])
 }
 
-/// The connections sshd -T is asked about: every port it will listen on, from a local, a
-/// public IPv4 and a public IPv6 address (documentation ranges), so `Match Address`,
-/// `Match LocalPort` and `Match LocalAddress` blocks that apply to the owner are seen.
-fn test_specs(cx: &Context) -> Vec<String> {
+/// The connections sshd -T is asked about (spec, client address): every port it will listen
+/// on, from a local, a public IPv4 and a public IPv6 address (documentation ranges), and from
+/// each of `ssh.owner_addresses` (its host name the address, as with sshd's `UseDNS no`), so
+/// `Match Address`, `Match LocalPort` and `Match LocalAddress` blocks that apply to the owner
+/// are seen.
+fn test_specs(cx: &Context) -> Vec<(String, IpAddr)> {
     let user = &cx.config.ssh.user;
     let ports =
         std::iter::once(cx.config.ssh.port.get()).chain(cx.kept_ssh_ports().iter().copied());
+    let laddr = |a: &IpAddr| {
+        if a.is_ipv4() {
+            "192.0.2.7"
+        } else {
+            "2001:db8::1"
+        }
+    };
     ports
         .flat_map(|p| {
-            [
+            let generic = [
                 ("127.0.0.1", "127.0.0.1"),
                 ("203.0.113.7", "192.0.2.7"),
                 ("2001:db8::7", "2001:db8::1"),
             ]
             .map(|(addr, laddr)| {
-                format!("user={user},host=brickup-check,addr={addr},laddr={laddr},lport={p}")
-            })
+                (
+                    format!("user={user},host=brickup-check,addr={addr},laddr={laddr},lport={p}"),
+                    addr.parse().expect("a literal address"),
+                )
+            });
+            let owners = cx.config.ssh.owner_addresses.iter().map(move |a| {
+                (
+                    format!("user={user},host={a},addr={a},laddr={},lport={p}", laddr(a)),
+                    *a,
+                )
+            });
+            generic.into_iter().chain(owners).collect::<Vec<_>>()
         })
         .collect()
 }
@@ -56,7 +76,7 @@ fn test_specs(cx: &Context) -> Vec<String> {
 /// `sshd -t` of the candidate config, then `sshd -T -C SPEC`: keyword -> values (Port repeats).
 /// None when the root has no usable sshd.
 fn effective(cx: &Context) -> Result<Option<BTreeMap<String, Vec<String>>>> {
-    let spec = test_specs(cx).swap_remove(0);
+    let (spec, _) = test_specs(cx).swap_remove(0);
     effective_for(cx, &spec)
 }
 
@@ -269,7 +289,10 @@ pub(crate) fn verify_effective(cx: &Context) -> Result<Verified> {
             "sshd -t/-T checks deferred: no usable sshd under the root".into(),
         ));
     }
-    for spec in test_specs(cx) {
+    // The public generic connections' configs of the current port, by family: what the login
+    // proof, connecting from an address no Match names, is served.
+    let mut baseline: Vec<(bool, BTreeMap<String, Vec<String>>)> = Vec::new();
+    for (spec, addr) in test_specs(cx) {
         let Some(eff) = effective_for(cx, &spec)? else {
             super::guard_key_usable(cx, &[super::authorized_keys_file(&cx.root)?])?;
             return Ok(Verified::Deferred(
@@ -298,7 +321,7 @@ pub(crate) fn verify_effective(cx: &Context) -> Result<Verified> {
                 culprits(cx, &m.keyword, &m.wanted)
             );
         }
-        user_allowed(cx, &eff).with_context(|| format!("sshd -T -C {spec}"))?;
+        user_allowed(cx, &eff, addr).with_context(|| format!("sshd -T -C {spec}"))?;
         let files: Vec<String> = eff
             .get("authorizedkeysfile")
             .into_iter()
@@ -306,40 +329,92 @@ pub(crate) fn verify_effective(cx: &Context) -> Result<Verified> {
             .flat_map(|v| v.split_whitespace().map(str::to_string))
             .collect();
         super::guard_key_usable(cx, &files).with_context(|| format!("sshd -T -C {spec}"))?;
+        if spec.contains(",host=brickup-check,") {
+            // Each port's public generic connections come before its owner connections.
+            if !addr.is_loopback() {
+                baseline.retain(|(v4, _)| *v4 != addr.is_ipv4());
+                baseline.push((addr.is_ipv4(), eff));
+            }
+        } else if let Some((_, base)) = baseline.iter().find(|(v4, _)| *v4 == addr.is_ipv4()) {
+            owner_served_as_proof(base, &eff, addr)
+                .with_context(|| format!("sshd -T -C {spec}"))?;
+        }
     }
     Ok(Verified::Yes)
 }
 
-/// AllowUsers/DenyUsers (user part, `*`/`?` globs) must let the configured user in.
-fn user_allowed(cx: &Context, eff: &BTreeMap<String, Vec<String>>) -> Result<()> {
-    let user = &cx.config.ssh.user;
-    let matches = |key: &str| {
-        eff.get(key)
-            .into_iter()
-            .flatten()
-            .flat_map(|v| v.split_whitespace())
-            .any(|e| glob_match(e.split('@').next().unwrap_or(e), user))
-    };
-    let allow_listed = eff.contains_key("allowusers");
-    if matches("denyusers") || (allow_listed && !matches("allowusers")) {
-        return Err(LockoutGuard::UserNotAllowed { user: user.clone() }.into());
+/// Keywords whose value cannot keep a key login from opening a session: a `Match Address` may
+/// set them for the owner's address differently from what the login proof was served.
+const HARMLESS_PER_ADDRESS: &[&str] = &[
+    "passwordauthentication",
+    "kbdinteractiveauthentication",
+    "banner",
+    "loglevel",
+    "x11forwarding",
+    "allowtcpforwarding",
+    "allowagentforwarding",
+    "allowstreamlocalforwarding",
+    "gatewayports",
+    "permittunnel",
+    "permitopen",
+    "permitlisten",
+    "clientaliveinterval",
+    "clientalivecountmax",
+    "printmotd",
+    "printlastlog",
+];
+
+/// The owner's address (one of `ssh.owner_addresses`) is served the config the login proof
+/// proved, but for [`HARMLESS_PER_ADDRESS`]: otherwise a `Match Address` block (a ForceCommand,
+/// PubkeyAuthentication no, another AuthorizedKeysFile) could refuse the owner while the proof,
+/// from its own namespace, passes.
+fn owner_served_as_proof(
+    proof: &BTreeMap<String, Vec<String>>,
+    owner: &BTreeMap<String, Vec<String>>,
+    addr: IpAddr,
+) -> Result<()> {
+    let keys: std::collections::BTreeSet<&String> = proof.keys().chain(owner.keys()).collect();
+    let differ: Vec<String> = keys
+        .into_iter()
+        .filter(|k| !HARMLESS_PER_ADDRESS.contains(&k.as_str()) && proof.get(*k) != owner.get(*k))
+        .map(|k| {
+            let show = |m: &BTreeMap<String, Vec<String>>| {
+                m.get(k).map_or("(unset)".to_string(), |v| v.join(" "))
+            };
+            format!("{k} {} (the proof had {})", show(owner), show(proof))
+        })
+        .collect();
+    if differ.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    bail!(
+        "sshd serves your address {addr} (ssh.owner_addresses) another config than the one \
+         brickup's login proof proves: {}; a Match block in sshd_config makes the difference",
+        differ.join("; ")
+    )
 }
 
-/// sshd's pattern match (ssh_config(5) PATTERNS): `*` any run, `?` one character.
-fn glob_match(pattern: &str, text: &str) -> bool {
-    fn go(p: &[char], t: &[char]) -> bool {
-        match p.split_first() {
-            None => t.is_empty(),
-            Some(('*', rest)) => (0..=t.len()).any(|i| go(rest, &t[i..])),
-            Some(('?', rest)) => !t.is_empty() && go(rest, &t[1..]),
-            Some((c, rest)) => t.first() == Some(c) && go(rest, &t[1..]),
-        }
+/// AllowUsers/DenyUsers must let the configured user in from `addr`, as sshd matches them
+/// (src/patterns.rs: `user@host` entries with address lists and CIDR). Without
+/// `ssh.owner_addresses`, `user@host` entries were refused in the preflight.
+fn user_allowed(cx: &Context, eff: &BTreeMap<String, Vec<String>>, addr: IpAddr) -> Result<()> {
+    let user = &cx.config.ssh.user;
+    // A generic connection's address is no one's: entries by address are judged for the owner's
+    // addresses (and by the proof), not for a documentation range.
+    let generic = !cx.config.ssh.owner_addresses.contains(&addr);
+    let list = |key: &str| -> Vec<String> {
+        let entries = eff.get(key).into_iter().flatten();
+        entries
+            .flat_map(|v| v.split_whitespace())
+            .filter(|e| !(generic && e.contains('@')))
+            .map(str::to_string)
+            .collect()
+    };
+    match crate::patterns::admits(user, addr, &list("allowusers"), &list("denyusers")) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(LockoutGuard::UserNotAllowed { user: user.clone() }.into()),
+        Err(e) => bail!("sshd would refuse to run: {e}"),
     }
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    go(&p, &t)
 }
 
 /// Drift between the effective config and brickup's settings.

@@ -110,6 +110,8 @@ pub struct LiveConfig {
     /// The owner's key line as configured (default: the test key's public line), written as a
     /// double-quoted YAML string so that any byte of it reaches brickup as it is.
     pub key_line: Option<String>,
+    /// `ssh.owner_addresses`.
+    pub owner_addresses: Vec<IpAddr>,
 }
 
 impl LiveConfig {
@@ -126,6 +128,7 @@ impl LiveConfig {
             ssh_settings: vec![],
             csf: true,
             key_line: None,
+            owner_addresses: vec![],
         }
     }
 }
@@ -562,6 +565,18 @@ impl LiveRoot {
         }
         if c.password_authentication {
             y = y.replacen("ssh:\n", "ssh:\n  password_authentication: true\n", 1);
+        }
+        if !c.owner_addresses.is_empty() {
+            let list: Vec<String> = c
+                .owner_addresses
+                .iter()
+                .map(|a| format!("\"{a}\""))
+                .collect();
+            y = y.replacen(
+                "ssh:\n",
+                &format!("ssh:\n  owner_addresses: [{}]\n", list.join(", ")),
+                1,
+            );
         }
         if !c.extra_packages.is_empty() {
             y.push_str(&format!(
