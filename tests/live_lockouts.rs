@@ -457,6 +457,47 @@ fn firstboot_early_proves_the_candidate_before_sshd_first_starts() {
     );
 }
 
+/// The early run failed naming `why` (exit 3), left no candidate for sshd's first start, and the
+/// image's own config serves the provider's password on 22 afterwards. Returns the output.
+fn early_failed(lr: &LiveRoot, c: &LiveConfig, why: &str) -> String {
+    let o = early_run(lr, c);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(3), "early: {out}");
+    assert!(out.contains(why), "{out}");
+    assert!(
+        !lr.path("/etc/ssh/sshd_config.d/00-brickup.conf").exists(),
+        "the unproven candidate is not left for sshd's first start: {out}"
+    );
+    let keys = lr.read("/root/.ssh/authorized_keys");
+    assert!(!keys.contains("brickup-login-proof"), "{keys}");
+    out
+}
+
+/// The early proof's other ways to fail: a candidate sshd -t accepts but on which sshd cannot
+/// serve (a ListenAddress the host does not have: the throwaway instance exits before it
+/// listens), and a host with no global address after the 30 s wait (no address to prove on).
+/// Either way sshd first starts on the image's own config.
+#[test]
+fn firstboot_early_fails_safe_when_the_throwaway_sshd_cannot_prove() {
+    {
+        let lr = LiveRoot::new("early_instance_exits");
+        let mut c = LiveConfig::new(PORT);
+        c.ssh_settings = vec![("ListenAddress", "192.0.2.1")];
+        early_failed(&lr, &c, "the throwaway sshd exited");
+        let o = lr.host_password_ssh(lr.addr4(), 22);
+        assert!(stdout(&o).contains("password-login-ok"), "{}", text(&o));
+    }
+    let lr = LiveRoot::new("early_no_address");
+    lr.must_sh("ip addr flush dev eth0 scope global");
+    let out = early_failed(&lr, &LiveConfig::new(PORT), "no global address after 30 s");
+    assert!(!out.contains("the owner's login is proven"), "{out}");
+    // The address back: sshd (the image's config) serves the password on 22.
+    let n = lr.net;
+    lr.must_sh(&format!("ip addr add 10.199.{n}.2/30 dev eth0"));
+    let o = lr.host_password_ssh(lr.addr4(), 22);
+    assert!(stdout(&o).contains("password-login-ok"), "{}", text(&o));
+}
+
 /// The proofs' durations (ms) brickup logged in `out`.
 fn proof_ms(out: &str) -> Vec<u64> {
     out.lines()
