@@ -400,7 +400,7 @@ fn keep_access(
 }
 
 /// Every step's preflight, before anything changes; a refusal fails that step, skips the rest.
-fn preflight(cx: &Context, steps: &[Box<dyn Step>]) -> Option<RunResult> {
+pub(crate) fn preflight(cx: &Context, steps: &[Box<dyn Step>]) -> Option<RunResult> {
     let (failed, e) = steps
         .iter()
         .filter(|s| s.skip_reason(cx).is_none())

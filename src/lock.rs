@@ -5,12 +5,20 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::root::Root;
 
 pub(crate) const LOCK_PATH: &str = "/run/brickup.lock";
+
+/// Another run held the lock for the whole wait (exit 4: nothing was done).
+#[derive(Debug, thiserror::Error)]
+#[error("another brickup run (pid {holder}) holds {path}; try again when it has finished (or wait longer with --lock-wait)")]
+pub(crate) struct Busy {
+    holder: String,
+    path: String,
+}
 
 /// Held until dropped.
 pub(crate) struct RunLock {
@@ -45,7 +53,11 @@ pub(crate) fn acquire(root: &Root, wait: Duration) -> Result<RunLock> {
                 let _ = file.read_to_string(&mut holder);
                 let holder = holder.trim();
                 if start.elapsed() >= wait {
-                    bail!("another brickup run (pid {holder}) holds {}; try again when it has finished", path.display());
+                    return Err(Busy {
+                        holder: holder.to_string(),
+                        path: path.display().to_string(),
+                    }
+                    .into());
                 }
                 if !told {
                     tracing::warn!(

@@ -27,6 +27,15 @@ pub(crate) fn load_or_report(t: &Target, send_report: bool) -> Result<(Root, Loa
     Ok((root, loaded))
 }
 
+/// `plan` and `check` on a live system wait for a run that is changing what they look at;
+/// under `--root` they write nothing, not even the lock file, and take none.
+fn read_lock(t: &Target, root: &Root) -> Result<Option<crate::lock::RunLock>> {
+    match root.is_live() {
+        true => crate::lock::acquire(root, Duration::from_secs(t.lock_wait)).map(Some),
+        false => Ok(None),
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct Plan {
     #[command(flatten)]
@@ -36,7 +45,14 @@ pub(crate) struct Plan {
 impl Plan {
     pub(crate) fn run(self) -> Result<Exit> {
         let (root, loaded) = load(&self.target)?;
+        let _lock = read_lock(&self.target, &root)?;
         let cx = Context::new(root, &loaded.config, &SystemRunner).with_facts()?;
+        // What apply would refuse before any change, plan refuses the same way (exit 2).
+        if let Some(refused) = engine::preflight(&cx, &run::steps()) {
+            if let Some(e) = refused.error {
+                return Err(e);
+            }
+        }
         let mut failed = false;
         for (name, r) in engine::plan(&cx, &run::steps()) {
             match r {
@@ -136,6 +152,7 @@ pub(crate) struct Check {
 impl Check {
     pub(crate) fn run(self) -> Result<Exit> {
         let (root, loaded) = load(&self.target)?;
+        let _lock = read_lock(&self.target, &root)?;
         let cx = Context::new(root, &loaded.config, &SystemRunner).with_facts()?;
         let results = engine::check(&cx, &run::steps());
         let drift: usize = results.iter().map(|(_, d)| d.len()).sum();

@@ -132,6 +132,9 @@ impl Firstboot {
         let cx = cx.with_facts()?;
         let result = engine::apply(&cx, &crate::run::early_steps());
         print_result(&result, self.json)?;
+        if let Some(e) = &result.error {
+            return Ok(super::exit_for(e));
+        }
         if result.failed() {
             return Ok(Exit::Failed);
         }

@@ -21,6 +21,8 @@ pub enum Exit {
     Usage = 2,
     /// Apply failed; the system is in its last safe state.
     Failed = 3,
+    /// Another brickup run held the lock past `--lock-wait`; nothing was done.
+    Busy = 4,
 }
 
 impl From<Exit> for ExitCode {
@@ -29,10 +31,15 @@ impl From<Exit> for ExitCode {
     }
 }
 
-/// An error that carries its exit code (config errors and preflight refusals are 2, the rest 3).
+/// An error that carries its exit code (config errors and preflight refusals are 2, a held lock
+/// 4, the rest 3).
 pub fn exit_for(e: &anyhow::Error) -> Exit {
+    if e.chain().any(|c| c.is::<crate::lock::Busy>()) {
+        return Exit::Busy;
+    }
     if e.chain().any(|c| {
         c.is::<crate::config::ConfigError>()
+            || c.is::<crate::config::Unreadable>()
             || c.is::<UsageError>()
             || c.is::<crate::engine::Refused>()
     }) {

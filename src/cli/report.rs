@@ -23,7 +23,12 @@ pub(crate) struct Status {
 
 impl Status {
     pub(crate) fn run(self) -> Result<Exit> {
-        let doc = report::status(&Root::new(&self.root))?;
+        let root = Root::new(&self.root);
+        if !root.path(report::LAST_REPORT).exists() {
+            println!("no run recorded yet: brickup has not finished a run on this host");
+            return Ok(Exit::Drift);
+        }
+        let doc = report::status(&root)?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&doc)?);
         } else {
@@ -37,7 +42,12 @@ impl Status {
                 );
             }
         }
-        Ok(Exit::Ok)
+        Ok(match doc.status {
+            report::Status::Succeeded => Exit::Ok,
+            // Still running, or a step deferred (a restart left to first boot): not there yet.
+            report::Status::Running | report::Status::Partial => Exit::Drift,
+            report::Status::Failed => Exit::Failed,
+        })
     }
 }
 

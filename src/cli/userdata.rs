@@ -126,8 +126,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 impl RenderUserdata {
     pub(crate) fn run(self) -> Result<Exit> {
-        let text = std::fs::read_to_string(&self.config)
-            .with_context(|| format!("reading config {}", self.config.display()))?;
+        let text = crate::config::read(&self.config)?;
         let config = crate::config::parse(&text, &self.config)?;
         let files = carried(&config, &self.files, &self.on_node)?;
         let wanted_sha = match &self.binary_sha256 {

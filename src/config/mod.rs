@@ -70,9 +70,24 @@ pub struct Loaded {
 }
 
 /// Read and validate the config at `path` (a path on the machine brickup runs on).
+/// A config file that is missing or cannot be read (exit 2, like an invalid one).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read config {}: {error}", path.display())]
+pub struct Unreadable {
+    path: PathBuf,
+    error: std::io::Error,
+}
+
+/// The config file's text.
+pub(crate) fn read(path: &Path) -> Result<String, Unreadable> {
+    std::fs::read_to_string(path).map_err(|error| Unreadable {
+        path: path.to_path_buf(),
+        error,
+    })
+}
+
 pub fn load(path: &Path) -> anyhow::Result<Loaded> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading config {}", path.display()))?;
+    let text = read(path)?;
     let config = parse(&text, path)?;
     let mut warnings = Vec::new();
     use std::os::unix::fs::PermissionsExt;
