@@ -5,6 +5,8 @@ pub mod archive;
 pub(crate) mod authorized_keys;
 #[cfg(feature = "testing")]
 pub use authorized_keys::check_line as check_authorized_key_line;
+#[cfg(feature = "testing")]
+pub use sshd::keywords::known as sshd_keyword_known;
 pub mod cli;
 pub mod config;
 pub mod csf;

@@ -223,10 +223,46 @@ fn corpus() -> Vec<(&'static str, String, &'static str, &'static str)> {
             "64 hex digits",
         ),
         (
+            "sha one digit short",
+            csf("https://example.invalid/csf.tgz", &SHA[..63]),
+            "csf.sha256",
+            "got 63 hex digits",
+        ),
+        (
             "non-hex sha",
             csf("https://example.invalid/csf.tgz", &"z".repeat(64)),
             "csf.sha256",
-            "64 hex digits",
+            "got 'z', which is not a hex digit",
+        ),
+        (
+            "tab indentation",
+            b.replace("  port: 2222", "\tport: 2222"),
+            "(document)",
+            "a tab in the indentation: YAML indents with spaces only",
+        ),
+        (
+            "byte-order mark",
+            format!("\u{feff}{b}"),
+            "(document)",
+            "byte-order mark (U+FEFF)",
+        ),
+        (
+            "quoted port",
+            b.replace("2222", "\"2222\""),
+            "ssh.port",
+            "write the number without quotes",
+        ),
+        (
+            "boolean as yes",
+            format!("{b}  password_authentication: yes\n"),
+            "ssh.password_authentication",
+            "write true or false",
+        ),
+        (
+            "mistyped sshd keyword",
+            format!("{b}  settings:\n    MaxAuthTrys: \"3\"\n"),
+            "ssh.settings.MaxAuthTrys",
+            "did you mean maxauthtries",
         ),
         (
             "missing sha",

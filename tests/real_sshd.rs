@@ -604,3 +604,27 @@ fn an_emptied_host_key_is_made_anew_before_sshd_starts() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// brickup's list of sshd keywords (for catching typos in ssh.settings) holds every keyword
+/// the test rootfs's real sshd prints with `sshd -T`.
+#[test]
+fn every_keyword_the_real_sshd_prints_is_known() {
+    let root = common::copy_rootfs();
+    let o = Command::new("chroot")
+        .arg(root.path())
+        .args(["sh", "-c", "mkdir -p /run/sshd && /usr/sbin/sshd -T"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let words: Vec<&str> = out.lines().filter_map(|l| l.split(' ').next()).collect();
+    assert!(words.len() > 60, "{out}");
+    let missing: Vec<&&str> = words
+        .iter()
+        .filter(|w| !brickup::sshd_keyword_known(w))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not in src/sshd/keywords.rs: {missing:?}"
+    );
+}

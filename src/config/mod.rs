@@ -115,6 +115,16 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         file: file.to_path_buf(),
         problems,
     };
+    if text.starts_with('\u{feff}') {
+        return Err(fail(vec![Problem {
+            line: 1,
+            column: 1,
+            field: "(document)".into(),
+            message: "the file begins with a byte-order mark (U+FEFF), which YAML reads as part \
+                      of the first key: save it as UTF-8 without a BOM"
+                .into(),
+        }]));
+    }
     let config: Config =
         serde_norway::from_str(text).map_err(|e| fail(vec![serde_error::problem(&e, text)]))?;
     let problems: Vec<Problem> = config

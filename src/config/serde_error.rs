@@ -27,11 +27,54 @@ pub(super) fn problem(e: &serde_norway::Error, source: &str) -> Problem {
         }
         _ => (String::new(), text.clone()),
     };
+    // YAML forbids tabs in indentation; the scanner's own words ("found character that cannot
+    // start any token") do not say so.
+    // The error's own line with a tab before its first character, else a line that begins with
+    // one (a tab further into a block scalar's text is content, not indentation).
+    let tab_indented = |l: &str| {
+        l.chars()
+            .take_while(|c| c.is_whitespace())
+            .any(|c| c == '\t')
+    };
+    let tab_line = source
+        .lines()
+        .enumerate()
+        .find(|(n, l)| (*n + 1 == line && tab_indented(l)) || l.starts_with('\t'));
+    if let Some((n, _)) = tab_line {
+        return Problem {
+            line: n + 1,
+            column: 1,
+            field: "(document)".into(),
+            message: "a tab in the indentation: YAML indents with spaces only (replace the tab \
+                      with spaces)"
+                .into(),
+        };
+    }
     Problem {
         line,
         column,
         field: safe_field(&field_of(&path, &message, source, line)),
-        message: without_value(&message),
+        message: with_fix(without_value(&message)),
+    }
+}
+
+/// serde's message with the fix for the usual slips: a quoted number, a YAML 1.1 boolean.
+fn with_fix(message: String) -> String {
+    let fix = if !message.starts_with("invalid type: string") {
+        None
+    } else if message.ends_with("expected a boolean") {
+        Some("write true or false (yes/no/on/off are strings in YAML 1.2)")
+    } else if ["i64", "u64", "u32", "u16", "u8", "an integer", "a port"]
+        .iter()
+        .any(|t| message.ends_with(&format!("expected {t}")))
+    {
+        Some("write the number without quotes")
+    } else {
+        None
+    };
+    match fix {
+        Some(f) => format!("{message}: {f}"),
+        None => message,
     }
 }
 

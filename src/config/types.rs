@@ -357,6 +357,11 @@ impl SshConfig {
             let field = format!("ssh.settings.{k}");
             if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric()) {
                 p.push((field, "not an sshd_config keyword".into()));
+            } else if let Some(meant) = crate::sshd::keywords::typo_of(k) {
+                p.push((
+                    field,
+                    format!("not an sshd keyword: did you mean {meant} (sshd_config(5))?"),
+                ));
             } else if let Some(rule) = crate::sshd::edit::keyword_rule(k) {
                 p.push((
                     field,
@@ -445,10 +450,18 @@ impl FirewallConfig {
 
 impl CsfConfig {
     fn validate(&self, p: &mut Vec<(String, String)>) {
-        if self.sha256.len() != 64 || !self.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+        let found = match self.sha256.chars().find(|c| !c.is_ascii_hexdigit()) {
+            Some(c) if !c.is_ascii_graphic() => Some("a character that is not a hex digit".into()),
+            Some(c) => Some(format!("{c:?}, which is not a hex digit")),
+            None if self.sha256.len() != 64 => Some(format!("{} hex digits", self.sha256.len())),
+            None => None,
+        };
+        if let Some(found) = found {
             p.push((
                 "csf.sha256".into(),
-                "must be 64 hex digits (the tarball's sha256)".into(),
+                format!(
+                    "must be 64 hex digits (the tarball's sha256, as `sha256sum` prints it): got {found}"
+                ),
             ));
         }
         let scheme = self

@@ -6,6 +6,7 @@ pub(crate) mod crypto;
 pub mod edit;
 mod first_start;
 pub(crate) mod hostkeys;
+pub(crate) mod keywords;
 mod service;
 
 pub(crate) use hostkeys::served as served_host_keys;
