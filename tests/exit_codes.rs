@@ -186,6 +186,23 @@ fn every_documented_exit_code_is_what_the_command_gives() {
             assert!(text(&o).contains("ssh.user"), "{}", text(&o));
             assert_eq!(o.status.code(), Some(2), "{cmd}: {}", text(&o));
         }
+        // A value the target's sshd rejects, named by the config's own field.
+        let h = Host::new("");
+        let cfg = std::fs::read_to_string(&h.config).unwrap();
+        std::fs::write(
+            &h.config,
+            cfg.replace("ssh:\n", "ssh:\n  settings:\n    LogLevel: LOUDEST\n"),
+        )
+        .unwrap();
+        for cmd in ["plan", "apply"] {
+            let o = h.run(&[cmd]);
+            assert!(
+                text(&o).contains("ssh.settings.LogLevel: the target's sshd rejects it"),
+                "{}",
+                text(&o)
+            );
+            assert_eq!(o.status.code(), Some(2), "{cmd}: {}", text(&o));
+        }
     }
 
     // 3: a run that fails (the csf tarball cannot be fetched), recorded as failed.
@@ -198,14 +215,9 @@ fn every_documented_exit_code_is_what_the_command_gives() {
         seen.expect(3, "apply", &h.run(&["apply", "--report"]));
         seen.expect(3, "status", &h.run(&["status"]));
         seen.expect(3, "firstboot", &h.run(&["firstboot"]));
-        // sshd -t refuses the candidate before sshd first starts.
+        // The key cannot be written: /root/.ssh is a file, not a directory.
         let h = Host::new("");
-        let cfg = std::fs::read_to_string(&h.config).unwrap();
-        std::fs::write(
-            &h.config,
-            cfg.replace("ssh:\n", "ssh:\n  settings:\n    LogLevel: LOUDEST\n"),
-        )
-        .unwrap();
+        std::fs::write(h.root.path().join("root/.ssh"), "not a directory\n").unwrap();
         seen.expect(3, "firstboot --early", &h.run(&["firstboot", "--early"]));
         // The receiver cannot listen: the port is taken.
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -96,6 +96,35 @@ fn read_file(root: &Root, host: &Path, out: &mut Vec<Directive>, depth: usize) -
     Ok(())
 }
 
+/// Each of `ssh.settings` as the target's own sshd judges it (`sshd -t -o KEYWORD=VALUE` on the
+/// current config), so a value sshd rejects is refused before any change (exit 2, naming the
+/// config's own field) by `plan` and `apply` alike, not found at the generated drop-in's line
+/// once written. Without an sshd or its host keys (an image) the check is left to the apply's
+/// `sshd -t` of the candidate.
+fn settings_accepted(cx: &Context) -> Result<()> {
+    let Some(sshd) = sshd_cmd(&cx.root) else {
+        return Ok(());
+    };
+    for (k, v) in &cx.config.ssh.settings {
+        let cmd = sshd
+            .clone()
+            .args(["-t", "-f", SSHD_CONFIG, "-o", &format!("{k}={v}")]);
+        let out = cx.runner.run(&cmd)?;
+        if out.success() {
+            continue;
+        }
+        let said = crate::runner::tail(&out.stderr, &out.stdout);
+        if said.contains("no hostkeys available") || said.contains("Missing privilege separation") {
+            return Ok(());
+        }
+        return Err(Refused::error(
+            format!("ssh.settings.{k}"),
+            format!("the target's sshd rejects it: {said}"),
+        ));
+    }
+    Ok(())
+}
+
 /// The first directive of the host's own sshd config (not brickup's drop-in, whose settings the
 /// config check judges) that restricts by the client's address: `Match Address`/`Match Host`,
 /// or an AllowUsers/DenyUsers `user@host` entry.
@@ -443,6 +472,7 @@ impl Step for SshdStep {
             ));
         }
         refuse_address_restrictions(cx)?;
+        settings_accepted(cx)?;
         crate::firewall::refuse_unmanaged(cx)
     }
 
