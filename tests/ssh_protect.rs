@@ -320,3 +320,72 @@ fn early_unit_runs_after_cloud_init_and_before_sshd() {
         );
     }
 }
+
+/// The first-boot unit (the retry after a cut, and a baked image's first run) starts only after
+/// cloud-init's config stage, whose set_passwords restarts sshd: a run beside it had its own
+/// login proof refused and rolled back (the fault matrix, after a power cut at the first login).
+/// It must not wait for cloud-final.service, which waits for multi-user.target and so for it.
+#[test]
+fn firstboot_unit_runs_after_cloud_inits_sshd_restart_without_a_cycle() {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("image/brickup-firstboot.service"),
+    )
+    .unwrap();
+    let u = unit_entries(&unit, "Unit");
+    let after = words(&u, "After");
+    for a in [
+        "network-online.target",
+        "cloud-init.service",
+        "cloud-config.service",
+    ] {
+        assert!(after.contains(&a.to_string()), "not After={a}: {unit}");
+    }
+    for late in [
+        "cloud-final.service",
+        "multi-user.target",
+        "cloud-init.target",
+    ] {
+        assert!(
+            !after.contains(&late.to_string()),
+            "After={late} closes a cycle: {unit}"
+        );
+    }
+    assert_eq!(
+        words(&unit_entries(&unit, "Install"), "WantedBy"),
+        ["multi-user.target"]
+    );
+    // The facts it builds on, from this machine's cloud-init (CI installs it): set-passwords is
+    // a config-stage module, cloud-config.service does not wait for multi-user.target (no
+    // cycle), and cloud-final.service (runcmd) does.
+    let dir = Path::new("/lib/systemd/system");
+    let (Ok(config), Ok(fin), Ok(cfg)) = (
+        std::fs::read_to_string(dir.join("cloud-config.service")),
+        std::fs::read_to_string(dir.join("cloud-final.service")),
+        std::fs::read_to_string("/etc/cloud/cloud.cfg"),
+    ) else {
+        eprintln!("SKIP: cloud-init is not installed here");
+        return;
+    };
+    let c = unit_entries(&config, "Unit");
+    for w in ["After", "Requires", "Wants"] {
+        assert!(
+            !words(&c, w)
+                .iter()
+                .any(|a| a == "multi-user.target" || a.starts_with("brickup")),
+            "{config}"
+        );
+    }
+    assert!(
+        words(&unit_entries(&fin, "Unit"), "After").contains(&"multi-user.target".to_string()),
+        "{fin}"
+    );
+    let mut stage = cfg
+        .lines()
+        .skip_while(|l| *l != "cloud_config_modules:")
+        .skip(1)
+        .take_while(|l| l.trim_start().starts_with('-'));
+    assert!(
+        stage.any(|l| l.trim() == "- set-passwords"),
+        "set-passwords not in cloud_config_modules: {cfg}"
+    );
+}

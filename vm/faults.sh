@@ -154,14 +154,17 @@ show_log() { tail -n 12 "$1" | sed 's/\x1b\[[0-9;]*m//g; s/^/    /'; }
 ports_within() {
     local via=$1 out try
     shift
-    # A run going on may restart sshd under the harness's login (kex closed): asked again.
-    for try in 1 2 3 4 5; do
+    # A run going on may restart sshd under the harness's login (kex closed): asked again. The
+    # login may also have been served by the early run's proof sshd (a boot after a cut runs the
+    # early stage again), whose listener is gone before ssh.service first starts: no sshd line
+    # yet is asked again too, and stays a failure after the last try.
+    for try in 1 2 3 4 5 6 7 8 9 10; do
         out=$(on_port "$via" "ss -Hltnp | awk '/\"sshd\"/ {n=split(\$4,a,\":\"); print \"sshd\", a[n]}' | sort -u
         keys=TCP_IN; grep -qx 'IPV6 = \"1\"' /etc/csf/csf.conf 2>/dev/null && keys='TCP_IN TCP6_IN'
         iptables -S INPUT | grep -qx -- '-P INPUT DROP' || keys=''
         for k in \$keys; do awk -F'\"' -v k=\$k '\$0 ~ \"^\"k\" *=\" {print k, \$2}' /etc/csf/csf.conf 2>/dev/null; done
-        true") && break
-        echo "    (no answer through port $via, try $try)"
+        true") && grep -q '^sshd ' <<<"$out" && break
+        echo "    (no answer through port $via, or no sshd listening yet: try $try)"
         sleep 3
     done
     python3 - "$out" "$MN_PORT" "$@" <<'PY'
