@@ -164,7 +164,7 @@ pub struct SystemRunner;
 
 impl Runner for SystemRunner {
     fn run(&self, cmd: &Cmd) -> Result<Output> {
-        tracing::info!(command = %cmd.display(), "running");
+        tracing::debug!(command = %cmd.display(), "running");
         let mut c = match &cmd.chroot {
             Some(root) => {
                 let mut c = Command::new("chroot");

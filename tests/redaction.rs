@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::Duration;
 
+mod common;
+
 use brickup::download::{fetch_verified, FetchOptions, Sha256Digest};
 use brickup::report::{self, ReportConfig, RunFacts, Sender};
 use brickup::root::Root;
@@ -192,23 +194,7 @@ fn failed_report_deliveries_show_no_credentials() {
 #[test]
 fn plan_shows_no_credentials() {
     let root = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(root.path().join("etc/ssh")).unwrap();
-    std::fs::write(root.path().join("etc/ssh/sshd_config"), "Port 22\n").unwrap();
-    // What plan's preflight (as apply's) requires: the user (entry, home, login shell), the OS.
-    std::fs::write(
-        root.path().join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\n",
-    )
-    .unwrap();
-    std::fs::create_dir_all(root.path().join("root")).unwrap();
-    std::fs::create_dir_all(root.path().join("bin")).unwrap();
-    std::fs::write(root.path().join("bin/sh"), "").unwrap();
-    std::fs::create_dir_all(root.path().join("usr/lib")).unwrap();
-    std::fs::write(
-        root.path().join("usr/lib/os-release"),
-        "ID=debian\nVERSION_ID=\"12\"\nVERSION_CODENAME=bookworm\n",
-    )
-    .unwrap();
+    common::plan_root(root.path());
     let csf_url =
         format!("https://{USER}:{PASSWORD}@127.0.0.1:9/csf.tgz?X-Amz-Signature={SIGNATURE}");
     let text = format!(

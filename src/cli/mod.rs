@@ -100,6 +100,16 @@ pub(crate) enum Command {
 }
 
 impl Cli {
+    /// The log filter without RUST_LOG: what is being done, in words (`info`); the commands run
+    /// are `debug`. `firstboot` runs unattended and its journal is the only account of the boot
+    /// afterwards, so it logs its commands too.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self.command {
+            Command::Firstboot(_) => "info,brickup::runner=debug",
+            _ => "info",
+        }
+    }
+
     pub fn run(self) -> anyhow::Result<Exit> {
         match self.command {
             Command::Plan(c) => c.run(),
@@ -114,5 +124,26 @@ impl Cli {
                 Ok(Exit::Ok)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An unattended first boot logs the commands it runs; the commands people type do not.
+    #[test]
+    fn only_firstboot_logs_its_commands_by_default() {
+        let filter = |args: &[&str]| Cli::try_parse_from(args).unwrap().default_log_filter();
+        assert_eq!(filter(&["brickup", "plan"]), "info");
+        assert_eq!(filter(&["brickup", "check"]), "info");
+        assert_eq!(filter(&["brickup", "apply"]), "info");
+        let fb = filter(&["brickup", "firstboot", "--early"]);
+        let parsed: tracing_subscriber::EnvFilter = fb.parse().unwrap();
+        assert_eq!(
+            parsed.max_level_hint(),
+            Some(tracing::level_filters::LevelFilter::DEBUG)
+        );
+        assert!(fb.contains("brickup::runner=debug"), "{fb}");
     }
 }

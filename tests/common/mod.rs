@@ -219,3 +219,20 @@ pub fn service_calls(runner: &brickup::runner::RecordingRunner) -> Vec<String> {
         .filter(|c| !c.starts_with("ip ") && !c.starts_with("nsenter "))
         .collect()
 }
+
+/// The least a root needs for `plan` (whose preflight is apply's): sshd's config, the user
+/// (entry, home, login shell), the OS.
+pub fn plan_root(root: &Path) {
+    std::fs::create_dir_all(root.join("etc/ssh")).unwrap();
+    std::fs::write(root.join("etc/ssh/sshd_config"), "Port 22\n").unwrap();
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::create_dir_all(root.join("root")).unwrap();
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::write(root.join("bin/sh"), "").unwrap();
+    std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+    std::fs::write(
+        root.join("usr/lib/os-release"),
+        "ID=debian\nVERSION_ID=\"12\"\nVERSION_CODENAME=bookworm\n",
+    )
+    .unwrap();
+}

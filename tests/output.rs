@@ -1,0 +1,101 @@
+//! Output for people: escape codes only on a terminal and never with NO_COLOR set; the commands
+//! brickup runs are debug lines (info says in words what is done), except in `firstboot`, whose
+//! journal is the only account of an unattended boot. A pty comes from util-linux `script`.
+
+use std::path::Path;
+use std::process::Command;
+
+mod common;
+
+/// `brickup ARGS` with stderr on a pty (util-linux `script`), env applied; what the pty showed.
+fn on_a_terminal(args: &str, env: &[(&str, &str)]) -> String {
+    let cmd = format!("{} {args}", env!("CARGO_BIN_EXE_brickup"));
+    let mut c = Command::new("script");
+    c.args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().expect("util-linux script runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A plan that runs commands: sshd's own check of an ssh.settings value, in the test rootfs
+/// (read only: plan changes nothing).
+fn plan_args(dir: &Path) -> String {
+    let cfg = dir.join("brickup.yaml");
+    std::fs::write(
+        &cfg,
+        "version: 1\nupdates:\n  enabled: false\nssh:\n  port: 2222\n  password_authentication: true\n  settings:\n    MaxSessions: \"2\"\n",
+    )
+    .unwrap();
+    format!(
+        "plan --root {} --config {}",
+        common::test_rootfs().display(),
+        cfg.display()
+    )
+}
+
+#[test]
+fn no_colour_with_no_color_or_without_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = plan_args(dir.path());
+    // The control: on a terminal, with a level that logs, the lines are coloured.
+    let coloured = on_a_terminal(&args, &[("RUST_LOG", "debug")]);
+    assert!(coloured.contains("DEBUG"), "{coloured}");
+    assert!(
+        coloured.contains('\x1b'),
+        "no colour on a terminal: {coloured}"
+    );
+    for no_color in ["1", "yes", "0"] {
+        let plain = on_a_terminal(&args, &[("RUST_LOG", "debug"), ("NO_COLOR", no_color)]);
+        assert!(plain.contains("DEBUG"), "{plain}");
+        assert!(
+            !plain.contains('\x1b'),
+            "NO_COLOR={no_color} on a terminal still coloured: {plain:?}"
+        );
+    }
+    // Not a terminal: plain, NO_COLOR or not.
+    let piped = Command::new(env!("CARGO_BIN_EXE_brickup"))
+        .args(args.split(' '))
+        .env("RUST_LOG", "debug")
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(stderr.contains("DEBUG"), "{stderr}");
+    assert!(!stderr.contains('\x1b'), "{stderr:?}");
+}
+
+/// plan runs sshd's own check of the settings (a chroot under --root): said at debug only. The
+/// plan itself says in words what apply would do.
+#[test]
+fn commands_run_are_debug_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = plan_args(dir.path());
+    let run = |level: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_brickup"));
+        c.args(args.split(' ')).env_remove("RUST_LOG");
+        if let Some(l) = level {
+            c.env("RUST_LOG", l);
+        }
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", common::text(&out));
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (plan, quiet) = run(None);
+    assert!(
+        !quiet.contains("running"),
+        "commands at the default level: {quiet}"
+    );
+    assert!(plan.contains("+MaxSessions 2"), "{plan}");
+    let (_, debug) = run(Some("debug"));
+    assert!(
+        debug.contains("running command=") && debug.contains("sshd -t"),
+        "{debug}"
+    );
+}
