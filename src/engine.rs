@@ -244,6 +244,9 @@ pub struct RunResult {
     pub error: Option<anyhow::Error>,
     /// From [`process_start`] to the end of a successful sshd step, when one ran.
     pub(crate) sshd_done: Option<std::time::Duration>,
+    /// Whether a step wrote something, deferred or not (a deferred step that wrote its files
+    /// and left the restart to first boot changed the system all the same).
+    pub(crate) wrote: bool,
 }
 
 impl RunResult {
@@ -258,8 +261,18 @@ impl RunResult {
             .map(|e| e.chain().map(|c| c.to_string()).collect())
     }
 
+    /// Whether the run changed anything: a step changed, or a deferred step wrote its files.
     pub(crate) fn changed(&self) -> bool {
-        self.steps.iter().any(|s| s.outcome == Outcome::Changed)
+        self.wrote || self.steps.iter().any(|s| s.outcome == Outcome::Changed)
+    }
+
+    /// The steps that left work to do on the live system.
+    pub(crate) fn deferred(&self) -> Vec<&str> {
+        self.steps
+            .iter()
+            .filter(|s| s.outcome == Outcome::Deferred)
+            .map(|s| s.name.as_str())
+            .collect()
     }
 
     /// The run's status as the report states it.
@@ -292,6 +305,7 @@ pub fn apply(cx: &Context, steps: &[Box<dyn Step>]) -> RunResult {
             steps: arrived,
             error,
             sshd_done: None,
+            wrote: false,
         };
     }
     // What the facts saw through those rules (sshd's old ports, by their banners) is stale.
@@ -302,6 +316,7 @@ pub fn apply(cx: &Context, steps: &[Box<dyn Step>]) -> RunResult {
                 steps: arrived,
                 error: Some(e.context("asking the host's facts again")),
                 sshd_done: None,
+                wrote: false,
             }
         }
     };
@@ -320,12 +335,14 @@ fn apply_steps(cx: &Context, steps: &[Box<dyn Step>]) -> RunResult {
     let mut results = Vec::new();
     let mut error = None;
     let mut sshd_done = None;
+    let mut wrote = false;
     for step in steps {
         if error.is_some() {
             results.push(not_run(step.name(), "not run: an earlier step failed"));
             continue;
         }
-        let (result, e) = apply_one(&moving, step.as_ref());
+        let (result, w, e) = apply_one(&moving, step.as_ref());
+        wrote |= w;
         if step.name() == "sshd" && e.is_none() && result.outcome != Outcome::Skipped {
             sshd_done = Some(process_start().elapsed());
         }
@@ -333,7 +350,8 @@ fn apply_steps(cx: &Context, steps: &[Box<dyn Step>]) -> RunResult {
         error = e;
     }
     if error.is_none() && !cx.facts.old_ssh_ports.is_empty() {
-        let (result, e) = finish_port_move(cx, steps);
+        let (result, w, e) = finish_port_move(cx, steps);
+        wrote |= w;
         results.push(result);
         error = e;
     }
@@ -342,6 +360,7 @@ fn apply_steps(cx: &Context, steps: &[Box<dyn Step>]) -> RunResult {
         steps: results,
         error,
         sshd_done,
+        wrote,
     }
 }
 
@@ -425,6 +444,7 @@ pub(crate) fn preflight(cx: &Context, steps: &[Box<dyn Step>]) -> Option<RunResu
         steps,
         error: Some(e),
         sshd_done: None,
+        wrote: false,
     })
 }
 
@@ -438,12 +458,13 @@ fn not_run(name: &str, why: &str) -> StepResult {
 }
 
 /// One step in its own transaction: committed on success, rolled back on failure.
-fn apply_one(cx: &Context, step: &dyn Step) -> (StepResult, Option<anyhow::Error>) {
+/// Also whether the step wrote anything (deferred or not).
+fn apply_one(cx: &Context, step: &dyn Step) -> (StepResult, bool, Option<anyhow::Error>) {
     let start = Instant::now();
     let name = step.name().to_string();
     if let Some(reason) = step.skip_reason(cx) {
         tracing::info!(step = %name, "skipped: {reason}");
-        return (not_run(&name, &reason), None);
+        return (not_run(&name, &reason), false, None);
     }
     tracing::info!(step = %name, "applying");
     let mut tx = Transaction::new(&cx.root);
@@ -462,7 +483,7 @@ fn apply_one(cx: &Context, step: &dyn Step) -> (StepResult, Option<anyhow::Error
                 duration_ms: ms(start),
                 message: a.message,
             };
-            (r, None)
+            (r, a.changed, None)
         }
         Err(e) => {
             let e = match tx.rollback() {
@@ -480,20 +501,25 @@ fn apply_one(cx: &Context, step: &dyn Step) -> (StepResult, Option<anyhow::Error
                 duration_ms: ms(start),
                 message: format!("{e:#}"),
             };
-            (r, Some(e))
+            (r, false, Some(e))
         }
     }
 }
 
 /// The last pass of a port move: the port-holding steps converge to the final state.
-fn finish_port_move(cx: &Context, steps: &[Box<dyn Step>]) -> (StepResult, Option<anyhow::Error>) {
+fn finish_port_move(
+    cx: &Context,
+    steps: &[Box<dyn Step>],
+) -> (StepResult, bool, Option<anyhow::Error>) {
     let start = Instant::now();
     let old = cx.facts.old_ssh_ports.clone();
     tracing::info!(?old, "applying step=port-move: closing the old SSH port(s)");
     let mut messages = Vec::new();
     let mut outcome = Outcome::Unchanged;
+    let mut wrote = false;
     for step in steps.iter().filter(|s| s.holds_ssh_ports()) {
-        let (r, e) = apply_one(cx, step.as_ref());
+        let (r, w, e) = apply_one(cx, step.as_ref());
+        wrote |= w;
         if let Some(e) = e {
             let e = e.context(format!(
                 "closing the old SSH port(s) {old:?}: they stay open with key logins"
@@ -504,7 +530,7 @@ fn finish_port_move(cx: &Context, steps: &[Box<dyn Step>]) -> (StepResult, Optio
                 duration_ms: ms(start),
                 message: format!("{e:#}"),
             };
-            return (failed, Some(e));
+            return (failed, wrote, Some(e));
         }
         outcome = match (outcome, r.outcome) {
             (Outcome::Deferred, _) | (_, Outcome::Deferred) => Outcome::Deferred,
@@ -519,7 +545,7 @@ fn finish_port_move(cx: &Context, steps: &[Box<dyn Step>]) -> (StepResult, Optio
         duration_ms: ms(start),
         message: format!("old SSH port(s) {old:?} closed; {}", messages.join("; ")),
     };
-    (done, None)
+    (done, wrote, None)
 }
 
 /// Plan every step: (step name, actions or the error that stopped planning it).

@@ -99,3 +99,47 @@ fn commands_run_are_debug_lines() {
         "{debug}"
     );
 }
+
+/// `apply --root` that wrote sshd's config and left the restart to first boot changed the
+/// system: its verdict and `--json` say so and name what is left; a second apply changes
+/// nothing and says that.
+#[test]
+fn deferred_work_that_wrote_files_is_a_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    common::plan_root(&root);
+    let cfg = dir.path().join("brickup.yaml");
+    std::fs::write(
+        &cfg,
+        "version: 1\nupdates:\n  enabled: false\nssh:\n  port: 2222\n  password_authentication: true\n",
+    )
+    .unwrap();
+    let apply = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_brickup"))
+            .args(["apply", "--json", "--root"])
+            .arg(&root)
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", common::text(&out));
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (summary, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (first, said) = apply();
+    let sshd = first["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "sshd")
+        .unwrap();
+    assert_eq!(sshd["outcome"], "deferred", "{first}");
+    assert_eq!(first["changed"], true, "{first}");
+    assert!(
+        said.contains("brickup: changes made; left to the live system: sshd"),
+        "{said}"
+    );
+    let (second, said) = apply();
+    assert_eq!(second["changed"], false, "{second}");
+    assert!(said.contains("brickup: nothing to change"), "{said}");
+}

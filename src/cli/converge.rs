@@ -112,10 +112,18 @@ pub(crate) fn print_result(result: &RunResult, json: bool) -> Result<()> {
             s.message
         );
     }
+    let deferred = result.deferred();
+    let left = match deferred.is_empty() {
+        true => String::new(),
+        false => format!("; left to the live system: {}", deferred.join(", ")),
+    };
     match &result.error {
         Some(e) => eprintln!("error: {e:#}"),
-        None if result.changed() => eprintln!("brickup: converged (changes made)"),
-        None => eprintln!("brickup: nothing to change"),
+        None if result.changed() && deferred.is_empty() => {
+            eprintln!("brickup: converged (changes made)")
+        }
+        None if result.changed() => eprintln!("brickup: changes made{left}"),
+        None => eprintln!("brickup: nothing to change{left}"),
     }
     if json {
         let doc = Summary {
