@@ -14,6 +14,7 @@ pub mod download;
 pub mod engine;
 pub mod facts;
 pub(crate) mod firewall;
+pub(crate) mod firstboot;
 pub mod fsops;
 pub mod http;
 pub mod keys;

@@ -170,7 +170,7 @@ pub(crate) fn converge(root: &Root, loaded: &Loaded, send_report: bool) -> Resul
 
 /// When sshd was hardened: by `firstboot --early` on this instance if it did, else by this run.
 fn ssh_hardened(root: &Root, instance: &str, result: &RunResult) -> Option<report::SshHardened> {
-    if let Some(early) = crate::cli::firstboot::early_record(root, instance) {
+    if let Some(early) = crate::firstboot::early_record(root, instance) {
         return Some(early);
     }
     result.sshd_done.map(|d| report::SshHardened {

@@ -13,17 +13,13 @@ use super::converge::{load, load_or_report, print_result};
 use super::{Exit, Target};
 use crate::config::Loaded;
 use crate::engine::{self, Context};
+use crate::firstboot as state;
 use crate::fsops::{NewFile, Transaction};
 use crate::report::SshHardened;
 use crate::root::Root;
 use crate::run::converge;
 use crate::runner::{Cmd, Runner, SystemRunner};
 use crate::userdata::{UNIT as RETRY_UNIT, UNIT_PATH as RETRY_UNIT_PATH};
-
-/// Holds the instance id of the last successful first-boot run.
-pub(crate) const DONE_FILE: &str = "/var/lib/brickup/firstboot-done";
-/// The last successful early run: instance id and when sshd was hardened (JSON).
-pub(crate) const EARLY_FILE: &str = "/var/lib/brickup/firstboot-early.json";
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Firstboot {
@@ -36,23 +32,6 @@ pub(crate) struct Firstboot {
     /// report is sent. Once per instance; cheap on every later boot.
     #[arg(long)]
     early: bool,
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct EarlyRecord {
-    instance_id: String,
-    #[serde(flatten)]
-    hardened: SshHardened,
-}
-
-/// What the early run on `instance` recorded, if it ran there.
-pub(crate) fn early_record(root: &Root, instance: &str) -> Option<SshHardened> {
-    let text = std::fs::read_to_string(root.path(EARLY_FILE)).ok()?;
-    let record: EarlyRecord = serde_json::from_str(&text)
-        .map_err(|e| tracing::warn!("reading {EARLY_FILE}: {e}"))
-        .ok()?;
-    (record.instance_id == instance).then_some(record.hardened)
 }
 
 impl Firstboot {
@@ -70,8 +49,7 @@ impl Firstboot {
         let _lock = crate::lock::acquire(&root, Duration::from_secs(self.target.lock_wait))?;
         let id = crate::report::identity::instance_id(&root)
             .context("finding this instance's identity")?;
-        let done = std::fs::read_to_string(root.path(DONE_FILE)).unwrap_or_default();
-        if done.trim() == id {
+        if state::done(&root, &id) {
             tracing::info!(instance = %id, "first boot already done for this instance; nothing to do");
             if let Some(cfg) = &loaded.config.report {
                 crate::report::resend_pending(&root, cfg);
@@ -89,7 +67,7 @@ impl Firstboot {
         if let Some(e) = &result.error {
             return Ok(super::exit_for(e));
         }
-        write(&root, DONE_FILE, format!("{id}\n").as_bytes())?;
+        state::record_done(&root, &id)?;
         Ok(Exit::Ok)
     }
 
@@ -102,10 +80,8 @@ impl Firstboot {
         let root = Root::new(&self.target.root);
         // A later boot of this instance (cloud-init made the host keys in an earlier one):
         // none left at all is a cut's doing too.
-        let later_boot = crate::report::identity::instance_id(&root).is_ok_and(|id| {
-            let done = std::fs::read_to_string(root.path(DONE_FILE)).unwrap_or_default();
-            done.trim() == id || early_record(&root, &id).is_some()
-        });
+        let later_boot = crate::report::identity::instance_id(&root)
+            .is_ok_and(|id| state::early_done(&root, &id));
         if let Err(e) = crate::sshd::hostkeys::repair_damaged(&root, &SystemRunner, later_boot) {
             tracing::error!("checking sshd's host keys: {e:#}");
         }
@@ -118,8 +94,7 @@ impl Firstboot {
         let _lock = crate::lock::acquire(&root, Duration::from_secs(self.target.lock_wait))?;
         let id = crate::report::identity::instance_id(&root)
             .context("finding this instance's identity")?;
-        let done = std::fs::read_to_string(root.path(DONE_FILE)).unwrap_or_default();
-        if done.trim() == id || early_record(&root, &id).is_some() {
+        if state::early_done(&root, &id) {
             tracing::info!(instance = %id, "early hardening already done for this instance");
             return Ok(Exit::Ok);
         }
@@ -138,15 +113,12 @@ impl Firstboot {
         if result.failed() {
             return Ok(Exit::Failed);
         }
-        let record = EarlyRecord {
-            instance_id: id,
-            hardened: SshHardened {
-                by: "early".into(),
-                after_start_ms: result.sshd_done.unwrap_or_default().as_millis() as u64,
-                uptime_ms: crate::report::uptime_ms(&root),
-            },
+        let hardened = SshHardened {
+            by: "early".into(),
+            after_start_ms: result.sshd_done.unwrap_or_default().as_millis() as u64,
+            uptime_ms: crate::report::uptime_ms(&root),
         };
-        write(&root, EARLY_FILE, &serde_json::to_vec_pretty(&record)?)?;
+        state::record_early(&root, &id, hardened)?;
         Ok(Exit::Ok)
     }
 }
@@ -182,13 +154,6 @@ fn sshd_running(loaded: &Loaded) -> bool {
     [22, loaded.config.ssh.port.get()]
         .into_iter()
         .any(|p| crate::ports::answers(p, quick))
-}
-
-fn write(root: &Root, path: &str, content: &[u8]) -> Result<()> {
-    let mut tx = Transaction::new(root);
-    tx.write(Path::new(path), content, NewFile::mode(0o600))?;
-    tx.commit();
-    Ok(())
 }
 
 #[cfg(test)]
