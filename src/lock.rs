@@ -31,23 +31,50 @@ pub(crate) fn acquire(root: &Root, wait: Duration) -> Result<RunLock> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let start = Instant::now();
-    let mut told = false;
-    loop {
-        let file = OpenOptions::new()
+    let open = || {
+        OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(mut lock) => {
-                lock.set_len(0)?;
-                lock.rewind()?;
-                write!(lock, "{}", std::process::id())?;
-                return Ok(RunLock { _lock: lock });
-            }
+    };
+    let mut lock = take(&path, wait, open, FlockArg::LockExclusiveNonblock)?;
+    lock.set_len(0)?;
+    lock.rewind()?;
+    write!(lock, "{}", std::process::id())?;
+    Ok(RunLock { _lock: lock })
+}
+
+/// For a command that only reads a root (`plan`, `check` under `--root`): wait up to `wait`,
+/// as [`acquire`] does, for a run holding that root's lock - a shared lock on the lock file,
+/// when there is one. Nothing is created or written.
+pub(crate) fn wait_read_only(root: &Root, wait: Duration) -> Result<Option<RunLock>> {
+    let path = root.path(LOCK_PATH);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let lock = take(
+        &path,
+        wait,
+        || File::open(&path),
+        FlockArg::LockSharedNonblock,
+    )?;
+    Ok(Some(RunLock { _lock: lock }))
+}
+
+fn take(
+    path: &std::path::Path,
+    wait: Duration,
+    open: impl Fn() -> std::io::Result<File>,
+    how: FlockArg,
+) -> Result<Flock<File>> {
+    let start = Instant::now();
+    let mut told = false;
+    loop {
+        let file = open().with_context(|| format!("opening {}", path.display()))?;
+        match Flock::lock(file, how) {
+            Ok(lock) => return Ok(lock),
             Err((mut file, _)) => {
                 let mut holder = String::new();
                 let _ = file.read_to_string(&mut holder);
@@ -76,6 +103,35 @@ pub(crate) fn acquire(root: &Root, wait: Duration) -> Result<RunLock> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reader under a root waits for a run's lock and gives up as a run would; with no lock
+    /// file it creates none; a reader does not keep another reader out.
+    #[test]
+    fn a_reader_waits_for_a_run_and_writes_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        assert!(wait_read_only(&root, Duration::ZERO).unwrap().is_none());
+        assert!(
+            !d.path().join("run").exists(),
+            "a reader created the lock's directory"
+        );
+        let held = acquire(&root, Duration::ZERO).unwrap();
+        let err = wait_read_only(&root, Duration::from_millis(300))
+            .err()
+            .unwrap();
+        assert!(err.is::<Busy>(), "{err:#}");
+        assert!(err
+            .to_string()
+            .contains(&format!("pid {}", std::process::id())));
+        drop(held);
+        let one = wait_read_only(&root, Duration::ZERO).unwrap();
+        assert!(one.is_some());
+        assert!(wait_read_only(&root, Duration::ZERO).unwrap().is_some());
+        assert!(
+            acquire(&root, Duration::ZERO).is_err(),
+            "a run waits for the reader"
+        );
+    }
 
     #[test]
     fn second_run_is_refused_with_holder() {

@@ -1,8 +1,9 @@
 //! The README's exit-code table, row by row: every command a row names is run in a situation
 //! that must end in that row's code, and the table and the situations here must name the same
 //! (code, command) pairs. Mostly under `--root` on a copy of the Debian test rootfs; `plan` and
-//! `check` take the lock only on a live system, so their "busy" rows run in a live root
-//! (tests/common/live.rs). Needs root, like the other rootfs tests.
+//! `check` wait on a root's lock file without writing it, and take the lock on a live system:
+//! their "busy" rows run both ways (a live root: tests/common/live.rs). Needs root, like the
+//! other rootfs tests.
 
 mod common;
 
@@ -241,11 +242,22 @@ fn every_documented_exit_code_is_what_the_command_gives() {
     {
         let h = Host::new("");
         let mut holder = h.hold_lock();
-        for cmd in [&["apply"][..], &["firstboot"], &["firstboot", "--early"]] {
+        for cmd in [
+            &["apply"][..],
+            &["firstboot"],
+            &["firstboot", "--early"],
+            &["plan"],
+            &["check"],
+        ] {
             let mut a = cmd.to_vec();
             a.extend(["--lock-wait", "0"]);
             let o = h.run(&a);
             assert!(text(&o).contains("holds"), "{}", text(&o));
+            assert!(
+                !String::from_utf8_lossy(&o.stdout).contains("converged"),
+                "{}",
+                text(&o)
+            );
             seen.expect(4, &cmd.join(" "), &o);
         }
         holder.kill().unwrap();

@@ -27,12 +27,14 @@ pub(crate) fn load_or_report(t: &Target, send_report: bool) -> Result<(Root, Loa
     Ok((root, loaded))
 }
 
-/// `plan` and `check` on a live system wait for a run that is changing what they look at;
-/// under `--root` they write nothing, not even the lock file, and take none.
+/// `plan` and `check` wait, as `apply` does, for a run that is changing what they look at. Under
+/// `--root` they write nothing, not even the lock file: they wait on the root's lock file when
+/// there is one.
 fn read_lock(t: &Target, root: &Root) -> Result<Option<crate::lock::RunLock>> {
+    let wait = Duration::from_secs(t.lock_wait);
     match root.is_live() {
-        true => crate::lock::acquire(root, Duration::from_secs(t.lock_wait)).map(Some),
-        false => Ok(None),
+        true => crate::lock::acquire(root, wait).map(Some),
+        false => crate::lock::wait_read_only(root, wait),
     }
 }
 
