@@ -22,7 +22,7 @@ use identity::HostKey;
 pub use config::{Credentials, ReportConfig, Secret};
 pub use send::{send, Sender};
 pub use sign::{sign, SIGNATURE_HEADER, TIMESTAMP_HEADER};
-pub(crate) use store::deliver;
+pub(crate) use store::{deliver, record};
 pub use store::{
     deliver_with, resend_pending, resend_pending_with, status, DeliveryOutcome, ResendOutcome,
     LAST_REPORT, PENDING_REPORT,

@@ -132,28 +132,35 @@ fn report_invalid_config(root: &Root, path: &std::path::Path, e: &anyhow::Error)
 /// `firstboot`. A report that cannot be delivered never changes the run's outcome.
 pub(crate) fn converge(root: &Root, loaded: &Loaded, send_report: bool) -> Result<RunResult> {
     let cx = Context::new(root.clone(), &loaded.config, &SystemRunner).with_facts()?;
+    // The run is recorded for `brickup status` whenever it is reported, and sent when there is
+    // a report section to send it to.
     let reporting = loaded.config.report.as_ref().filter(|_| send_report);
-    let facts = reporting
-        .map(|_| RunFacts::gather(root, loaded.text.as_bytes(), loaded.config.ssh.port.get()));
-    if let (Some(cfg), Some(facts)) = (reporting, &facts) {
-        // `started` is news, not a record: a receiver that is down must not hold the hardening
-        // up for the whole retry budget (one attempt's time at most). An earlier run's pending
-        // report is resent after the work, for the same reason.
-        let quick = report::ReportConfig {
-            total_timeout_secs: cfg.attempt_timeout_secs,
-            ..cfg.clone()
-        };
-        report::deliver(
-            root,
-            &quick,
-            &facts.started(crate::csf::firewall_state(root)),
-        );
-    } else if loaded.config.report.is_none() {
-        tracing::info!("no report section: no status report will be sent");
+    let facts = send_report
+        .then(|| RunFacts::gather(root, loaded.text.as_bytes(), loaded.config.ssh.port.get()));
+    if let Some(facts) = &facts {
+        let started = facts.started(crate::csf::firewall_state(root));
+        match reporting {
+            // `started` is news, not a record: a receiver that is down must not hold the
+            // hardening up for the whole retry budget (one attempt's time at most). An earlier
+            // run's pending report is resent after the work, for the same reason.
+            Some(cfg) => {
+                let quick = report::ReportConfig {
+                    total_timeout_secs: cfg.attempt_timeout_secs,
+                    ..cfg.clone()
+                };
+                report::deliver(root, &quick, &started);
+            }
+            None => {
+                tracing::info!("no report section: no status report will be sent");
+                report::record(root, &started);
+            }
+        }
     }
     let result = engine::apply(&cx, &steps());
-    if let (Some(cfg), Some(facts)) = (reporting, &facts) {
-        report::resend_pending(root, cfg);
+    if let Some(facts) = &facts {
+        if let Some(cfg) = reporting {
+            report::resend_pending(root, cfg);
+        }
         let mut doc = facts.finished(
             result.steps.clone(),
             crate::csf::firewall_state(root),
@@ -163,7 +170,12 @@ pub(crate) fn converge(root: &Root, loaded: &Loaded, send_report: bool) -> Resul
         // The run may have changed which keys sshd serves (HostKey lines, a regenerated key).
         doc.host_keys = report::served_host_keys(root);
         doc.ssh_hardened = ssh_hardened(root, &facts.instance_id, &result);
-        report::deliver(root, cfg, &doc);
+        match reporting {
+            Some(cfg) => {
+                report::deliver(root, cfg, &doc);
+            }
+            None => report::record(root, &doc),
+        }
     }
     Ok(result)
 }

@@ -45,6 +45,20 @@ pub enum ResendOutcome {
     },
 }
 
+/// Records `doc` as the last report (what `brickup status` shows), with no report section to
+/// send it to as well.
+pub(crate) fn record(root: &Root, doc: &Report) {
+    record_body(root, doc);
+}
+
+fn record_body(root: &Root, doc: &Report) -> Vec<u8> {
+    let body = doc.to_json();
+    if let Err(e) = write_atomic(&root.path(LAST_REPORT), &body) {
+        tracing::warn!("cannot record the last report: {e:#}");
+    }
+    body
+}
+
 /// Records `doc` as the last report, sends it, and on failure logs and keeps a `finished`
 /// report for the next run.
 pub(crate) fn deliver(root: &Root, cfg: &ReportConfig, doc: &Report) -> DeliveryOutcome {
@@ -54,10 +68,7 @@ pub(crate) fn deliver(root: &Root, cfg: &ReportConfig, doc: &Report) -> Delivery
 /// [`deliver`] with a prepared sender (tests shorten its backoff); a sender that could not be
 /// prepared counts as a failed delivery.
 pub fn deliver_with(root: &Root, sender: Result<Sender>, doc: &Report) -> DeliveryOutcome {
-    let body = doc.to_json();
-    if let Err(e) = write_atomic(&root.path(LAST_REPORT), &body) {
-        tracing::warn!("cannot record the last report: {e:#}");
-    }
+    let body = record_body(root, doc);
     let error = match sender.and_then(|s| s.send_body(&body)) {
         Ok(()) => return DeliveryOutcome::Delivered,
         Err(e) => format!("{e:#}"),
