@@ -9,6 +9,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+pub use crate::drift::Drift;
 use crate::facts::Facts;
 use crate::fsops::Transaction;
 use crate::root::Root;
@@ -210,8 +211,8 @@ pub trait Step {
     fn plan(&self, cx: &Context) -> Result<Vec<Action>>;
     /// Converge. File writes go through `tx`, which the engine rolls back if this fails.
     fn apply(&self, cx: &Context, tx: &mut Transaction) -> Result<Applied>;
-    /// Drift of the effective state, one line each. Read-only.
-    fn check(&self, cx: &Context) -> Result<Vec<String>>;
+    /// Drift of the effective state, one entry each. Read-only.
+    fn check(&self, cx: &Context) -> Result<Vec<Drift>>;
     /// Does this step's desired state hold sshd's ports (so a port move's last pass reruns it)?
     fn holds_ssh_ports(&self) -> bool {
         false
@@ -563,14 +564,14 @@ pub(crate) fn plan(cx: &Context, steps: &[Box<dyn Step>]) -> Vec<(String, Result
 }
 
 /// Check every step: (step name, drift lines). An error reading the state is drift too.
-pub(crate) fn check(cx: &Context, steps: &[Box<dyn Step>]) -> Vec<(String, Vec<String>)> {
+pub(crate) fn check(cx: &Context, steps: &[Box<dyn Step>]) -> Vec<(String, Vec<Drift>)> {
     steps
         .iter()
         .filter(|s| s.skip_reason(cx).is_none())
         .map(|s| {
             let drift = s
                 .check(cx)
-                .unwrap_or_else(|e| vec![format!("could not check: {e:#}")]);
+                .unwrap_or_else(|e| vec![Drift::new(s.name(), format!("could not check: {e:#}"))]);
             (s.name().to_string(), drift)
         })
         .collect()
@@ -602,7 +603,7 @@ mod tests {
             self.applies.set(self.applies.get() + 1);
             Ok(Applied::unchanged("converged"))
         }
-        fn check(&self, _cx: &Context) -> Result<Vec<String>> {
+        fn check(&self, _cx: &Context) -> Result<Vec<Drift>> {
             Ok(Vec::new())
         }
         fn keep_access(&self, _cx: &Context) -> Result<Option<String>> {

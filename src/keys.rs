@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 
 use crate::authorized_keys::{expand_keys_file, merge, tree};
-use crate::engine::{Action, Applied, Context, Step};
+use crate::engine::{Action, Applied, Context, Drift, Step};
 use crate::facts::User;
 use crate::fsops::{read_user_file, Transaction};
 
@@ -76,24 +76,33 @@ impl Step for KeysStep {
         })
     }
 
-    fn check(&self, cx: &Context) -> Result<Vec<String>> {
+    fn check(&self, cx: &Context) -> Result<Vec<Drift>> {
         let (path, user) = target(cx)?;
         let (old, new) = wanted_content(cx, &path, user)?;
+        let shown = path.display().to_string();
         let mut drift = Vec::new();
         if old != new {
-            drift.push(format!(
-                "{}: a configured key is missing, or its first entry restricts it (command=, from=, ...)",
-                path.display()
-            ));
+            drift.push(Drift::new(&shown, format!(
+                "{shown}: a configured key is missing, or its first entry restricts it (command=, from=, ...)"
+            )).source(&shown));
         }
         if let Some(f) = read_user_file(&cx.root, &tree(&path, user), &path)? {
             if f.mode & 0o022 != 0 || f.uid != user.uid {
-                drift.push(format!(
-                    "{}: mode {:o} owner {} (sshd's StrictModes may ignore it)",
-                    path.display(),
-                    f.mode & 0o777,
-                    f.uid
-                ));
+                drift.push(
+                    Drift::new(
+                        &shown,
+                        format!(
+                            "{shown}: mode {:o} owner {} (sshd's StrictModes may ignore it)",
+                            f.mode & 0o777,
+                            f.uid
+                        ),
+                    )
+                    .values(
+                        format!("owner {}, not writable by group or others", user.uid),
+                        Some(format!("mode {:o} owner {}", f.mode & 0o777, f.uid)),
+                    )
+                    .source(&shown),
+                );
             }
         }
         Ok(drift)

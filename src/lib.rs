@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod csf;
 pub mod download;
+pub(crate) mod drift;
 pub mod engine;
 pub mod facts;
 pub(crate) mod firewall;

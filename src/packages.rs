@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::engine::{Action, Applied, Context, Step};
+use crate::engine::{Action, Applied, Context, Drift, Step};
 use crate::fsops::Transaction;
 use crate::os::Family;
 use crate::root::Root;
@@ -441,12 +441,18 @@ impl Step for PackagesStep {
         )))
     }
 
-    fn check(&self, cx: &Context) -> Result<Vec<String>> {
+    fn check(&self, cx: &Context) -> Result<Vec<Drift>> {
         let (fam, pm) = manager(cx)?;
         Ok(pm
             .missing(&wanted(cx, fam))?
             .into_iter()
-            .map(|p| format!("package {p} is not installed"))
+            .map(|p| {
+                Drift::new(
+                    format!("package {p}"),
+                    format!("package {p} is not installed"),
+                )
+                .values("installed", Some("not installed".into()))
+            })
             .collect())
     }
 }

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
+use crate::drift::Drift;
 use crate::root::Root;
 use crate::runner::{Cmd, Runner};
 
@@ -42,17 +43,22 @@ fn word(runner: &dyn Runner, verb: &str, unit: &str) -> Result<String> {
     Ok(if w.is_empty() { "unknown" } else { w }.to_string())
 }
 
-/// Drift lines for units that must be active now and enabled for boot.
-pub(crate) fn running_drift(runner: &dyn Runner, units: &[&str]) -> Result<Vec<String>> {
+/// Drift of units that must be active now and enabled for boot.
+pub(crate) fn running_drift(runner: &dyn Runner, units: &[&str]) -> Result<Vec<Drift>> {
     let mut drift = Vec::new();
     for unit in units {
         let active = active_state(runner, unit)?;
         if active != "active" {
-            drift.push(format!("{unit} is {active}"));
+            drift.push(
+                Drift::new(*unit, format!("{unit} is {active}")).values("active", Some(active)),
+            );
         }
         let enabled = enabled_state(runner, unit)?;
         if enabled != "enabled" {
-            drift.push(format!("{unit} is not enabled for boot ({enabled})"));
+            drift.push(
+                Drift::new(*unit, format!("{unit} is not enabled for boot ({enabled})"))
+                    .values("enabled", Some(enabled)),
+            );
         }
     }
     Ok(drift)

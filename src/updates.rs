@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 
-use crate::engine::{Action, Applied, Context, Step};
+use crate::engine::{Action, Applied, Context, Drift, Step};
 use crate::fsops::{NewFile, Transaction};
 use crate::os::Family;
 use crate::runner::Cmd;
@@ -214,11 +214,18 @@ impl Step for UpdatesStep {
         Ok(applied)
     }
 
-    fn check(&self, cx: &Context) -> Result<Vec<String>> {
+    fn check(&self, cx: &Context) -> Result<Vec<Drift>> {
         let fam = family(cx)?;
-        let mut drift: Vec<String> = desired(cx, fam)?
+        let mut drift: Vec<Drift> = desired(cx, fam)?
             .into_iter()
-            .map(|(p, _, _)| format!("{} differs from brickup's updates settings", p.display()))
+            .map(|(p, _, _)| {
+                let path = p.display().to_string();
+                Drift::new(
+                    &path,
+                    format!("{path} differs from brickup's updates settings"),
+                )
+                .source(&path)
+            })
             .collect();
         if cx.live() {
             drift.extend(timer_drift(cx, fam)?);
@@ -232,7 +239,7 @@ fn enable_cmd(fam: Family) -> Cmd {
 }
 
 /// The updater's timer must be enabled and active, and its last run must not have failed.
-fn timer_drift(cx: &Context, fam: Family) -> Result<Vec<String>> {
+fn timer_drift(cx: &Context, fam: Family) -> Result<Vec<Drift>> {
     let (timer, service) = timer(fam);
     let mut drift = crate::systemd::running_drift(cx.runner, &[timer])?;
     let out = cx.runner.run(&Cmd::new("systemctl").args([
@@ -243,9 +250,13 @@ fn timer_drift(cx: &Context, fam: Family) -> Result<Vec<String>> {
     ]))?;
     let result = out.stdout.trim();
     if !result.is_empty() && result != "success" {
-        drift.push(format!(
-            "the last run of {service} failed (Result={result})"
-        ));
+        drift.push(
+            Drift::new(
+                service,
+                format!("the last run of {service} failed (Result={result})"),
+            )
+            .values("success", Some(result.to_string())),
+        );
     }
     Ok(drift)
 }

@@ -415,7 +415,7 @@ fn live_enable_goes_testing_then_verifies_then_enforces() {
     cx.set_live(true);
     runner.answer("iptables-save", 0, &format!("*filter\n:INPUT DROP [12:345]\n-A INPUT -p tcp -m tcp --dport {port} -j ACCEPT\nCOMMIT\n"), "");
     assert_eq!(
-        brickup::csf::FirewallStep.check(&cx).unwrap(),
+        messages(brickup::csf::FirewallStep.check(&cx).unwrap()),
         Vec::<String>::new()
     );
     runner.answer(
@@ -424,7 +424,7 @@ fn live_enable_goes_testing_then_verifies_then_enforces() {
         "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n",
         "",
     );
-    let drift = brickup::csf::FirewallStep.check(&cx).unwrap();
+    let drift = messages(brickup::csf::FirewallStep.check(&cx).unwrap());
     assert_eq!(drift.len(), 2, "{drift:?}");
     assert!(drift[0].contains("INPUT policy is not DROP"), "{drift:?}");
 }
@@ -722,7 +722,16 @@ fn inactive_csf_service_is_drift_that_apply_repairs() {
     cx.set_live(true);
     runner.answer_once("systemctl is-active csf.service", 3, "inactive\n", "");
     let drift = brickup::csf::FirewallStep.check(&cx).unwrap();
-    assert_eq!(drift, vec!["csf.service is inactive".to_string()]);
+    assert_eq!(
+        serde_json::to_value(&drift).unwrap(),
+        serde_json::json!([{
+            "item": "csf.service",
+            "want": "active",
+            "have": "inactive",
+            "source": null,
+            "message": "csf.service is inactive",
+        }])
+    );
 
     let before = service_calls(&runner).len();
     runner.answer_once("systemctl is-active csf.service", 3, "inactive\n", "");
@@ -735,7 +744,7 @@ fn inactive_csf_service_is_drift_that_apply_repairs() {
         "{calls:#?}"
     );
     assert_eq!(
-        brickup::csf::FirewallStep.check(&cx).unwrap(),
+        messages(brickup::csf::FirewallStep.check(&cx).unwrap()),
         Vec::<String>::new()
     );
 
@@ -865,7 +874,7 @@ fn lfd_log_without_a_syslog_daemon_is_drift_and_a_failed_apply() {
     let (root, config) = csf_root(2222);
     let runner = RecordingRunner::new();
     let cx = log_cx(root.path(), &config, &runner);
-    let drift = brickup::csf::LogStep.check(&cx).unwrap();
+    let drift = messages(brickup::csf::LogStep.check(&cx).unwrap());
     assert_eq!(drift.len(), 1, "{drift:?}");
     assert!(
         drift[0].contains("no syslog daemon installed (rsyslog.service)"),
@@ -889,7 +898,7 @@ fn stopped_syslog_is_repaired_and_the_probe_proves_sshd_log_is_written() {
 
     // rsyslog stopped and the file never written: both are named.
     runner.answer_once("systemctl is-active rsyslog.service", 3, "inactive\n", "");
-    let drift = brickup::csf::LogStep.check(&cx).unwrap();
+    let drift = messages(brickup::csf::LogStep.check(&cx).unwrap());
     assert!(
         drift.iter().any(|d| d == "rsyslog.service is inactive"),
         "{drift:?}"
@@ -921,7 +930,7 @@ fn stopped_syslog_is_repaired_and_the_probe_proves_sshd_log_is_written() {
     );
 
     assert_eq!(
-        brickup::csf::LogStep.check(&cx).unwrap(),
+        messages(brickup::csf::LogStep.check(&cx).unwrap()),
         Vec::<String>::new()
     );
     let a = brickup::csf::LogStep.apply(&cx, &mut tx).unwrap();
@@ -938,7 +947,7 @@ fn a_silent_sshd_log_is_drift() {
     let runner = RecordingRunner::new();
     units_up(&runner);
     let cx = log_cx(root.path(), &config, &runner);
-    let drift = brickup::csf::LogStep.check(&cx).unwrap();
+    let drift = messages(brickup::csf::LogStep.check(&cx).unwrap());
     assert_eq!(drift.len(), 1, "{drift:?}");
     assert!(
         drift[0].contains("SSHD_LOG /var/log/auth.log is silent"),
@@ -980,7 +989,7 @@ fn tcp_out_keeps_brickups_own_ports_open() {
     let text =
         brickup::csf::conf::apply_policy(&std::fs::read_to_string(&conf).unwrap(), &p).unwrap();
     std::fs::write(&conf, text).unwrap();
-    let drift = brickup::csf::FirewallStep.check(&cx).unwrap();
+    let drift = messages(brickup::csf::FirewallStep.check(&cx).unwrap());
     assert!(
         drift.iter().any(|d| d.contains("TCP_OUT drops port 8443")),
         "{drift:?}"
@@ -1380,4 +1389,9 @@ fn csftest_fatal_leaves_a_running_rival_firewall_running() {
         "firewalld was disabled although csf cannot run here: {:#?}\n{err}",
         runner.calls()
     );
+}
+
+/// What `check` says, one sentence per drift entry.
+fn messages(drift: Vec<brickup::engine::Drift>) -> Vec<String> {
+    drift.into_iter().map(|d| d.message).collect()
 }

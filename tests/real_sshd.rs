@@ -201,6 +201,48 @@ fn key_logs_in_and_password_is_refused_on_the_new_port() {
         "{}",
         text(&o)
     );
+    // check --json gives it as values and the line that set it.
+    let sshd_drift = || {
+        let o = brickup(&["check", "--root", r, "--config", c, "--json"]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(doc["converged"], false, "{doc}");
+        doc["drift"]["sshd"].as_array().unwrap().clone()
+    };
+    let entry = |drift: &[serde_json::Value], item: &str| {
+        drift
+            .iter()
+            .find(|d| d["item"] == item)
+            .unwrap_or_else(|| panic!("no {item}: {drift:?}"))
+            .clone()
+    };
+    let pa = entry(&sshd_drift(), "sshd passwordauthentication");
+    assert_eq!(
+        (&pa["want"], &pa["have"], &pa["source"]),
+        (
+            &serde_json::json!("no"),
+            &serde_json::json!("yes"),
+            &serde_json::json!("/etc/ssh/sshd_config:1")
+        ),
+        "{pa}"
+    );
+    // With brickup's drop-in gone, sshd's own defaults show: no file is their source.
+    std::fs::write(&main, &stock).unwrap();
+    let dropin = root.path().join("etc/ssh/sshd_config.d/00-brickup.conf");
+    let kept = std::fs::read_to_string(&dropin).unwrap();
+    std::fs::remove_file(&dropin).unwrap();
+    let drift = sshd_drift();
+    let tries = entry(&drift, "sshd maxauthtries");
+    assert_eq!(tries["have"], "6", "{tries}");
+    assert!(
+        tries["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("no config file (sshd's compiled-in default"),
+        "{tries}"
+    );
+    std::fs::write(&dropin, kept).unwrap();
+    std::fs::write(&main, format!("PasswordAuthentication yes\n{stock}")).unwrap();
 
     // A drop-in that sorts before brickup's is drift too; apply repairs both.
     let early = root.path().join("etc/ssh/sshd_config.d/00-aaa.conf");

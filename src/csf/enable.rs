@@ -14,7 +14,7 @@ use anyhow::{bail, Context as _, Result};
 
 use super::conf;
 use super::{policy, CSF_CONF};
-use crate::engine::{Action, Applied, Context, Step};
+use crate::engine::{Action, Applied, Context, Drift, Step};
 use crate::fsops::{NewFile, Transaction};
 use crate::runner::Cmd;
 
@@ -310,14 +310,19 @@ fn dump(cx: &Context, save: &str) -> Result<String> {
 }
 
 /// Ports brickup needs (report, csf download, package sources) that csf.conf's TCP_OUT would drop.
-fn blocked_own_ports(cx: &Context, conf: &str) -> Vec<String> {
+fn blocked_own_ports(cx: &Context, conf: &str) -> Vec<Drift> {
     let keys = conf::read_keys(conf);
     let out = keys.get("TCP_OUT").map(String::as_str).unwrap_or("");
     super::own_ports(cx)
         .into_iter()
         .filter(|p| !out.split(',').any(|r| in_range(r.trim(), *p)))
         .map(|p| {
-            format!("csf.conf TCP_OUT drops port {p}, which brickup's report, csf download or package sources use")
+            Drift::new(
+                "csf.conf TCP_OUT",
+                format!("csf.conf TCP_OUT drops port {p}, which brickup's report, csf download or package sources use"),
+            )
+            .values(format!("port {p} open"), Some(out.to_string()))
+            .source(CSF_CONF)
         })
         .collect()
 }
@@ -339,7 +344,7 @@ impl FirewallStep {
         systemctl(cx, &["restart", UNITS[1]])?;
         let down = crate::systemd::running_drift(cx.runner, &UNITS)?;
         if !down.is_empty() {
-            bail!("after enabling: {}", down.join("; "));
+            bail!("after enabling: {}", Drift::join(&down));
         }
         // lfd forks: `systemctl restart` returns once the parent wrote the PID file, and the
         // daemon can still die on its own checks a moment later (the unit has no Restart=).
@@ -351,7 +356,7 @@ impl FirewallStep {
                 bail!(
                     "{} s after enabling: {}",
                     LFD_SETTLE.as_secs(),
-                    down.join("; ")
+                    Drift::join(&down)
                 );
             }
         }
@@ -374,25 +379,34 @@ impl FirewallStep {
     }
 
     /// What is loaded in the kernel, not just what the file says.
-    fn rules_drift(cx: &Context) -> Result<Vec<String>> {
+    fn rules_drift(cx: &Context) -> Result<Vec<Drift>> {
         let port = cx.config.ssh.port.get();
         let dump = dump(cx, "iptables-save")?;
         let mut drift = Vec::new();
         if !dump.lines().any(|l| l.starts_with(":INPUT DROP")) {
             drift.push(
-                "the loaded IPv4 rules do not drop by default (INPUT policy is not DROP)"
-                    .to_string(),
+                Drift::new(
+                    "iptables INPUT policy",
+                    "the loaded IPv4 rules do not drop by default (INPUT policy is not DROP)",
+                )
+                .values("DROP", None)
+                .source("iptables-save"),
             );
         }
         if !rules_accept(&dump, port) {
-            drift.push(format!(
-                "the loaded IPv4 rules do not accept the SSH port {port}"
-            ));
+            drift.push(
+                Drift::new(
+                    format!("iptables TCP port {port}"),
+                    format!("the loaded IPv4 rules do not accept the SSH port {port}"),
+                )
+                .values("accepted", Some("not accepted".into()))
+                .source("iptables-save"),
+            );
         }
         Ok(drift)
     }
 
-    fn running(cx: &Context) -> Result<Vec<String>> {
+    fn running(cx: &Context) -> Result<Vec<Drift>> {
         crate::systemd::running_drift(cx.runner, &UNITS)
     }
 }
@@ -548,27 +562,41 @@ impl Step for FirewallStep {
         )))
     }
 
-    fn check(&self, cx: &Context) -> Result<Vec<String>> {
+    fn check(&self, cx: &Context) -> Result<Vec<Drift>> {
         let conf = match read_conf(cx) {
             Ok(c) => c,
             // Under --root csf (and so its csf.conf) arrives at first boot.
             Err(_) if !cx.live() => return Ok(vec![]),
-            Err(_) => return Ok(vec![format!("{CSF_CONF} is missing")]),
+            Err(_) => return Ok(vec![Drift::new(CSF_CONF, format!("{CSF_CONF} is missing"))]),
         };
-        let mut drift: Vec<String> = conf::drift(&conf, &policy(cx))
+        let mut drift: Vec<Drift> = conf::drift(&conf, &policy(cx))
             .into_iter()
             .map(|(k, found, want)| {
-                format!(
+                let message = format!(
                     "csf.conf {k} is {}, want {want:?}",
-                    found.map(|f| format!("{f:?}")).unwrap_or("missing".into())
-                )
+                    found
+                        .as_ref()
+                        .map(|f| format!("{f:?}"))
+                        .unwrap_or("missing".into())
+                );
+                Drift::new(format!("csf.conf {k}"), message)
+                    .values(want, found)
+                    .source(CSF_CONF)
             })
             .collect();
         drift.extend(blocked_own_ports(cx, &conf));
         if cx.live() {
             if !Self::enforcing(cx)? {
                 drift.push(
-                    "csf TESTING is not \"0\": the firewall is flushed every few minutes".into(),
+                    Drift::new(
+                        "csf.conf TESTING",
+                        "csf TESTING is not \"0\": the firewall is flushed every few minutes",
+                    )
+                    .values(
+                        "0",
+                        conf::read_keys(&read_conf(cx)?).get("TESTING").cloned(),
+                    )
+                    .source(CSF_CONF),
                 );
             }
             drift.extend(Self::running(cx)?);

@@ -11,7 +11,7 @@ use anyhow::{bail, Context as _, Result};
 
 use super::conf;
 use super::CSF_CONF;
-use crate::engine::{Action, Applied, Context, Step};
+use crate::engine::{Action, Applied, Context, Drift, Step};
 use crate::fsops::Transaction;
 use crate::runner::Cmd;
 
@@ -60,11 +60,12 @@ fn probe_arrives(cx: &Context, file: &str) -> Result<bool> {
     Ok(false)
 }
 
-fn drift(cx: &Context) -> Result<Vec<String>> {
+fn drift(cx: &Context) -> Result<Vec<Drift>> {
     if !crate::systemd::unit_exists(&cx.root, WRITER) {
-        return Ok(vec![format!(
+        return Ok(vec![Drift::new(WRITER, format!(
             "no syslog daemon installed ({WRITER}): nothing writes SSHD_LOG, so lfd sees no SSH failure"
-        )]);
+        ))
+        .values("installed", Some("not installed".into()))]);
     }
     if !cx.live() {
         return Ok(vec![]);
@@ -76,14 +77,25 @@ fn drift(cx: &Context) -> Result<Vec<String>> {
         if writer_up && probe_arrives(cx, &file)? {
             continue;
         }
-        drift.push(if cx.root.path(&file).exists() {
-            format!(
-                "{key} {file} is silent: a probe sent to syslog did not arrive within {} s",
-                PROBE_WAIT.as_secs()
+        let (have, message) = if cx.root.path(&file).exists() {
+            (
+                "silent",
+                format!(
+                    "{key} {file} is silent: a probe sent to syslog did not arrive within {} s",
+                    PROBE_WAIT.as_secs()
+                ),
             )
         } else {
-            format!("{key} {file} does not exist: lfd sees no SSH failure")
-        });
+            (
+                "missing",
+                format!("{key} {file} does not exist: lfd sees no SSH failure"),
+            )
+        };
+        drift.push(
+            Drift::new(format!("csf.conf {key}"), message)
+                .values("written by syslog", Some(have.into()))
+                .source(format!("{CSF_CONF} {key} = {file}")),
+        );
     }
     Ok(drift)
 }
@@ -133,12 +145,12 @@ impl Step for LogStep {
         }
         let left = drift(cx)?;
         if !left.is_empty() {
-            bail!("lfd would see no SSH failure: {}", left.join("; "));
+            bail!("lfd would see no SSH failure: {}", Drift::join(&left));
         }
         Ok(applied)
     }
 
-    fn check(&self, cx: &Context) -> Result<Vec<String>> {
+    fn check(&self, cx: &Context) -> Result<Vec<Drift>> {
         drift(cx)
     }
 }

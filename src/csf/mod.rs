@@ -14,7 +14,7 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::config::{CsfConfig, Ipv6Mode};
 use crate::download::{self, Sha256Digest};
-use crate::engine::{Action, Applied, Context, Step};
+use crate::engine::{Action, Applied, Context, Drift, Step};
 use crate::fsops::Transaction;
 use crate::runner::Cmd;
 
@@ -127,7 +127,7 @@ impl Step for DownloadStep {
         })
     }
 
-    fn check(&self, _cx: &Context) -> Result<Vec<String>> {
+    fn check(&self, _cx: &Context) -> Result<Vec<Drift>> {
         Ok(vec![])
     }
 }
@@ -375,19 +375,26 @@ impl Step for InstallStep {
         Ok(applied)
     }
 
-    fn check(&self, cx: &Context) -> Result<Vec<String>> {
+    fn check(&self, cx: &Context) -> Result<Vec<Drift>> {
         // Drift is the state now, not as the run found it.
+        let installed = |have: &str, message: String| {
+            vec![Drift::new("csf", message).values("installed", Some(have.into()))]
+        };
         Ok(match installed_version(&cx.root) {
             Some(_) => vec![],
-            None if install_interrupted(&cx.root) => {
-                vec!["csf's install was interrupted; apply runs it again".to_string()]
-            }
-            None if conf_damaged(&cx.root) => vec![format!(
-                "{CSF_CONF} is damaged (empty or no TESTING line); apply installs csf again"
-            )],
+            None if install_interrupted(&cx.root) => installed(
+                "install interrupted",
+                "csf's install was interrupted; apply runs it again".into(),
+            ),
+            None if conf_damaged(&cx.root) => installed(
+                "csf.conf damaged",
+                format!(
+                    "{CSF_CONF} is damaged (empty or no TESTING line); apply installs csf again"
+                ),
+            ),
             // Under --root the install waits for first boot (see apply).
             None if !cx.live() => vec![],
-            None => vec!["csf is not installed".to_string()],
+            None => installed("not installed", "csf is not installed".into()),
         })
     }
 }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::engine::{Action, Applied, Context, Refused, Step};
+use crate::engine::{Action, Applied, Context, Drift, Refused, Step};
 use crate::fsops::{NewFile, Transaction};
 use crate::ports::{answers, listening_ports};
 use crate::root::Root;
@@ -534,18 +534,24 @@ impl Step for SshdStep {
         Ok(applied)
     }
 
-    fn check(&self, cx: &Context) -> Result<Vec<String>> {
-        let mut drift: Vec<String> = desired(cx)?
+    fn check(&self, cx: &Context) -> Result<Vec<Drift>> {
+        let mut drift: Vec<Drift> = desired(cx)?
             .into_iter()
-            .map(|(p, _, _)| format!("{} differs from brickup's settings", p.display()))
+            .map(|(p, _, _)| {
+                let path = p.display().to_string();
+                Drift::new(&path, format!("{path} differs from brickup's settings")).source(&path)
+            })
             .collect();
-        drift.extend(hostkeys::drift(cx)?);
+        drift.extend(Drift::all("sshd host keys", hostkeys::drift(cx)?));
         drift.extend(service::effective_drift(cx)?);
         if cx.live() {
             let port = cx.config.ssh.port.get();
             drift.extend(service::listening_drift(port, cx.kept_ssh_ports())?);
             if let Err(e) = crate::login::prove(cx, port, &crate::login::families(cx)) {
-                drift.push(format!("{e:#}"));
+                drift.push(
+                    Drift::new(format!("login on port {port}"), format!("{e:#}"))
+                        .values("a key login", Some("no login".into())),
+                );
             }
         }
         Ok(drift)

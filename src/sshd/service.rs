@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 
 use super::{read_order, sshd_cmd, LockoutGuard, SSHD_CONFIG};
-use crate::engine::Context;
+use crate::engine::{Context, Drift};
 use crate::fsops::{NewFile, Transaction};
 use crate::ports::{answers, listening_ports};
 use crate::runner::Cmd;
@@ -272,7 +272,8 @@ fn culprits(cx: &Context, keyword: &str, wanted: &str) -> String {
         })
         .collect();
     if found.is_empty() {
-        "an unknown source".into()
+        // sshd -T shows sshd's own default for a keyword no file sets.
+        "no config file (sshd's compiled-in default, or an -o on its command line)".into()
     } else {
         found.join(", ")
     }
@@ -418,35 +419,47 @@ fn user_allowed(cx: &Context, eff: &BTreeMap<String, Vec<String>>, addr: IpAddr)
 }
 
 /// Drift between the effective config and brickup's settings.
-pub(crate) fn effective_drift(cx: &Context) -> Result<Vec<String>> {
+pub(crate) fn effective_drift(cx: &Context) -> Result<Vec<Drift>> {
     let Some(eff) = effective(cx)? else {
         return Ok(vec![]);
     };
     Ok(mismatches(cx, &eff)
         .into_iter()
         .map(|m| {
-            format!(
-                "sshd effective {} is {:?}, want {:?} (set by {})",
-                m.keyword,
-                m.effective,
-                m.wanted,
-                culprits(cx, &m.keyword, &m.wanted)
+            let by = culprits(cx, &m.keyword, &m.wanted);
+            Drift::new(
+                format!("sshd {}", m.keyword),
+                format!(
+                    "sshd effective {} is {:?}, want {:?} (set by {by})",
+                    m.keyword, m.effective, m.wanted
+                ),
             )
+            .values(m.wanted, Some(m.effective))
+            .source(by)
         })
         .collect())
 }
 
 /// The SSH port not listening, or port 22 listening when it is neither the port nor kept.
-pub(crate) fn listening_drift(port: u16, kept: &[u16]) -> Result<Vec<String>> {
+pub(crate) fn listening_drift(port: u16, kept: &[u16]) -> Result<Vec<Drift>> {
     let ports = listening_ports()?;
     let mut drift = Vec::new();
     for p in std::iter::once(port).chain(kept.iter().copied()) {
         if !ports.contains(&p) {
-            drift.push(format!("nothing is listening on the SSH port {p}"));
+            drift.push(
+                Drift::new(
+                    format!("sshd port {p}"),
+                    format!("nothing is listening on the SSH port {p}"),
+                )
+                .values("listening", Some("not listening".into())),
+            );
         }
     }
     if port != 22 && !kept.contains(&22) && ports.contains(&22) {
-        drift.push("port 22 is still listening".into());
+        drift.push(
+            Drift::new("sshd port 22", "port 22 is still listening")
+                .values("not listening", Some("listening".into())),
+        );
     }
     Ok(drift)
 }
