@@ -143,3 +143,52 @@ fn deferred_work_that_wrote_files_is_a_change() {
     assert_eq!(second["changed"], false, "{second}");
     assert!(said.contains("brickup: nothing to change"), "{said}");
 }
+
+/// On a node without csf yet, `plan` shows the csf.conf values apply will write (the ports it
+/// opens), not only that it will write some.
+#[test]
+fn plan_on_a_fresh_node_shows_the_firewall_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    common::plan_root(&root);
+    let cfg = dir.path().join("brickup.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 1\nupdates:\n  enabled: false\nssh:\n  port: 2222\n  password_authentication: true\n\
+             firewall:\n  masternode_ports: [pivx]\n  extra_udp_in: [51475]\n  ipv6: \"on\"\n\
+             csf:\n  url: https://example.com/csf.tgz\n  sha256: {}\n",
+            "ab".repeat(32)
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_brickup"))
+        .args(["plan", "--root"])
+        .arg(&root)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", common::text(&out));
+    let plan = String::from_utf8_lossy(&out.stdout);
+    let firewall = plan
+        .split("== firewall:")
+        .nth(1)
+        .and_then(|s| s.split("\n== ").next())
+        .unwrap_or_else(|| panic!("no firewall part: {plan}"));
+    for line in [
+        "TCP_IN = \"2222,51472\"",
+        "TCP6_IN = \"2222,51472\"",
+        "UDP_IN = \"51475\"",
+        "UDP6_IN = \"51475\"",
+        "IPV6 = \"1\"",
+        "TESTING \"1\" until SSH is proven",
+        "UDP_OUT: the tarball's own list",
+    ] {
+        assert!(firewall.contains(line), "no {line:?} in: {firewall}");
+    }
+    assert!(
+        firewall.contains("TCP_OUT = \"") && firewall.contains(",443,"),
+        "{firewall}"
+    );
+}

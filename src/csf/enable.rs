@@ -40,6 +40,28 @@ fn write_conf(cx: &Context, testing: bool) -> Result<bool> {
     Ok(changed)
 }
 
+/// On a node without csf yet: the values brickup will write once csf is installed, each key
+/// as csf.conf will have it (the rest of the file is the pinned tarball's).
+fn fresh_policy(cx: &Context) -> String {
+    let mut text = format!(
+        "once csf is installed, brickup writes into {CSF_CONF} (TESTING \"1\" until SSH is proven \
+         through the firewall, then \"0\"; every other key stays as the pinned tarball has it):"
+    );
+    let policy = policy(cx);
+    for (k, v) in &policy {
+        text.push_str(&format!("\n#   {k} = \"{v}\""));
+    }
+    if !policy.contains_key("UDP_OUT") {
+        text.push_str("\n#   UDP_OUT: the tarball's own list (firewall.udp_out is not set)");
+    }
+    if policy.get("IPV6").map(String::as_str) == Some("0") {
+        text.push_str(
+            "\n#   no TCP6_/UDP6_ lists: IPv6 is off (firewall.ipv6, or no global IPv6 address)",
+        );
+    }
+    text
+}
+
 /// csf's units, in start order (`csf.service` is `Before=lfd.service`).
 const UNITS: [&str; 2] = ["csf.service", "lfd.service"];
 /// How long lfd must stay up after its start before the firewall counts as enabled.
@@ -498,9 +520,7 @@ impl Step for FirewallStep {
 
     fn plan(&self, cx: &Context) -> Result<Vec<Action>> {
         let Ok(old) = read_conf(cx) else {
-            return Ok(vec![Action::Note(
-                "write the policy into /etc/csf/csf.conf once csf is installed".into(),
-            )]);
+            return Ok(vec![Action::Note(fresh_policy(cx))]);
         };
         let new = conf::apply_policy(&old, &wanted(cx, !cx.live()))?;
         let mut a = Vec::new();
