@@ -354,18 +354,21 @@ fn firstboot_unit_runs_after_cloud_inits_sshd_restart_without_a_cycle() {
         words(&unit_entries(&unit, "Install"), "WantedBy"),
         ["multi-user.target"]
     );
-    // The facts it builds on, from this machine's cloud-init (CI installs it): set-passwords is
-    // a config-stage module, cloud-config.service does not wait for multi-user.target (no
-    // cycle), and cloud-final.service (runcmd) does.
+    // The facts it builds on, from this machine's cloud-init (scripts/install-deps.sh installs
+    // Debian's): set-passwords is a config-stage module, cloud-config.service does not wait for
+    // multi-user.target (no cycle), and cloud-final.service (runcmd) does.
     let dir = Path::new("/lib/systemd/system");
-    let (Ok(config), Ok(fin), Ok(cfg)) = (
-        std::fs::read_to_string(dir.join("cloud-config.service")),
-        std::fs::read_to_string(dir.join("cloud-final.service")),
-        std::fs::read_to_string("/etc/cloud/cloud.cfg"),
-    ) else {
-        eprintln!("SKIP: cloud-init is not installed here");
-        return;
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}: cloud-init is not installed (scripts/install-deps.sh installs it)",
+                p.display()
+            )
+        })
     };
+    let config = read(&dir.join("cloud-config.service"));
+    let fin = read(&dir.join("cloud-final.service"));
+    let cfg = read(Path::new("/etc/cloud/cloud.cfg"));
     let c = unit_entries(&config, "Unit");
     for w in ["After", "Requires", "Wants"] {
         assert!(
