@@ -15,11 +15,17 @@ use sha2::{Digest as _, Sha256};
 use tracing::{debug, info, warn};
 
 use crate::http::HttpOptions;
+use crate::progress::{Line, Throttle};
 
 mod remote;
 
 /// Read buffer size: memory use stays at this whatever the download size.
 const BUF_SIZE: usize = 64 * 1024;
+
+/// The progress line (on a terminal) starts once a download takes this long, and is redrawn at
+/// most this often.
+const PROGRESS_AFTER: Duration = Duration::from_millis(250);
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 /// A SHA-256 digest, written as 64 lower-case hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -212,7 +218,7 @@ fn cached_copy_matches(dest: &Path, expected: &Sha256Digest) -> Result<bool> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e).with_context(|| format!("opening {}", dest.display())),
     };
-    let (actual, _) = hash_reader(file, io::sink(), u64::MAX)
+    let (actual, _) = hash_reader(file, io::sink(), u64::MAX, |_| {})
         .map_err(|e| e.into_anyhow(&dest.display().to_string()))?;
     if actual == *expected {
         return Ok(true);
@@ -253,11 +259,12 @@ impl StreamError {
 }
 
 /// Copies `reader` into `out` through one fixed buffer, hashing as it goes and stopping as soon
-/// as more than `limit` bytes arrive.
+/// as more than `limit` bytes arrive; `progress` hears the running total after each read.
 fn hash_reader(
     mut reader: impl Read,
     mut out: impl Write,
     limit: u64,
+    mut progress: impl FnMut(u64),
 ) -> Result<(Sha256Digest, u64), StreamError> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; BUF_SIZE];
@@ -275,16 +282,18 @@ fn hash_reader(
         }
         hasher.update(&buf[..n]);
         out.write_all(&buf[..n]).map_err(StreamError::Write)?;
+        progress(total);
     }
     Ok((Sha256Digest(hasher.finalize().into()), total))
 }
 
-/// Streams `reader` into a fresh `partial` (0600), fsyncs it and returns digest and size.
+/// Streams `reader` into a fresh `partial` (0600), fsyncs it and returns digest and size. On a
+/// terminal a progress line shows the bytes so far and `total` when it is known; never the URL.
 fn stream_to_partial(
     reader: impl Read,
     source: &str,
     partial: &Path,
-    limit: u64,
+    (limit, total): (u64, Option<u64>),
 ) -> Result<(Sha256Digest, u64), StreamError> {
     let mut file = OpenOptions::new()
         .write(true)
@@ -297,7 +306,13 @@ fn stream_to_partial(
     // An existing partial keeps its old mode through open(); make sure it is private.
     file.set_permissions(fs::Permissions::from_mode(0o600))
         .map_err(StreamError::Write)?;
-    let result = hash_reader(reader, &mut file, limit)?;
+    let mut line = Line::on_stderr(Throttle::new(PROGRESS_AFTER, PROGRESS_EVERY));
+    let result = hash_reader(reader, &mut file, limit, |done| {
+        line.update(|elapsed| crate::progress::transfer(done, total, elapsed));
+    });
+    // Cleared before anything else is logged, whether the stream ended or failed.
+    line.finish();
+    let result = result?;
     file.sync_all().map_err(StreamError::Write)?;
     debug!(source, bytes = result.1, "stream complete");
     Ok(result)
@@ -318,5 +333,5 @@ fn copy_file(path: &Path, shown: &str, partial: &Path, limit: u64) -> Result<(Sh
         .into());
     }
     info!(url = %shown, bytes = len, "copying local file");
-    stream_to_partial(file, shown, partial, limit).map_err(|e| e.into_anyhow(shown))
+    stream_to_partial(file, shown, partial, (limit, Some(len))).map_err(|e| e.into_anyhow(shown))
 }

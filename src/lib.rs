@@ -25,6 +25,7 @@ pub(crate) mod os;
 pub mod packages;
 pub(crate) mod patterns;
 pub mod ports;
+pub(crate) mod progress;
 pub(crate) mod redact;
 pub mod report;
 pub mod root;

@@ -13,8 +13,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _, Result};
 
+use crate::progress::{Line, Throttle};
+
 /// Default limit for one command; package installs pass a longer one.
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A command still running after this gets a progress line (on a terminal), redrawn this often.
+const PROGRESS_AFTER: Duration = Duration::from_secs(2);
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// A command to run: program, arguments, environment, working directory, timeout and an optional
 /// root to `chroot` into first.
@@ -88,6 +94,21 @@ impl Cmd {
         }
         parts.push(shell_quote(&self.program));
         parts.extend(self.args.iter().map(|a| shell_quote(a)));
+        parts.join(" ")
+    }
+
+    /// The command for a progress line: program and arguments only (the environment and the
+    /// chroot are in the debug log), any URL among them redacted.
+    fn brief(&self) -> String {
+        let word = |w: &str| {
+            if w.contains("://") {
+                crate::redact::url(w)
+            } else {
+                shell_quote(w)
+            }
+        };
+        let mut parts = vec![word(&self.program)];
+        parts.extend(self.args.iter().map(|a| word(a)));
         parts.join(" ")
     }
 }
@@ -187,11 +208,16 @@ impl Runner for SystemRunner {
         let out_reader = spawn_reader(child.stdout.take());
         let err_reader = spawn_reader(child.stderr.take());
         let start = Instant::now();
+        // Cleared when dropped: on exit, on timeout and on a failed wait alike.
+        let mut progress = Line::on_stderr(Throttle::new(PROGRESS_AFTER, PROGRESS_EVERY));
         let status = loop {
             if let Some(status) = child.try_wait()? {
                 break status;
             }
+            progress
+                .update(|elapsed| format!("  running {} ({} s)", cmd.brief(), elapsed.as_secs()));
             if start.elapsed() > cmd.timeout {
+                progress.finish();
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(anyhow!(
@@ -202,6 +228,7 @@ impl Runner for SystemRunner {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
+        progress.finish();
         let stdout = out_reader.join().unwrap_or_default();
         let stderr = err_reader.join().unwrap_or_default();
         let code = status.code().unwrap_or(128 + signal_of(&status));
@@ -453,6 +480,19 @@ mod tests {
     fn recording_runner_fails_on_an_unused_answer_once() {
         let r = RecordingRunner::new();
         r.answer_once("systemctl restart ssh", 1, "", "failed");
+    }
+
+    #[test]
+    fn progress_names_program_and_arguments_but_no_secret_in_a_url() {
+        let c = Cmd::new("apt-get")
+            .env("http_proxy", "http://u:pw@proxy:3128")
+            .args(["install", "-y", "libwww-perl"])
+            .arg("https://u:pw@mirror.example/x.deb?sig=s3cret")
+            .chroot(Path::new("/mnt/img"));
+        assert_eq!(
+            c.brief(),
+            "apt-get install -y libwww-perl https://***@mirror.example/x.deb?***"
+        );
     }
 
     #[test]

@@ -175,11 +175,16 @@ fn download_once(
         };
         return Err(AttemptError::Fatal(e.into()));
     }
-    let (digest, bytes) = stream_to_partial(body.into_reader(), shown, partial, opts.max_size)
-        .map_err(|e| match e {
-            StreamError::Read(_) => AttemptError::Retry(e.into_anyhow(shown)),
-            _ => AttemptError::Fatal(e.into_anyhow(shown)),
-        })?;
+    let (digest, bytes) = stream_to_partial(
+        body.into_reader(),
+        shown,
+        partial,
+        (opts.max_size, announced),
+    )
+    .map_err(|e| match e {
+        StreamError::Read(_) => AttemptError::Retry(e.into_anyhow(shown)),
+        _ => AttemptError::Fatal(e.into_anyhow(shown)),
+    })?;
     if let Some(len) = announced.filter(|&len| len != bytes) {
         let e = anyhow!("{shown}: received {bytes} bytes but Content-Length announced {len}");
         return Err(AttemptError::Retry(e));
