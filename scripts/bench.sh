@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 runs=${BENCH_RUNS:-10}
 
 cargo build --release --locked --target x86_64-unknown-linux-musl -q
-bin=target/x86_64-unknown-linux-musl/release/brickup
+bin=${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-musl/release/brickup
 echo "binary: size_bytes=$(stat -c %s "$bin") gzip9_bytes=$(gzip -9c "$bin" | wc -c)"
 
 # Peak RSS and wall time of one command (python's getrusage on the child).

@@ -30,7 +30,8 @@ node_build() {
     local t=$SECONDS
     (cd "$VM_REPO_DIR" && cargo build --release --locked --target x86_64-unknown-linux-musl -q) ||
         { fail "building brickup"; return 1; }
-    export BRICKUP_BIN=$VM_REPO_DIR/target/x86_64-unknown-linux-musl/release/brickup
+    # cargo builds where CARGO_TARGET_DIR says, when it is set.
+    export BRICKUP_BIN=${CARGO_TARGET_DIR:-$VM_REPO_DIR/target}/x86_64-unknown-linux-musl/release/brickup
     vm_stage "brickup built ($((SECONDS - t)) s); building the fixture csf $CSF_VERSION tarball"
     # The script prints the tarball's path (its name follows upstream's; do not guess it).
     BRICKUP_CSF_TARBALL=$(bash "$VM_REPO_DIR/scripts/make-fixture-csf.sh" "$VM_WORK/fixture" "$CSF_VERSION" | tail -n1)
