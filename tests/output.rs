@@ -110,14 +110,7 @@ fn commands_run_are_debug_lines() {
 #[test]
 fn deferred_work_that_wrote_files_is_a_change() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    common::plan_root(&root);
-    let cfg = dir.path().join("brickup.yaml");
-    std::fs::write(
-        &cfg,
-        "version: 1\nupdates:\n  enabled: false\nssh:\n  port: 2222\n  password_authentication: true\n",
-    )
-    .unwrap();
+    let (root, cfg) = common::plan_root_and_config(dir.path(), "");
     let apply = || {
         let out = Command::new(env!("CARGO_BIN_EXE_brickup"))
             .args(["apply", "--json", "--root"])
@@ -153,19 +146,14 @@ fn deferred_work_that_wrote_files_is_a_change() {
 #[test]
 fn plan_on_a_fresh_node_shows_the_firewall_policy() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    common::plan_root(&root);
-    let cfg = dir.path().join("brickup.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "version: 1\nupdates:\n  enabled: false\nssh:\n  port: 2222\n  password_authentication: true\n\
-             firewall:\n  masternode_ports: [pivx]\n  extra_udp_in: [51475]\n  ipv6: \"on\"\n\
+    let (root, cfg) = common::plan_root_and_config(
+        dir.path(),
+        &format!(
+            "firewall:\n  masternode_ports: [pivx]\n  extra_udp_in: [51475]\n  ipv6: \"on\"\n\
              csf:\n  url: https://example.com/csf.tgz\n  sha256: {}\n",
             "ab".repeat(32)
         ),
-    )
-    .unwrap();
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_brickup"))
         .args(["plan", "--root"])
         .arg(&root)

@@ -8,14 +8,7 @@ mod common;
 #[test]
 fn status_shows_the_last_run_without_a_report_section() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    common::plan_root(&root);
-    let cfg = dir.path().join("brickup.yaml");
-    std::fs::write(
-        &cfg,
-        "version: 1\nupdates:\n  enabled: false\nssh:\n  port: 2222\n  password_authentication: true\n",
-    )
-    .unwrap();
+    let (root, cfg) = common::plan_root_and_config(dir.path(), "");
     let brickup = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_brickup"))
             .args(args)

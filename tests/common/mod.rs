@@ -236,3 +236,19 @@ pub fn plan_root(root: &Path) {
     )
     .unwrap();
 }
+
+/// A [`plan_root`] at DIR/root and a config at DIR/brickup.yaml: port 2222, passwords on, no
+/// key, updates off, then `extra` (more YAML at the top level). Returns (root, config).
+pub fn plan_root_and_config(dir: &Path, extra: &str) -> (PathBuf, PathBuf) {
+    let root = dir.join("root");
+    plan_root(&root);
+    let cfg = dir.join("brickup.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 1\nupdates:\n  enabled: false\nssh:\n  port: 2222\n  password_authentication: true\n{extra}"
+        ),
+    )
+    .unwrap();
+    (root, cfg)
+}
