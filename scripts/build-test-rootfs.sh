@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds (once, cached outside the repo) what the real-part tests use:
-#   $CACHE/rootfs-<suite>/     a Debian minbase rootfs with openssh-server (real sshd, real apt) and
+#   $CACHE/rootfs-<suite>/     a Debian minbase rootfs with openssh-server (real sshd, real apt), sudo
+#                              (the created admin user's rule, checked by the real visudo) and
 #                              iproute2 (brickup's login proof; Debian's cloud images have it)
 #   $CACHE/apt-<suite>/        a flat apt repository with csf's prerequisites, unattended-upgrades and their
 #                              dependencies, so the rootfs's apt-get installs them offline, and
@@ -23,7 +24,7 @@ fi
 mkdir -p "$cache"
 rm -rf "$rootfs.new" "$repo.new"
 echo "building $rootfs (mmdebstrap, about a minute)"
-mmdebstrap --variant=minbase --include=openssh-server,passwd,ca-certificates,iproute2 \
+mmdebstrap --variant=minbase --include=openssh-server,passwd,sudo,ca-certificates,iproute2 \
   "$suite" "$rootfs.new" http://deb.debian.org/debian
 # The prerequisites' .debs, resolved against exactly this rootfs.
 mkdir -p "$repo.new"

@@ -214,6 +214,12 @@ pub trait Step {
     /// Drift of the effective state, one entry each. Read-only.
     fn check(&self, cx: &Context) -> Result<Vec<Drift>>;
     /// Does this step's desired state hold sshd's ports (so a port move's last pass reruns it)?
+    /// Whether applying it can change what [`Facts`] read of `ssh.user` (the user step creates
+    /// the user): the engine reads the user again after it.
+    fn changes_user(&self) -> bool {
+        false
+    }
+
     fn holds_ssh_ports(&self) -> bool {
         false
     }
@@ -331,6 +337,9 @@ fn apply_steps(cx: &Context, steps: &[Box<dyn Step>]) -> RunResult {
     if let Some(refused) = preflight(cx, steps) {
         return refused;
     }
+    // Refreshed below when a step creates the user: the port move and the closing access check
+    // log in as the user as it now is.
+    let mut cx = cx.clone();
     let mut moving = cx.clone();
     moving.keep_old_ports = true;
     let mut results = Vec::new();
@@ -344,6 +353,10 @@ fn apply_steps(cx: &Context, steps: &[Box<dyn Step>]) -> RunResult {
         }
         let (result, w, e) = apply_one(&moving, step.as_ref());
         wrote |= w;
+        if step.changes_user() {
+            moving.facts.reread_user(&cx.root, cx.config);
+            cx.facts.user = moving.facts.user.clone();
+        }
         if step.name() == "sshd" && e.is_none() && result.outcome != Outcome::Skipped {
             sshd_done = Some(process_start().elapsed());
         }
@@ -351,12 +364,12 @@ fn apply_steps(cx: &Context, steps: &[Box<dyn Step>]) -> RunResult {
         error = e;
     }
     if error.is_none() && !cx.facts.old_ssh_ports.is_empty() {
-        let (result, w, e) = finish_port_move(cx, steps);
+        let (result, w, e) = finish_port_move(&cx, steps);
         wrote |= w;
         results.push(result);
         error = e;
     }
-    keep_access(cx, steps, When::After, &mut results, &mut error);
+    keep_access(&cx, steps, When::After, &mut results, &mut error);
     RunResult {
         steps: results,
         error,

@@ -60,6 +60,24 @@ pub(crate) struct User {
     pub(crate) gid: u32,
     pub(crate) home: PathBuf,
     pub(crate) shell: PathBuf,
+    /// Not in `/etc/passwd` yet: `ssh.create_user` asks for it, and plan and preflight see the
+    /// user as the user step will create it. Its uid and gid are `u32::MAX` ("no change" to
+    /// chown) until then; the engine reads the user again once the user step has run.
+    pub(crate) to_create: bool,
+}
+
+impl User {
+    /// The user `ssh.create_user` will create: its home as the user step makes it.
+    fn planned(name: &str, create: &crate::config::CreateUser) -> User {
+        User {
+            name: name.to_string(),
+            uid: u32::MAX,
+            gid: u32::MAX,
+            home: crate::account::home(name),
+            shell: create.shell.clone(),
+            to_create: true,
+        }
+    }
 }
 
 impl Facts {
@@ -75,7 +93,7 @@ impl Facts {
             global_ipv6: false,
             os: crate::os::detect(root).map_err(flat),
             openssh: None,
-            user: user(root, &config.ssh.user).map_err(flat),
+            user: wanted_user(root, config),
             authorized_keys_file: crate::sshd::authorized_keys_file(root).map_err(flat),
             sshd_service,
             sshd_socket: Ok(false),
@@ -104,6 +122,11 @@ impl Facts {
         self.os.clone().map_err(|e| anyhow!(e))
     }
 
+    /// Read `ssh.user` again (the user step may just have created it).
+    pub(crate) fn reread_user(&mut self, root: &Root, config: &Config) {
+        self.user = wanted_user(root, config);
+    }
+
     pub(crate) fn user(&self) -> Result<&User> {
         self.user.as_ref().map_err(|e| anyhow!(e.clone()))
     }
@@ -124,26 +147,44 @@ fn flat(e: anyhow::Error) -> String {
     format!("{e:#}")
 }
 
-/// Look `name` up in the root's `/etc/passwd`.
-fn user(root: &Root, name: &str) -> Result<User> {
+/// `ssh.user` as found, or as `ssh.create_user` will make it.
+fn wanted_user(root: &Root, config: &Config) -> Result<User, String> {
+    let name = &config.ssh.user;
+    match passwd_user(root, name) {
+        Ok(Some(u)) => Ok(u),
+        Ok(None) => match &config.ssh.create_user {
+            Some(create) => Ok(User::planned(name, create)),
+            None => Err(format!("user {name:?} not found in /etc/passwd")),
+        },
+        Err(e) => Err(flat(e)),
+    }
+}
+
+/// Look `name` up in the root's `/etc/passwd`; None when it has no such entry.
+pub(crate) fn passwd_user(root: &Root, name: &str) -> Result<Option<User>> {
     let path = root.path("/etc/passwd");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() >= 7 && f[0] == name).then(|| -> Option<User> {
-                Some(User {
-                    name: name.to_string(),
-                    uid: f[2].parse().ok()?,
-                    gid: f[3].parse().ok()?,
-                    home: PathBuf::from(f[5]),
-                    shell: PathBuf::from(f[6]),
-                })
-            })?
-        })
-        .next()
-        .with_context(|| format!("user {name:?} not found in /etc/passwd"))
+    for l in text.lines() {
+        let f: Vec<&str> = l.split(':').collect();
+        if f.len() < 7 || f[0] != name {
+            continue;
+        }
+        let id = |i: usize| {
+            f[i].parse().with_context(|| {
+                format!("{}: {name}'s entry has a bad id {:?}", path.display(), f[i])
+            })
+        };
+        return Ok(Some(User {
+            name: name.to_string(),
+            uid: id(2)?,
+            gid: id(3)?,
+            home: PathBuf::from(f[5]),
+            shell: PathBuf::from(f[6]),
+            to_create: false,
+        }));
+    }
+    Ok(None)
 }
 
 /// Is sshd socket-activated? Before its first start (`--early`) the socket is not active yet:

@@ -247,6 +247,28 @@ impl Transaction {
         Ok(true)
     }
 
+    /// Remove the file at the host path (backed up and noted for rollback like a write).
+    /// Returns whether there was one.
+    pub(crate) fn remove(&mut self, host_path: &Path) -> Result<bool> {
+        let host = self.root.resolve_host(host_path)?;
+        let (parent, name) = split(&host)?;
+        if !self.real(parent).is_dir() {
+            return Ok(false);
+        }
+        let dir = self.root.open_dir(parent)?;
+        let Some((_, current)) = read_at(&dir, name, &self.real(&host))? else {
+            return Ok(false);
+        };
+        let (content, mode, uid, gid) = &current;
+        self.backup_once(&host, content, *mode, *uid, *gid)?;
+        self.note(&host, Some(current), None);
+        rustix::fs::unlinkat(&dir, name, AtFlags::empty())
+            .with_context(|| format!("removing {}", self.real(&host).display()))?;
+        sync_dir_fd(&dir, &self.real(parent))?;
+        tracing::info!(path = %host_path.display(), "removed");
+        Ok(true)
+    }
+
     fn note(&mut self, host: &Path, before: Option<Before>, tree: Option<UserTree>) {
         if !self.originals.iter().any(|o| o.host == host) {
             self.originals.push(Original {

@@ -1,6 +1,7 @@
 //! brickup: first-boot hardening for masternode VPSes - SSH key, sshd, csf firewall, and a signed
 //! status report - converged safely, once at first boot and again by hand for repair.
 
+pub(crate) mod account;
 pub mod archive;
 pub(crate) mod authorized_keys;
 #[cfg(feature = "testing")]

@@ -3,7 +3,7 @@
 //! applying under the engine, and the `started`/`finished` reports. The CLI only parses
 //! arguments and prints.
 //!
-//! The order shrinks the window in which the VPS is exposed: SSH key, sshd, then the csf download
+//! The order shrinks the window in which the VPS is exposed: the admin user, SSH key, sshd, then the csf download
 //! (verified before anything is installed), prerequisites, security updates, csf install,
 //! firewall policy, and the log files lfd watches.
 
@@ -20,6 +20,7 @@ use crate::runner::SystemRunner;
 /// The steps, in order.
 pub(crate) fn steps() -> Vec<Box<dyn Step>> {
     vec![
+        Box::new(crate::account::UserStep),
         Box::new(crate::keys::KeysStep),
         Box::new(crate::sshd::SshdStep),
         Box::new(crate::csf::DownloadStep),
@@ -31,9 +32,11 @@ pub(crate) fn steps() -> Vec<Box<dyn Step>> {
     ]
 }
 
-/// The steps `firstboot --early` runs before sshd first starts: the SSH key and sshd.
+/// The steps `firstboot --early` runs before sshd first starts: the admin user, the SSH key and
+/// sshd.
 pub(crate) fn early_steps() -> Vec<Box<dyn Step>> {
     vec![
+        Box::new(crate::account::UserStep),
         Box::new(crate::keys::KeysStep),
         Box::new(crate::sshd::SshdStep),
     ]

@@ -198,7 +198,7 @@ fn overridden_default_is_drift() {
 }
 
 #[test]
-fn firstboot_early_runs_only_keys_and_sshd_once() {
+fn firstboot_early_runs_only_the_user_keys_and_sshd_once() {
     let root = copy_rootfs();
     let keys = tempfile::tempdir().unwrap();
     let (_key, public) = keypair(keys.path());
@@ -218,7 +218,7 @@ fn firstboot_early_runs_only_keys_and_sshd_once() {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["ssh-key", "sshd"], "{}", text(&o));
+    assert_eq!(names, ["user", "ssh-key", "sshd"], "{}", text(&o));
     assert!(dropin(root.path()).contains("PasswordAuthentication no"));
     let record: serde_json::Value = serde_json::from_slice(
         &std::fs::read(root.path().join("var/lib/brickup/firstboot-early.json")).unwrap(),

@@ -358,6 +358,7 @@ mod tests {
             gid: 1000,
             home: "/home/mn".into(),
             shell: "/bin/bash".into(),
+            to_create: false,
         };
         assert_eq!(
             expand_keys_file(".ssh/authorized_keys", &u),

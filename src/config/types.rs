@@ -184,10 +184,54 @@ pub(crate) struct SshConfig {
     /// then asked (`sshd -T -C`) whether it admits each one.
     #[serde(default)]
     pub(crate) owner_addresses: Vec<std::net::IpAddr>,
+    /// Create `ssh.user` when the node has no such user (the early run does it, before sshd
+    /// first starts). Absent: the user must already exist.
+    #[serde(default)]
+    pub(crate) create_user: Option<CreateUser>,
 }
 
 fn default_user() -> String {
     "root".to_string()
+}
+
+/// How brickup creates `ssh.user` (`ssh.create_user`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateUser {
+    /// Login shell; must exist on the node.
+    #[serde(default = "default_shell")]
+    pub(crate) shell: PathBuf,
+    /// Supplementary groups (they must exist); the user is kept in them.
+    #[serde(default)]
+    pub(crate) groups: Vec<String>,
+    /// How the user becomes root.
+    #[serde(default)]
+    pub(crate) sudo: SudoPolicy,
+}
+
+fn default_shell() -> PathBuf {
+    PathBuf::from("/bin/bash")
+}
+
+/// `ssh.create_user.sudo`. The created user has no password (logins are by key), so a sudo that
+/// asks for one could never be satisfied: either sudo asks nothing, or there is no sudo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SudoPolicy {
+    /// `USER ALL=(ALL:ALL) NOPASSWD: ALL` in `/etc/sudoers.d/brickup-USER`, checked by `visudo`:
+    /// whoever holds the SSH key is root.
+    #[default]
+    Nopasswd,
+    /// No sudo rule: root only from the provider's console (root's SSH login is refused).
+    None,
+}
+
+/// A user name `useradd` takes without `--badname` (shadow's default rule), at most 32 bytes.
+pub(crate) fn creatable_user_name(name: &str) -> bool {
+    let mut c = name.chars();
+    c.next().is_some_and(|f| f.is_ascii_lowercase() || f == '_')
+        && c.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-".contains(c))
+        && name.len() <= 32
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -326,6 +370,39 @@ pub(crate) fn package_name_ok(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "+-._:".contains(c))
 }
 
+impl CreateUser {
+    fn validate(&self, user: &str, p: &mut Vec<(String, String)>) {
+        if user == "root" {
+            p.push((
+                "ssh.create_user".into(),
+                "root always exists: create_user is for a named admin user (set ssh.user)".into(),
+            ));
+        } else if !creatable_user_name(user) {
+            p.push((
+                "ssh.user".into(),
+                format!(
+                    "{user:?} cannot be created: useradd takes lowercase letters, digits, `_` and \
+                     `-`, starting with a letter or `_`, at most 32 characters"
+                ),
+            ));
+        }
+        if !self.shell.is_absolute() {
+            p.push((
+                "ssh.create_user.shell".into(),
+                format!("{} is not an absolute path", self.shell.display()),
+            ));
+        }
+        for (i, g) in self.groups.iter().enumerate() {
+            if !creatable_user_name(g) {
+                p.push((
+                    format!("ssh.create_user.groups[{i}]"),
+                    format!("{g:?} is not a group name"),
+                ));
+            }
+        }
+    }
+}
+
 impl SshConfig {
     fn validate(&self, p: &mut Vec<(String, String)>) {
         let user_ok = !self.user.is_empty()
@@ -339,6 +416,9 @@ impl SshConfig {
                 "ssh.user".into(),
                 "not a user name (letters, digits, `._-`, not starting with `-`)".into(),
             ));
+        }
+        if let Some(create) = &self.create_user {
+            create.validate(&self.user, p);
         }
         for (i, line) in self.authorized_keys.iter().enumerate() {
             if let Err(e) = authorized_keys::PublicKey::parse(line) {

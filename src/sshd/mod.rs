@@ -438,10 +438,12 @@ impl Step for SshdStep {
     /// Before anything changes: the user can log in at all, the port is free for sshd, and no
     /// packet filter brickup does not manage stands between the owner and a new port.
     fn preflight(&self, cx: &Context) -> Result<()> {
-        let user = cx
-            .facts
-            .user()
-            .map_err(|_| Refused::error("ssh.user", "no such user in the target's /etc/passwd"))?;
+        let user = cx.facts.user().map_err(|e| {
+            Refused::error(
+                "ssh.user",
+                format!("{e:#} (ssh.create_user has brickup create it)"),
+            )
+        })?;
         let shell = user.shell.to_string_lossy();
         if shell.ends_with("nologin") || shell.ends_with("/false") || shell.is_empty() {
             return Err(Refused::error(
@@ -455,7 +457,8 @@ impl Step for SshdStep {
                 format!("the user's login shell {shell} does not exist"),
             ));
         }
-        if !cx.root.path(&user.home).is_dir() {
+        // A user still to create gets its home from the user step.
+        if !user.to_create && !cx.root.path(&user.home).is_dir() {
             return Err(Refused::error(
                 "ssh.user",
                 format!("the user's home {} does not exist", user.home.display()),
