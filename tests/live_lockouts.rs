@@ -457,6 +457,40 @@ fn firstboot_early_proves_the_candidate_before_sshd_first_starts() {
     );
 }
 
+/// At a first boot systemd's `/run/nologin` ("System is booting up") keeps every user but root
+/// out until systemd-user-sessions.service, which comes after the early run: a login proof as a
+/// named admin user would always fail there (pam_nologin: "Access denied ... by PAM account
+/// configuration"; seen in a VM). The early run holds the file aside for its proof only and puts
+/// it back; the real sshd then keeps refusing that user while it is there, and lets them in once
+/// it is gone, as after the boot (the control that the file is what gates the login).
+#[test]
+fn firstboot_early_proves_a_named_user_while_the_boot_still_says_nologin() {
+    let lr = LiveRoot::new("early_nologin");
+    let nologin = "System is booting up. Unprivileged users are not permitted to log in yet.\n";
+    lr.write("/run/nologin", nologin);
+    let mut c = LiveConfig::new(PORT);
+    c.user = Some("mnadmin");
+    let o = early_run(&lr, &c);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "early: {out}");
+    assert!(out.contains("the owner's login is proven"), "{out}");
+    assert_eq!(lr.read("/run/nologin"), nologin, "put back: {out}");
+    let during = lr.host_ssh_as("mnadmin", lr.addr4(), PORT, "echo key-login-ok");
+    assert!(
+        !stdout(&during).contains("key-login-ok"),
+        "while /run/nologin is there sshd refuses mnadmin: {}",
+        text(&during)
+    );
+    std::fs::remove_file(lr.path("/run/nologin")).unwrap();
+    let after = lr.host_ssh_as("mnadmin", lr.addr4(), PORT, "echo key-login-ok");
+    assert!(
+        stdout(&after).contains("key-login-ok"),
+        "{}\n{out}\n{}",
+        text(&after),
+        lr.diagnostics()
+    );
+}
+
 /// The early run failed naming `why` (exit 3), left no candidate for sshd's first start, and the
 /// image's own config serves the provider's password on 22 afterwards. Returns the output.
 fn early_failed(lr: &LiveRoot, c: &LiveConfig, why: &str) -> String {

@@ -48,6 +48,7 @@ pub(crate) fn prove(cx: &Context, port: u16) -> Result<String> {
     };
     std::fs::create_dir_all(cx.root.path("/run/sshd")).context("creating /run/sshd")?;
     let families = wait_for_address(cx)?;
+    let _held = NologinHeld::take(cx)?;
     let port_opt = format!("Port={port}");
     let mut cmd = Command::new(bin);
     cmd.args([
@@ -89,6 +90,53 @@ pub(crate) fn prove(cx: &Context, port: u16) -> Result<String> {
             tail.join(" | ")
         ))
     })
+}
+
+/// systemd's boot-time `/run/nologin` ("System is booting up"), held aside while the proof runs
+/// and put back when it ends. Its pam_nologin refuses every user but root until
+/// systemd-user-sessions.service removes it; the early run comes before that unit (cloud-init.service
+/// and brickup-early.service are both ordered Before= it), so a login proof as a named user would
+/// otherwise always fail there ("Access denied ... by PAM account configuration"), while the same
+/// login works once the boot is done. Being before that unit is also why putting the file back
+/// cannot undo its removal. Root's proof needs nothing held; an `/etc/nologin` (an admin's) is
+/// never touched. Should brickup die in between, the file stays away: non-root key logins are
+/// then let in a few seconds before the boot would let them, never locked out.
+struct NologinHeld {
+    file: std::path::PathBuf,
+    held: std::path::PathBuf,
+}
+
+const RUN_NOLOGIN: &str = "/run/nologin";
+
+impl NologinHeld {
+    fn take(cx: &Context) -> Result<Option<NologinHeld>> {
+        let file = cx.root.path(RUN_NOLOGIN);
+        if cx.config.ssh.user == "root" || std::fs::symlink_metadata(&file).is_err() {
+            return Ok(None);
+        }
+        let dir = cx.root.path("/run/brickup");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let held = dir.join("nologin.held");
+        std::fs::rename(&file, &held).with_context(|| {
+            format!(
+                "holding {RUN_NOLOGIN} aside for the login proof as {}",
+                cx.config.ssh.user
+            )
+        })?;
+        tracing::info!(
+            "held {RUN_NOLOGIN} (the boot's \"not yet\" for users other than root) aside while the login proof runs"
+        );
+        Ok(Some(NologinHeld { file, held }))
+    }
+}
+
+impl Drop for NologinHeld {
+    fn drop(&mut self) {
+        match std::fs::rename(&self.held, &self.file) {
+            Ok(()) => tracing::info!("{RUN_NOLOGIN} put back"),
+            Err(e) => tracing::warn!("cannot put {RUN_NOLOGIN} back: {e}"),
+        }
+    }
 }
 
 /// The families the host has a global address of, waiting for one (bootcmd can run before

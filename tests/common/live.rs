@@ -112,6 +112,8 @@ pub struct LiveConfig {
     pub key_line: Option<String>,
     /// `ssh.owner_addresses`.
     pub owner_addresses: Vec<IpAddr>,
+    /// `ssh.user`, created by brickup (`ssh.create_user`, sudo nopasswd); None: root.
+    pub user: Option<&'static str>,
 }
 
 impl LiveConfig {
@@ -129,6 +131,7 @@ impl LiveConfig {
             csf: true,
             key_line: None,
             owner_addresses: vec![],
+            user: None,
         }
     }
 }
@@ -578,6 +581,13 @@ impl LiveRoot {
                 1,
             );
         }
+        if let Some(user) = c.user {
+            y = y.replacen(
+                "ssh:\n",
+                &format!("ssh:\n  user: {user}\n  create_user: {{}}\n"),
+                1,
+            );
+        }
         if !c.extra_packages.is_empty() {
             y.push_str(&format!(
                 "packages:\n  extra: [{}]\n",
@@ -634,6 +644,11 @@ impl LiveRoot {
 
     /// A real `ssh` key login from the host side of the veth, running `cmd`.
     pub fn host_ssh(&self, addr: IpAddr, port: u16, cmd: &str) -> Output {
+        self.host_ssh_as("root", addr, port, cmd)
+    }
+
+    /// [`LiveRoot::host_ssh`] as `user`.
+    pub fn host_ssh_as(&self, user: &str, addr: IpAddr, port: u16, cmd: &str) -> Output {
         run(Command::new("ssh")
             .args([
                 "-o",
@@ -651,7 +666,7 @@ impl LiveRoot {
                 "-i",
             ])
             .arg(&self.key)
-            .args(["-p", &port.to_string(), &format!("root@{addr}"), cmd])
+            .args(["-p", &port.to_string(), &format!("{user}@{addr}"), cmd])
             .stdin(Stdio::null()))
     }
 
