@@ -204,6 +204,27 @@ fn every_documented_exit_code_is_what_the_command_gives() {
             );
             assert_eq!(o.status.code(), Some(2), "{cmd}: {}", text(&o));
         }
+        // Values sshd accepts one by one but not with brickup's own: `password` in
+        // AuthenticationMethods is fine on today's config (passwords on) and impossible beside
+        // the drop-in's `PasswordAuthentication no`. Both refuse before any change (before, plan
+        // said 0 and apply wrote the drop-in and failed its `sshd -t` with 3).
+        let h = Host::new("");
+        let cfg = std::fs::read_to_string(&h.config).unwrap();
+        let together = "ssh:\n  settings:\n    AuthenticationMethods: \"publickey,password\"\n";
+        std::fs::write(&h.config, cfg.replace("ssh:\n", together)).unwrap();
+        for cmd in ["plan", "apply"] {
+            let o = h.run(&[cmd]);
+            assert!(
+                text(&o)
+                    .contains("ssh.settings: the target's sshd rejects brickup's candidate config")
+                    && text(&o).contains("AuthenticationMethods cannot be satisfied"),
+                "{}",
+                text(&o)
+            );
+            assert_eq!(o.status.code(), Some(2), "{cmd}: {}", text(&o));
+            let dropin = h.root.path().join("etc/ssh/sshd_config.d/00-brickup.conf");
+            assert!(!dropin.exists(), "{cmd} wrote the drop-in");
+        }
     }
 
     // 3: a run that fails (the csf tarball cannot be fetched), recorded as failed.

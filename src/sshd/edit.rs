@@ -149,10 +149,19 @@ pub fn disable_before_include(text: &str, keywords: &[String]) -> String {
 /// The settings as sshd_config lines, one each: a line break (or any control character) in a
 /// keyword or value becomes a space, so a value can never add a directive of its own.
 pub(crate) fn render(settings: &Settings) -> String {
+    one_line_settings(settings)
+        .iter()
+        .map(|(k, v)| format!("{k} {v}\n"))
+        .collect()
+}
+
+/// The settings as `render` writes them: a control character in a keyword or value becomes a
+/// space.
+pub(crate) fn one_line_settings(settings: &Settings) -> Settings {
     let one_line = |s: &str| s.replace(|c: char| c.is_control(), " ");
     settings
         .iter()
-        .map(|(k, v)| format!("{} {}\n", one_line(k), one_line(v)))
+        .map(|(k, v)| (one_line(k), one_line(v)))
         .collect()
 }
 

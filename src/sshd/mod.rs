@@ -96,30 +96,51 @@ fn read_file(root: &Root, host: &Path, out: &mut Vec<Directive>, depth: usize) -
     Ok(())
 }
 
-/// Each of `ssh.settings` as the target's own sshd judges it (`sshd -t -o KEYWORD=VALUE` on the
-/// current config), so a value sshd rejects is refused before any change (exit 2, naming the
-/// config's own field) by `plan` and `apply` alike, not found at the generated drop-in's line
-/// once written. Without an sshd or its host keys (an image) the check is left to the apply's
-/// `sshd -t` of the candidate.
+/// The candidate as the target's own sshd judges it, before any change, so `plan` and `apply`
+/// refuse alike (exit 2, naming the config's own field) what the apply's `sshd -t` of the
+/// written drop-in would otherwise find at the drop-in's line: first each of `ssh.settings`
+/// alone (`sshd -t -o KEYWORD=VALUE` on the current config), then everything brickup writes at
+/// once, as `-o` options, which win over the files as the drop-in does (sshd keeps the first
+/// value it reads). The second catches values sshd accepts one by one but not together, such as
+/// an `AuthenticationMethods` naming `password` beside brickup's `PasswordAuthentication no`, and
+/// brickup's own crypto lists. Without an sshd or its host keys (an image) the check is left to
+/// the apply's `sshd -t` of the written candidate.
 fn settings_accepted(cx: &Context) -> Result<()> {
     let Some(sshd) = sshd_cmd(&cx.root) else {
         return Ok(());
     };
-    for (k, v) in &cx.config.ssh.settings {
-        let cmd = sshd
-            .clone()
-            .args(["-t", "-f", SSHD_CONFIG, "-o", &format!("{k}={v}")]);
+    // Ok(None): accepted, or sshd cannot judge anything here (no host keys, no /run/sshd).
+    let rejects = |options: Vec<String>| -> Result<Option<String>> {
+        let mut cmd = sshd.clone().args(["-t", "-f", SSHD_CONFIG]);
+        for o in options {
+            cmd = cmd.arg("-o").arg(o);
+        }
         let out = cx.runner.run(&cmd)?;
-        if out.success() {
-            continue;
-        }
         let said = crate::runner::tail(&out.stderr, &out.stdout);
-        if said.contains("no hostkeys available") || said.contains("Missing privilege separation") {
-            return Ok(());
+        let unjudged =
+            said.contains("no hostkeys available") || said.contains("Missing privilege separation");
+        Ok((!out.success() && !unjudged).then_some(said))
+    };
+    for (k, v) in &cx.config.ssh.settings {
+        if let Some(said) = rejects(vec![format!("{k}={v}")])? {
+            return Err(Refused::error(
+                format!("ssh.settings.{k}"),
+                format!("the target's sshd rejects it: {said}"),
+            ));
         }
+    }
+    let candidate = edit::one_line_settings(&settings(cx));
+    if let Some(said) = rejects(candidate.iter().map(|(k, v)| format!("{k}={v}")).collect())? {
+        let field = if cx.config.ssh.settings.is_empty() {
+            "ssh"
+        } else {
+            "ssh.settings"
+        };
         return Err(Refused::error(
-            format!("ssh.settings.{k}"),
-            format!("the target's sshd rejects it: {said}"),
+            field,
+            format!(
+                "the target's sshd rejects brickup's candidate config (its settings with yours, as the drop-in would hold them): {said}"
+            ),
         ));
     }
     Ok(())
