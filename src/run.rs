@@ -1,5 +1,5 @@
 //! A whole brickup run, as the CLI drives it: the steps in their order, loading the config (an
-//! invalid one is still reported when its report section is usable), gathering the facts once,
+//! invalid one is still recorded, and reported when its report section is usable), gathering the facts once,
 //! applying under the engine, and the `started`/`finished` reports. The CLI only parses
 //! arguments and prints.
 //!
@@ -85,8 +85,9 @@ fn config_path(root: &Root, path: Option<&Path>) -> PathBuf {
         .unwrap_or_else(|| root.path(config::DEFAULT_PATH))
 }
 
-/// Like [`load`], but a config that fails validation is still reported (as `failed`, with the
-/// reasons) when its `report` section alone is usable: the owner learns why nothing happened.
+/// Like [`load`], but a config that fails validation is still recorded for `brickup status` (as
+/// `failed`, with the reasons) and sent when its `report` section alone is usable: the owner
+/// learns why nothing happened.
 pub(crate) fn load_or_report(
     root: &Root,
     path: Option<&Path>,
@@ -100,35 +101,56 @@ pub(crate) fn load_or_report(
 }
 
 fn report_invalid_config(root: &Root, path: &std::path::Path, e: &anyhow::Error) {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return;
-    };
-    let Ok(doc) = serde_norway::from_str::<serde_norway::Value>(&text) else {
-        return;
-    };
-    let Some(section) = doc.get("report") else {
-        return;
-    };
-    let Ok(cfg) = serde_norway::from_value::<report::ReportConfig>(section.clone()) else {
-        return;
-    };
-    if !cfg.validate().is_empty() {
-        return;
-    }
+    // A ConfigError means the file was read; text the YAML parser refused leaves no section.
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let doc = serde_norway::from_str::<serde_norway::Value>(&text).ok();
     let port = doc
-        .get("ssh")
+        .as_ref()
+        .and_then(|d| d.get("ssh"))
         .and_then(|s| s.get("port"))
         .and_then(|p| p.as_u64())
         .and_then(|p| u16::try_from(p).ok())
         .unwrap_or(0);
     let facts = RunFacts::gather(root, text.as_bytes(), port);
-    let doc = facts.finished(
+    let failed = facts.finished(
         Vec::new(),
         crate::csf::firewall_state(root),
         Some(e),
         time::OffsetDateTime::now_utc(),
     );
-    report::deliver(root, &cfg, &doc);
+    match usable_report_section(doc.as_ref()) {
+        Ok(cfg) => {
+            report::deliver(root, &cfg, &failed);
+        }
+        Err(why) => {
+            tracing::warn!("the failure is recorded for `brickup status` only: {why}");
+            report::record(root, &failed);
+        }
+    }
+}
+
+/// The `report` section of a config that failed validation, if it can be used by itself.
+fn usable_report_section(
+    doc: Option<&serde_norway::Value>,
+) -> std::result::Result<report::ReportConfig, String> {
+    let doc = doc.ok_or("the config is not YAML, so no report can be sent")?;
+    let section = doc
+        .get("report")
+        .ok_or("the config has no report section, so no report is sent")?;
+    let cfg = serde_norway::from_value::<report::ReportConfig>(section.clone())
+        .map_err(|e| format!("its report section is unusable too ({e}), so no report is sent"))?;
+    let problems = cfg.validate();
+    if !problems.is_empty() {
+        return Err(format!(
+            "its report section is unusable too ({}), so no report is sent",
+            problems
+                .iter()
+                .map(|(field, msg)| format!("{field}: {msg}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
+    Ok(cfg)
 }
 
 /// Converge under the run lock, reporting `started` and `finished`; used by `apply` and
