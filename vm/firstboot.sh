@@ -3,7 +3,8 @@
 # `brickup render-userdata`, real cloud-init runs `brickup firstboot`, and everything is checked
 # from outside the VM.
 #
-# usage: vm/firstboot.sh [--suite bookworm|trixie|bullseye] [--ssh-socket] [--case ok|baked|bad-sha|lockout|foreign-fw] [--demo]
+# usage: vm/firstboot.sh [--suite bookworm|trixie|bullseye] [--ssh-socket] [--admin-user]
+#                        [--case ok|baked|bad-sha|lockout|foreign-fw] [--demo]
 #   ok       hardened, reachable, firewall enforcing, report signed and succeeded, csf.service and
 #            lfd.service active+enabled, SSHD_LOG written with sshd's failures (what lfd reads),
 #            check/rerun/drift repair (incl. a stopped rsyslog), reboot keeps everything; the
@@ -22,6 +23,10 @@
 #   foreign-fw  the provider left its own iptables ruleset (INPUT DROP, 22 open): brickup refuses
 #            before any change, early and in the first-boot run; the report names it, password SSH
 #            on 22 untouched, the ruleset still there
+#   --admin-user  (ok, baked) the owner logs in as a named user brickup creates (ssh.user: mnadmin,
+#            ssh.create_user, sudo nopasswd): the provider also put the key in root's
+#            authorized_keys, root is refused, mnadmin's key login works, `sudo -n` works, and
+#            every other check runs through mnadmin's sudo
 #   --demo   after the checks, print how to log in and keep the VM until Enter is pressed
 # csf comes the way users get it: the fixture tarball is served at the upstream release URL's
 # path, http://10.0.2.100/Aetherinox/csf-firewall/releases/download/15.10/csf-firewall-v15.10.tgz
@@ -29,15 +34,16 @@
 # Last line: "N passed, N failed"; exit status non-zero on any failure.
 set -uo pipefail
 
-SUITE=bookworm SSH_SOCKET=() CASE=ok DEMO=0
+SUITE=bookworm SSH_SOCKET=() CASE=ok DEMO=0 ADMIN_USER=""
 ARGS=("$@")
 while (($#)); do
     case "$1" in
         --suite) SUITE=$2; shift 2 ;;
         --ssh-socket) SSH_SOCKET=(--ssh-socket); shift ;;
+        --admin-user) ADMIN_USER=mnadmin; shift ;;
         --case) CASE=$2; shift 2 ;;
         --demo) DEMO=1; shift ;;
-        *) echo "usage: $0 [--suite S] [--ssh-socket] [--case ok|baked|bad-sha|lockout|foreign-fw] [--demo]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--suite S] [--ssh-socket] [--admin-user] [--case ok|baked|bad-sha|lockout|foreign-fw] [--demo]" >&2; exit 2 ;;
     esac
 done
 
@@ -94,6 +100,11 @@ node_serve
 node_receiver
 
 # --- the operator's part: a config and user-data from render-userdata ---------------------
+if [[ -n $ADMIN_USER ]]; then
+    NODE_SSH_EXTRA="  user: $ADMIN_USER
+  create_user:
+    groups: [adm]"
+fi
 node_config "$VM_WORK/brickup.yaml" "$SSH_PORT"
 node_render "$VM_WORK/brickup.yaml" "$VM_WORK/user-data" || exit 1
 if [[ $CASE == lockout ]]; then
@@ -119,7 +130,12 @@ if [[ $CASE == baked ]]; then
     printf '#cloud-config\nwrite_files:\n  - path: /etc/brickup/brickup.yaml\n    permissions: %s\n    encoding: b64\n    content: %s\n' \
         "'0600'" "$(base64 -w0 <"$VM_WORK/brickup.yaml")" >"$VM_WORK/user-data"
 fi
-node_provider "$VM_WORK/user-data"
+PROVIDER_CMDS=()
+# The provider put the owner's key in root's authorized_keys (as Hetzner does for a chosen key):
+# root's refusal is then sshd's PermitRootLogin, not a missing key.
+[[ -n $ADMIN_USER ]] &&
+    PROVIDER_CMDS+=("[sh, -c, 'mkdir -p -m 700 /root/.ssh && echo \"$(cat "$VM_SSH_KEY.pub")\" >> /root/.ssh/authorized_keys']")
+node_provider "$VM_WORK/user-data" "${PROVIDER_CMDS[@]}"
 mkdir -p "$VM_WORK/seed"
 cp "$VM_WORK/user-data" "$VM_WORK/seed/user-data"
 vm_stage "booting the VM (qemu TCG: no KVM here, so everything is slow)"
@@ -360,6 +376,37 @@ ipv6_checks() {
     vm_ssh "ip netns del bu6; rm -f /root/probe6.py"
 }
 
+# --- the named admin user (--admin-user) ---------------------------------------------------
+# root_key_refused - root's key login is refused by sshd (Permission denied, publickey offered),
+# with the same key that logs mnadmin in.
+root_key_refused() {
+    local err
+    err=$(vm_ssh_as root true 2>&1) && { echo "    root logged in with the key"; return 1; }
+    grep -q 'Permission denied' <<<"$err" && return 0
+    echo "    root login failed otherwise: $(tr '\n' ' ' <<<"$err" | cut -c1-200)"
+    return 1
+}
+# admin_is_itself - a key login as the admin user, without sudo, runs as that user (not uid 0).
+admin_is_itself() {
+    local who
+    who=$(vm_ssh_as "$ADMIN_USER" 'echo "$(id -un) $(id -u)"')
+    echo "    id: $who"
+    [[ $who == "$ADMIN_USER "[1-9]* ]]
+}
+admin_user_checks() {
+    local key
+    key=$(awk '{print $2}' "$VM_SSH_KEY.pub")
+    check "key login as $ADMIN_USER gives a shell as $ADMIN_USER itself (uid not 0)" admin_is_itself
+    check "sudo -n true works for $ADMIN_USER (sudo: nopasswd, the default)" vm_ssh_as "$ADMIN_USER" "sudo -n true"
+    check "$ADMIN_USER's password is locked (no password login possible)" \
+        vm_ssh "passwd -S $ADMIN_USER | awk '{exit \$2 == \"L\" ? 0 : 1}'"
+    check "control: root's authorized_keys holds the owner's key (the provider put it there)" \
+        vm_ssh "grep -qF '$key' /root/.ssh/authorized_keys"
+    check "the key goes to $ADMIN_USER's authorized_keys" vm_ssh "grep -qF '$key' /home/$ADMIN_USER/.ssh/authorized_keys"
+    check "sshd refuses root (sshd -T: permitrootlogin no)" vm_ssh "sshd -T | grep -qx 'permitrootlogin no'"
+    check "root's key login is refused by sshd" root_key_refused
+}
+
 case "$CASE" in
 lockout)
     check "report says failed" test "$STATUS" == '"failed"'
@@ -400,7 +447,9 @@ ok | baked)
     check "report's firewall state is enforcing" test "$(report_field finished firewall)" == '"enforcing"'
     check "report's SSH port is $SSH_PORT" test "$(report_field finished sshPort)" == "$SSH_PORT"
     VM_SSH_PORT=${VM_FWD[$SSH_PORT]}
-    check "SSH with the key works on port $SSH_PORT" vm_wait_ssh 120
+    [[ -z $ADMIN_USER ]] || VM_SSH_USER=$ADMIN_USER
+    check "SSH with the key works on port $SSH_PORT (as $VM_SSH_USER)" vm_wait_ssh 120
+    [[ -z $ADMIN_USER ]] || admin_user_checks
     if [[ $CASE == ok ]]; then
         protect_ssh_audit "$VM_SSH_PORT"
         protect_updates
@@ -519,7 +568,7 @@ if [[ $DEMO == 1 && $FAIL == 0 ]]; then
     tail -n1 "$VM_RECV_OUT" | python3 -m json.tool | head -40
     echo
     echo "Log in with:"
-    echo "  ssh -i $VM_SSH_KEY -p $VM_SSH_PORT -o UserKnownHostsFile=/dev/null root@127.0.0.1"
+    echo "  ssh -i $VM_SSH_KEY -p $VM_SSH_PORT -o UserKnownHostsFile=/dev/null $VM_SSH_USER@127.0.0.1"
     echo "Serial console log: $VM_SERIAL_LOG"
     read -r -p "Press Enter to stop the VM... " _ || true
 fi

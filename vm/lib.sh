@@ -293,10 +293,21 @@ vm_ssh_opts() {
 }
 
 # vm_ssh CMD... - run CMD in the guest as $VM_SSH_USER with the test key (exit code passes).
+# A login user other than root (ssh.create_user) runs CMD through its sudo rule, non-interactive
+# (`sudo -n`): a rule that asks for a password fails every such call.
 vm_ssh() {
+    local cmd=("$@")
+    [[ $VM_SSH_USER == root ]] || cmd=("sudo -n bash -c $(printf %q "$*")")
+    vm_ssh_as "$VM_SSH_USER" "${cmd[@]}"
+}
+
+# vm_ssh_as USER CMD... - CMD as USER itself with the test key, no sudo (exit code passes).
+vm_ssh_as() {
+    local user=$1
+    shift
     # shellcheck disable=SC2046
     ssh $(vm_ssh_opts) -o BatchMode=yes -o IdentitiesOnly=yes -i "$VM_SSH_KEY" \
-        "$VM_SSH_USER@127.0.0.1" "$@" </dev/null
+        "$user@127.0.0.1" "$@" </dev/null
 }
 
 # vm_ssh_password PASSWORD CMD... - password-only login (keys and agent disabled).

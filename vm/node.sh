@@ -8,7 +8,8 @@
 #                                 image/build-image.sh); sources disk.env
 #   node_serve                    the static server: the apt repo, brickup, csf at its upstream path
 #   node_receiver [OUT]           brickup receive with a fresh HMAC secret ($HMAC); sets VM_RECV_OUT
-#   node_config FILE PORT [YAML]  an operator's brickup.yaml (FILE), SSH on PORT, YAML appended
+#   node_config FILE PORT [YAML]  an operator's brickup.yaml (FILE), SSH on PORT, YAML appended;
+#                                 $NODE_SSH_EXTRA (lines indented by two) goes in its ssh section
 #   node_render CONFIG OUT        `brickup render-userdata` for CONFIG (nocloud, binary fetched)
 #   node_provider OUT [BOOTCMD...]
 #                                 what a VPS provider adds to the user-data OUT: root's password
@@ -75,6 +76,7 @@ ssh:
   port: $port
   authorized_keys:
     - $(cat "$VM_SSH_KEY.pub")
+${NODE_SSH_EXTRA:-}
 firewall:
   masternode_ports: [pivx]
 csf:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # vm/test.sh - the VM tests (run by scripts/test after the fast tests).
-# Default (CI): first boots of Debian 12 with ssh.service and with ssh.socket, a baked image, the
-# three failure boots (bad sha256, lockout, a provider's foreign ruleset), and the fault matrix's
+# Default (CI): first boots of Debian 12 with ssh.service and with ssh.socket (the owner logs in
+# as a named user brickup creates, root refused), a baked image, the three failure boots (bad
+# sha256, lockout, a provider's foreign ruleset), and the fault matrix's
 # default set (vm/faults.sh). BRICKUP_VM_FULL=1 adds Debian 13 and 11 and every fault case.
 # Prints each run's time (whole run, first boot, reboot), the fault matrix's summary line and the
 # total at the end. Last line: "N passed, N failed" over all checks; non-zero exit on any failure
@@ -10,7 +11,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 runs=(
     "vm/firstboot.sh --case ok"
-    "vm/firstboot.sh --case ok --ssh-socket"
+    "vm/firstboot.sh --case ok --ssh-socket --admin-user"
     "vm/firstboot.sh --case baked"
     "vm/firstboot.sh --case bad-sha"
     "vm/firstboot.sh --case lockout"
