@@ -169,12 +169,14 @@ ssh_banner() {
 # password_refused_at HOSTPORT - a password login is refused by sshd itself: ssh fails with
 # sshd's "Permission denied (METHODS)" and METHODS has neither password nor
 # keyboard-interactive. Any other failure (connection refused, timeout, no banner) fails it,
-# after two more tries when nothing answered: reset, refused, or no banner within 30 s (a first
-# boot under TCG can keep sshd from answering within ssh's 10 s: CI saw "Connection timed out
-# during banner exchange" once, and the next checks over SSH passed).
+# after more tries (up to 8, 5 s apart) when nothing answered: reset, refused, or no banner
+# within 30 s (a first boot under TCG can keep sshd from answering within ssh's 10 s: CI saw
+# "Connection timed out during banner exchange" once, and the next checks over SSH passed; and
+# after a power cut at the first login, the retried first-boot run's sshd restarts reset three
+# tries over 15 s while key logins worked before and after).
 password_refused_at() {
     local err rc methods try
-    for try in 1 2 3; do
+    for try in 1 2 3 4 5 6 7 8; do
         err=$(SSHPASS=$PASSWORD sshpass -e ssh -p "$1" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
             -o PubkeyAuthentication=no -o PreferredAuthentications=password,keyboard-interactive \
             -o NumberOfPasswordPrompts=1 -o ConnectTimeout=30 root@127.0.0.1 true 2>&1 </dev/null)
