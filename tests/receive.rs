@@ -101,6 +101,13 @@ fn sample_report(root_dir: &Path) -> report::Report {
     )
 }
 
+/// The report `body` with another `finishedAt`: another report, as the receiver sees it.
+fn finished_later(body: &[u8]) -> Vec<u8> {
+    let mut doc: Value = serde_json::from_slice(body).unwrap();
+    doc["finishedAt"] = Value::String("2026-12-04T00:00:01Z".into());
+    serde_json::to_vec(&doc).unwrap()
+}
+
 fn lines(out: &Path) -> Vec<Value> {
     let text = fs::read_to_string(out).unwrap_or_default();
     text.lines()
@@ -220,9 +227,10 @@ fn accepts_a_signed_report_and_refuses_the_rest() {
     assert_eq!(get.status().as_u16(), 405);
 
     assert_eq!(lines(&out).len(), 1, "nothing refused was appended");
-    // A second good report is appended as its own line (signed a second earlier: the sender's
-    // signature may be for this very second, and a repeated signature is a replay).
-    assert_eq!(post(rx.addr, &signed(HMAC, ts - 1, &body), &body), 200);
+    // A second good report (another body: the same one is stored once) is appended as its own
+    // line.
+    let second = finished_later(&body);
+    assert_eq!(post(rx.addr, &signed(HMAC, ts, &second), &second), 200);
     assert_eq!(lines(&out).len(), 2);
     assert_eq!(
         rx.printed(),
@@ -434,7 +442,7 @@ fn a_slow_client_is_cut_off_at_the_deadline() {
 }
 
 #[test]
-fn a_replayed_signature_is_refused() {
+fn a_replayed_signature_is_refused_and_a_retried_body_stored_once() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r.jsonl");
     let rx = Running::start(&out);
@@ -453,11 +461,15 @@ fn a_replayed_signature_is_refused() {
     let padded = signed_head(&format!("0{ts}"), &signature, &body);
     assert_eq!(raw(rx.addr, &padded, &body).0, 409, "zero-padded timestamp");
     assert_eq!(lines(&out).len(), 1, "the replays were not stored");
-    // The same report signed anew (as the sender does on each retry) is a new delivery.
+    // The same report signed anew (as the sender does on each retry, when an answer was lost)
+    // is answered as delivered and stored once.
     let again = report::sign(&Secret::new(HMAC), ts - 1, &body);
     let fresh = signed_head(&(ts - 1).to_string(), &again, &body);
     assert_eq!(raw(rx.addr, &fresh, &body).0, 200);
-    assert_eq!(lines(&out).len(), 2);
+    assert_eq!(lines(&out).len(), 1, "a retried body is one line");
+    // Another report is a second line.
+    assert_eq!(send_signed(rx.addr, &finished_later(&body)).0, 200);
+    assert_eq!(lines(&out).len(), 2, "another body is stored");
     rx.finish();
 }
 
@@ -548,4 +560,77 @@ fn fifty_slow_clients_do_not_starve_twenty_senders() {
     assert_eq!(rx.printed().lines().count(), SENDERS * EACH);
     drop(slow);
     rx.finish();
+}
+
+/// The real sender through a relay that loses the receiver's first answer (the connection is
+/// closed once the request went through, as when an attempt times out while the receiver syncs
+/// its file): the sender retries, signed anew, and the report is one line, not two.
+#[test]
+fn a_retry_after_a_lost_answer_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.jsonl");
+    let rx = Running::start(&out);
+    let relay = TcpListener::bind("127.0.0.1:0").unwrap();
+    let relay_addr = relay.local_addr().unwrap();
+    let target = rx.addr;
+    let relayed = thread::spawn(move || {
+        let mut lost = 0;
+        for n in 0..2 {
+            let (mut client, _) = relay.accept().unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut upstream = TcpStream::connect(target).unwrap();
+            let request = read_request(&mut client);
+            upstream.write_all(&request).unwrap();
+            let mut answer = Vec::new();
+            upstream.read_to_end(&mut answer).unwrap();
+            assert_eq!(status_of(&String::from_utf8_lossy(&answer)), 200);
+            if n == 0 {
+                // The receiver stored it and answered; the client never hears.
+                lost += 1;
+                drop(client);
+            } else {
+                client.write_all(&answer).unwrap();
+            }
+        }
+        lost
+    });
+    let mut cfg = ReportConfig::new(format!("http://{relay_addr}/hook"));
+    cfg.token = Some(Secret::new(TOKEN));
+    cfg.hmac_secret = Some(Secret::new(HMAC));
+    let root = Root::new(dir.path());
+    // The retry waits at least 1.1 s (half the base, the jitter's least), so it is signed in
+    // another second: a new signature, not a replay the receiver would refuse with 409.
+    let sender = Sender::new(&root, &cfg)
+        .unwrap()
+        .with_backoff_base(Duration::from_millis(2200));
+    sender
+        .send(&sample_report(&dir.path().join("root")))
+        .unwrap();
+    assert_eq!(relayed.join().unwrap(), 1, "the first answer was lost");
+    assert_eq!(lines(&out).len(), 1, "{:?}", lines(&out));
+    rx.finish();
+}
+
+/// One HTTP request with a Content-Length body, as the client sent it.
+fn read_request(stream: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0; 4096];
+    loop {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "the client closed before a whole request");
+        got.extend_from_slice(&buf[..n]);
+        let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&got[..end]).to_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        if got.len() >= end + 4 + length {
+            return got;
+        }
+    }
 }

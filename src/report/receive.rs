@@ -1,6 +1,6 @@
 //! A small receiver for brickup's status reports (`brickup receive`): checks the bearer token
 //! and the HMAC signature described in `report/sign.rs`, refuses replayed signatures, appends each
-//! accepted report as one line to a JSON-lines file and prints a one-line summary. It reads
+//! accepted report once (`stored.rs`: a retry of a stored body is not a second line) as one line to a JSON-lines file and prints a one-line summary. It reads
 //! requests itself (`http.rs`, with a deadline per connection) on a bounded pool of threads
 //! (`server.rs` says why), so a slow client cannot hold up the others.
 
@@ -8,6 +8,7 @@ mod handle;
 mod http;
 mod replay;
 mod server;
+mod stored;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;

@@ -1,6 +1,7 @@
 //! What the receiver does with one connection: read the request in time, check content type,
 //! token, signature and freshness, refuse a replayed signature, store the report as one JSON line
-//! and print its summary with control characters escaped.
+//! (once: a body stored already is answered 200 again, not stored twice) and print its summary
+//! with control characters escaped.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -11,9 +12,11 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
+use sha2::{Digest as _, Sha256};
 
 use super::http::{self, Refusal, Request};
 use super::replay::ReplayCache;
+use super::stored::{Claim, StoredReports};
 use super::{printable, signature_bytes, verify, verify_token, ReceiveOptions, VerifyError};
 use crate::report::{self, Report, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
@@ -26,6 +29,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) struct Handler<'a> {
     opts: &'a ReceiveOptions,
     replay: Mutex<ReplayCache>,
+    stored: Mutex<StoredReports>,
     summaries: Mutex<&'a mut (dyn Write + Send)>,
     appending: Mutex<()>,
 }
@@ -51,6 +55,7 @@ impl<'a> Handler<'a> {
         Handler {
             opts,
             replay: Mutex::new(ReplayCache::new()),
+            stored: Mutex::new(StoredReports::new()),
             summaries: Mutex::new(summaries),
             appending: Mutex::new(()),
         }
@@ -62,23 +67,26 @@ impl<'a> Handler<'a> {
         let deadline = Instant::now() + self.opts.read_timeout;
         let result = http::read_request(&mut stream, deadline, MAX_BODY)
             .and_then(|request| self.handle(&request));
-        let (code, reason, drain) = match result {
-            Ok(()) => (200, "ok".to_string(), false),
+        let (code, reason, drain, retry_after) = match result {
+            Ok(()) => (200, "ok".to_string(), false, None),
             Err(r) => {
                 // The reason can quote what the client sent.
                 let reason = printable(&r.reason);
                 tracing::warn!("refused a report from {peer}: {} {reason}", r.code);
-                (r.code, reason, r.drain)
+                (r.code, reason, r.drain, r.retry_after)
             }
         };
-        let allow: &[(&str, &str)] = if code == 405 {
-            &[("Allow", "POST")]
-        } else {
-            &[]
-        };
+        let retry_after = retry_after.map(|s| s.to_string());
+        let mut headers: Vec<(&str, &str)> = Vec::new();
+        if code == 405 {
+            headers.push(("Allow", "POST"));
+        }
+        if let Some(secs) = &retry_after {
+            headers.push(("Retry-After", secs));
+        }
         let sent = stream
             .set_write_timeout(Some(WRITE_TIMEOUT))
-            .and_then(|()| http::respond(&mut stream, code, &reason, allow));
+            .and_then(|()| http::respond(&mut stream, code, &reason, &headers));
         if let Err(e) = sent {
             tracing::debug!("answering {peer}: {e}");
         }
@@ -106,13 +114,33 @@ impl<'a> Handler<'a> {
                 return Err(Refusal::new(409, why));
             }
         }
+        let digest: [u8; 32] = Sha256::digest(&request.body).into();
+        match lock(&self.stored).claim(digest) {
+            Claim::New => {}
+            Claim::Stored => {
+                // The same body signed anew: a retry whose answer was lost, or a resent report.
+                tracing::info!(
+                    "{} came again (a retry or a resend): stored once already",
+                    summary(&report)
+                );
+                return Ok(());
+            }
+            Claim::Storing => {
+                return Err(Refusal::busy(
+                    1,
+                    "this report is being stored by an earlier attempt; try again",
+                ))
+            }
+        }
         if let Err(e) = self.store(&value, &report) {
             tracing::error!("{e:#}");
+            lock(&self.stored).release(&digest);
             if let Some(s) = &signed {
                 lock(&self.replay).release(&s.mac);
             }
             return Err(Refusal::new(500, "cannot store the report"));
         }
+        lock(&self.stored).stored(&digest);
         Ok(())
     }
 

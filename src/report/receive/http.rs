@@ -36,6 +36,8 @@ pub(crate) struct Refusal {
     pub(crate) reason: String,
     /// The client may still be sending: close gently so it can read the answer.
     pub(crate) drain: bool,
+    /// Seconds for a `Retry-After` header: try again soon.
+    pub(crate) retry_after: Option<u32>,
 }
 
 impl Refusal {
@@ -45,6 +47,15 @@ impl Refusal {
             code,
             reason,
             drain: false,
+            retry_after: None,
+        }
+    }
+
+    /// A 503 the client should retry after `secs`.
+    pub(crate) fn busy(secs: u32, reason: impl Into<String>) -> Refusal {
+        Refusal {
+            retry_after: Some(secs),
+            ..Refusal::new(503, reason)
         }
     }
 
