@@ -34,7 +34,9 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
+
+use nix::fcntl::{Flock, FlockArg};
 use std::time::{Duration, Instant};
 
 use super::{apt_repo, keypair, test_rootfs, text};
@@ -47,9 +49,21 @@ pub const CONFIG_IN_ROOT: &str = "/etc/brickup/brickup.yaml";
 pub const ROOT_PASSWORD: &str = "correct-horse-battery-staple";
 const PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Live roots run one at a time: two cores are shared, and brickup's own time limits (sshd must
-/// answer within 20 s, a syslog probe within 5 s) should not race other apt-get runs.
-static SERIAL: Mutex<()> = Mutex::new(());
+/// Live roots run one at a time, across test threads and test processes (cargo-nextest runs
+/// each test in its own): two cores are shared, and brickup's own time limits (sshd must answer
+/// within 20 s, a syslog probe within 5 s) should not race other apt-get runs. An flock on a
+/// file in cargo's temp dir for integration tests; the kernel drops it if the process dies.
+fn one_live_root_at_a_time() -> Flock<fs::File> {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("live-roots.lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    Flock::lock(file, FlockArg::LockExclusive)
+        .unwrap_or_else(|(_, e)| panic!("locking {}: {e}", path.display()))
+}
 
 /// Mounts the overlay and the API filesystems, then becomes PID 1 (`systemd`) in the root.
 /// Arguments: lower upper work merged brickup-binary apt-repo.
@@ -152,7 +166,8 @@ pub struct LiveRoot {
     pub public_key: String,
     pub tarball_sha256: String,
     tmp: tempfile::TempDir,
-    _serial: MutexGuard<'static, ()>,
+    /// Released last, once the root's namespaces are gone.
+    _serial: Flock<fs::File>,
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -238,7 +253,7 @@ impl LiveRoot {
     /// `name` is the test's, for the wall time printed when the root is dropped.
     pub fn new(name: &'static str) -> LiveRoot {
         require_root_and_tools();
-        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let serial = one_live_root_at_a_time();
         let since = Instant::now();
         let tmp = tempfile::tempdir().unwrap();
         let [upper, work, merged, keys, out] =
