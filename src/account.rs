@@ -20,11 +20,6 @@ const SUDOERS_DIR: &str = "/etc/sudoers.d";
 /// A scratch copy of the candidate rule for `visudo -cf` (sudo never reads this directory).
 const CHECK_DIR: &str = "/run/brickup";
 
-/// The home `useradd` makes for a created user.
-pub(crate) fn home(user: &str) -> PathBuf {
-    Path::new("/home").join(user)
-}
-
 /// brickup's sudo rule for `user`. A creatable name has no `.`, so sudo's `@includedir` reads it
 /// (it skips names with a `.` or ending in `~`).
 fn sudoers_path(user: &str) -> PathBuf {
@@ -43,7 +38,7 @@ fn useradd_cmd(cx: &Context, user: &str, create: &CreateUser) -> Cmd {
     let mut cmd = Cmd::new("useradd").chroot(cx.root.dir()).args([
         "--create-home",
         "--home-dir",
-        &home(user).display().to_string(),
+        &crate::passwd::home(user).display().to_string(),
         "--shell",
         &create.shell.display().to_string(),
         "--user-group",
@@ -259,7 +254,7 @@ impl Step for UserStep {
         let name = &cx.config.ssh.user;
         let mut done = Vec::new();
         // Read now, not from the facts: an earlier pass may have made it.
-        let created = match crate::facts::passwd_user(&cx.root, name)? {
+        let created = match crate::passwd::passwd_user(&cx.root, name)? {
             Some(_) => false,
             None => {
                 cx.runner.check(&useradd_cmd(cx, name, create))?;
@@ -268,7 +263,7 @@ impl Step for UserStep {
             }
         };
         let rest = (|| -> Result<()> {
-            let Some(user) = crate::facts::passwd_user(&cx.root, name)? else {
+            let Some(user) = crate::passwd::passwd_user(&cx.root, name)? else {
                 bail!("useradd succeeded but {name} is not in /etc/passwd");
             };
             let missing = missing_groups(cx, name, user.gid, create)?;
@@ -326,7 +321,7 @@ impl Step for UserStep {
     fn check(&self, cx: &Context) -> Result<Vec<Drift>> {
         let create = create(cx);
         let name = &cx.config.ssh.user;
-        let Some(user) = crate::facts::passwd_user(&cx.root, name)? else {
+        let Some(user) = crate::passwd::passwd_user(&cx.root, name)? else {
             return Ok(vec![Drift::new(
                 "user",
                 format!("user {name} does not exist"),

@@ -6,33 +6,14 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 pub use crate::drift::Drift;
 use crate::facts::Facts;
 use crate::fsops::Transaction;
+pub use crate::outcome::{Outcome, Status, StepResult};
 use crate::root::Root;
 use crate::runner::Runner;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    Unchanged,
-    Changed,
-    Failed,
-    Skipped,
-    Deferred,
-}
-
-/// One step's result, as printed by `apply --json` and sent in the report.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct StepResult {
-    pub name: String,
-    pub outcome: Outcome,
-    pub duration_ms: u64,
-    pub message: String,
-}
 
 /// Everything a step may look at.
 #[derive(Clone)]
@@ -73,9 +54,13 @@ impl<'a> Context<'a> {
     /// Ask the running system for the rest of the host's facts, once, before planning,
     /// applying or checking (those the root's files give were read by [`Context::new`]).
     pub(crate) fn with_facts(mut self) -> Result<Self> {
-        let mut facts = self.facts.clone();
-        facts.ask(&self)?;
-        self.facts = facts;
+        let probe = crate::sshd::effective::Probe {
+            root: &self.root,
+            runner: self.runner,
+            ssh: &self.config.ssh,
+            kept: &[],
+        };
+        self.facts.ask(&probe, self.live, self.early)?;
         Ok(self)
     }
 
@@ -283,8 +268,8 @@ impl RunResult {
     }
 
     /// The run's status as the report states it.
-    pub fn status(&self) -> crate::report::Status {
-        crate::report::Status::of(&self.steps, self.failed())
+    pub fn status(&self) -> Status {
+        Status::of(&self.steps, self.failed())
     }
 }
 
@@ -650,7 +635,7 @@ mod tests {
         assert_eq!(r.steps.len(), 1, "{:?}", r.steps);
         assert_eq!(r.steps[0].name, "access");
         assert_eq!(r.steps[0].outcome, Outcome::Failed);
-        assert_eq!(r.status(), crate::report::Status::Failed);
+        assert_eq!(r.status(), Status::Failed);
         let e = format!("{:#}", r.error.expect("the run fails"));
         assert!(
             e.contains("keeping SSH reachable (firewall) failed: iptables-save: exit 4"),

@@ -9,16 +9,16 @@
 //! sshd config and the ports sshd listens on (the sshd step rewrites and restarts it), and whether
 //! ssh.service is running (restarts stop and start it).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{anyhow, Result};
 
 use crate::config::Config;
-use crate::engine::Context;
 use crate::os::Os;
+use crate::passwd::{passwd_user, User};
 use crate::root::Root;
 use crate::sshd::crypto::OpensshVersion;
+use crate::sshd::effective::Probe;
 
 /// The host as found at the start of a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,34 +52,6 @@ pub struct Facts {
     pub(crate) csf_version: Option<String>,
 }
 
-/// A user's passwd entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct User {
-    pub(crate) name: String,
-    pub(crate) uid: u32,
-    pub(crate) gid: u32,
-    pub(crate) home: PathBuf,
-    pub(crate) shell: PathBuf,
-    /// Not in `/etc/passwd` yet: `ssh.create_user` asks for it, and plan and preflight see the
-    /// user as the user step will create it. Its uid and gid are `u32::MAX` ("no change" to
-    /// chown) until then; the engine reads the user again once the user step has run.
-    pub(crate) to_create: bool,
-}
-
-impl User {
-    /// The user `ssh.create_user` will create: its home as the user step makes it.
-    fn planned(name: &str, create: &crate::config::CreateUser) -> User {
-        User {
-            name: name.to_string(),
-            uid: u32::MAX,
-            gid: u32::MAX,
-            home: crate::account::home(name),
-            shell: create.shell.clone(),
-            to_create: true,
-        }
-    }
-}
-
 impl Facts {
     /// What the files under the root say; never runs a command or opens a socket.
     pub(crate) fn read(root: &Root, config: &Config) -> Facts {
@@ -94,25 +66,25 @@ impl Facts {
             os: crate::os::detect(root).map_err(flat),
             openssh: None,
             user: wanted_user(root, config),
-            authorized_keys_file: crate::sshd::authorized_keys_file(root).map_err(flat),
+            authorized_keys_file: crate::sshd::files::authorized_keys_file(root).map_err(flat),
             sshd_service,
             sshd_socket: Ok(false),
-            mirror_ports: crate::packages::mirror_ports(root),
-            csf_version: crate::csf::installed_version(root),
+            mirror_ports: crate::mirrors::mirror_ports(root),
+            csf_version: crate::csf::installed::installed_version(root),
         }
     }
 
     /// Ask the running system. Under a root other than `/` nothing is running to ask: only the
     /// installed sshd is. Early at boot (before sshd first starts) no port is asked.
-    pub(crate) fn ask(&mut self, cx: &Context) -> Result<()> {
-        self.openssh = openssh_version(cx);
-        if cx.live() {
-            self.sshd_socket = sshd_socket(cx).map_err(flat);
+    pub(crate) fn ask(&mut self, probe: &Probe, live: bool, early: bool) -> Result<()> {
+        self.openssh = openssh_version(probe);
+        if live {
+            self.sshd_socket = sshd_socket(probe, early).map_err(flat);
             self.global_ipv6 = std::fs::read_to_string("/proc/net/if_inet6")
-                .map(|t| crate::csf::has_global_ipv6(&t))
+                .map(|t| crate::csf::installed::has_global_ipv6(&t))
                 .unwrap_or(false);
-            if !cx.early {
-                self.old_ssh_ports = old_ssh_ports(cx);
+            if !early {
+                self.old_ssh_ports = old_ssh_ports(probe);
             }
         }
         Ok(())
@@ -153,57 +125,30 @@ fn wanted_user(root: &Root, config: &Config) -> Result<User, String> {
     match passwd_user(root, name) {
         Ok(Some(u)) => Ok(u),
         Ok(None) => match &config.ssh.create_user {
-            Some(create) => Ok(User::planned(name, create)),
+            Some(create) => Ok(User::planned(name, &create.shell)),
             None => Err(format!("user {name:?} not found in /etc/passwd")),
         },
         Err(e) => Err(flat(e)),
     }
 }
 
-/// Look `name` up in the root's `/etc/passwd`; None when it has no such entry.
-pub(crate) fn passwd_user(root: &Root, name: &str) -> Result<Option<User>> {
-    let path = root.path("/etc/passwd");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    for l in text.lines() {
-        let f: Vec<&str> = l.split(':').collect();
-        if f.len() < 7 || f[0] != name {
-            continue;
-        }
-        let id = |i: usize| {
-            f[i].parse().with_context(|| {
-                format!("{}: {name}'s entry has a bad id {:?}", path.display(), f[i])
-            })
-        };
-        return Ok(Some(User {
-            name: name.to_string(),
-            uid: id(2)?,
-            gid: id(3)?,
-            home: PathBuf::from(f[5]),
-            shell: PathBuf::from(f[6]),
-            to_create: false,
-        }));
-    }
-    Ok(None)
-}
-
 /// Is sshd socket-activated? Before its first start (`--early`) the socket is not active yet:
 /// whether it is enabled says how sshd will start.
-fn sshd_socket(cx: &Context) -> Result<bool> {
-    if !crate::systemd::unit_exists(&cx.root, "ssh.socket") {
+fn sshd_socket(probe: &Probe, early: bool) -> Result<bool> {
+    if !crate::systemd::unit_exists(probe.root, "ssh.socket") {
         return Ok(false);
     }
-    Ok(if cx.early {
-        crate::systemd::enabled_state(cx.runner, "ssh.socket")? == "enabled"
+    Ok(if early {
+        crate::systemd::enabled_state(probe.runner, "ssh.socket")? == "enabled"
     } else {
-        crate::systemd::active_state(cx.runner, "ssh.socket")? == "active"
+        crate::systemd::active_state(probe.runner, "ssh.socket")? == "active"
     })
 }
 
 /// `sshd -V` of the target's sshd (older releases print the version in their usage text).
-fn openssh_version(cx: &Context) -> Option<OpensshVersion> {
-    let cmd = crate::sshd::sshd_cmd(&cx.root)?;
-    match cx.runner.run(&cmd.arg("-V")) {
+fn openssh_version(probe: &Probe) -> Option<OpensshVersion> {
+    let cmd = crate::sshd::files::sshd_cmd(probe.root)?;
+    match probe.runner.run(&cmd.arg("-V")) {
         Ok(out) => OpensshVersion::parse(&format!("{}\n{}", out.stderr, out.stdout)),
         Err(e) => {
             tracing::warn!("asking sshd for its version: {e:#}");
@@ -214,9 +159,9 @@ fn openssh_version(cx: &Context) -> Option<OpensshVersion> {
 
 /// sshd's ports now (its effective config, the socket override, and the default 22) that answer
 /// with an SSH banner, other than the configured one.
-fn old_ssh_ports(cx: &Context) -> Vec<u16> {
-    let wanted = cx.config.ssh.port.get();
-    let mut candidates = crate::sshd::current_ports(cx);
+fn old_ssh_ports(probe: &Probe) -> Vec<u16> {
+    let wanted = probe.ssh.port.get();
+    let mut candidates = crate::sshd::effective::current_ports(probe);
     candidates.push(22);
     candidates.sort_unstable();
     candidates.dedup();

@@ -8,8 +8,8 @@ use anyhow::{Context as _, Result};
 
 use crate::authorized_keys::{expand_keys_file, merge, tree};
 use crate::engine::{Action, Applied, Context, Drift, Step};
-use crate::facts::User;
 use crate::fsops::{read_user_file, Transaction};
+use crate::passwd::User;
 
 /// The authorized_keys file sshd reads for the configured user (host path), and the user.
 fn target<'a>(cx: &'a Context) -> Result<(PathBuf, &'a User)> {

@@ -4,7 +4,7 @@
 //! (<https://cloudinit.readthedocs.io/en/latest/reference/modules.html#phone-home>), which POSTs
 //! form fields with no run status, no authentication and no JSON.
 
-mod config;
+pub(crate) mod config;
 pub mod identity;
 pub mod receive;
 mod send;
@@ -31,47 +31,13 @@ pub use store::{
 pub(crate) const API_VERSION: &str = "brickup.dev/v1";
 pub(crate) const KIND: &str = "BrickupReport";
 
-pub use crate::engine::{Outcome, StepResult};
+pub use crate::outcome::{Firewall, Outcome, Status, StepResult};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Event {
     Started,
     Finished,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Running,
-    Succeeded,
-    Failed,
-    Partial,
-}
-
-impl Status {
-    /// A finished run's status: `failed` on an error, `partial` if any step failed or was
-    /// deferred, `succeeded` otherwise. `apply --json` and the report share it.
-    pub(crate) fn of(steps: &[StepResult], failed: bool) -> Status {
-        let incomplete = steps
-            .iter()
-            .any(|s| matches!(s.outcome, Outcome::Failed | Outcome::Deferred));
-        match (failed, incomplete) {
-            (true, _) => Status::Failed,
-            (false, true) => Status::Partial,
-            (false, false) => Status::Succeeded,
-        }
-    }
-}
-
-/// The csf state as the engine last saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Firewall {
-    Enforcing,
-    Testing,
-    Off,
-    Unknown,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,13 +186,13 @@ impl RunFacts {
 /// The host keys sshd serves (`sshd -T` under the root), or none when that cannot be read.
 /// A root without sshd (an image being prepared) has nothing to ask: its key files are listed.
 pub fn served_host_keys(root: &Root) -> Vec<HostKey> {
-    if crate::sshd::sshd_cmd(root).is_none() {
+    if crate::sshd::files::sshd_cmd(root).is_none() {
         return or_unknown("SSH host key files", identity::host_key_fingerprints(root))
             .unwrap_or_default();
     }
     or_unknown(
         "SSH host keys sshd serves",
-        crate::sshd::served_host_keys(root, &crate::runner::SystemRunner),
+        crate::sshd::hostkeys::served(root, &crate::runner::SystemRunner),
     )
     .unwrap_or_default()
 }

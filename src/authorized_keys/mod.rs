@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use crate::facts::User;
 use crate::fsops::UserTree;
+use crate::passwd::User;
 
 pub(crate) use blob::BlobError;
 use line::KEY_TYPES;

@@ -127,8 +127,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
     }
     let config: Config =
         serde_norway::from_str(text).map_err(|e| fail(vec![serde_error::problem(&e, text)]))?;
-    let problems: Vec<Problem> = config
-        .validate()
+    let problems: Vec<Problem> = validate(&config)
         .into_iter()
         .map(|(field, message)| {
             let (line, column) = locate::locate(text, &field);
@@ -145,6 +144,40 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
     } else {
         Err(fail(problems))
     }
+}
+
+/// Semantic checks serde cannot express, section by section: (field path, message) for each
+/// problem.
+fn validate(config: &Config) -> Vec<(String, String)> {
+    let mut p = Vec::new();
+    if config.version != 1 {
+        p.push((
+            "version".into(),
+            format!(
+                "unsupported version {} (this brickup reads version 1)",
+                config.version
+            ),
+        ));
+    }
+    config.ssh.validate(&mut p);
+    p.extend(sources::problems(&config.ssh));
+    config.firewall.validate(config.ssh.port, &mut p);
+    if let Some(csf) = &config.csf {
+        csf.validate(&mut p);
+    }
+    for (i, name) in config.packages.extra.iter().enumerate() {
+        if !package_name_ok(name) {
+            p.push((
+                format!("packages.extra[{i}]"),
+                "not a package name: letters, digits and `+-._:`, starting and ending with a letter or digit (apt reads a trailing `-` as \"remove\", `+` as \"install\", `=` and `/` as versions and releases)".into(),
+            ));
+        }
+    }
+    if let Some(r) = &config.report {
+        p.extend(r.validate());
+    }
+    config.updates.validate(&mut p);
+    p
 }
 
 #[cfg(test)]

@@ -101,7 +101,7 @@ pub struct Config {
     pub(crate) csf: Option<CsfConfig>,
     #[serde(default)]
     pub(crate) packages: PackagesConfig,
-    pub(crate) report: Option<crate::report::ReportConfig>,
+    pub(crate) report: Option<crate::report::config::ReportConfig>,
     #[serde(default)]
     pub(crate) updates: UpdatesConfig,
 }
@@ -141,7 +141,7 @@ impl UpdatesConfig {
             .then(|| self.reboot_time.as_deref().unwrap_or("04:00"))
     }
 
-    fn validate(&self, p: &mut Vec<(String, String)>) {
+    pub(super) fn validate(&self, p: &mut Vec<(String, String)>) {
         let Some(t) = &self.reboot_time else {
             return;
         };
@@ -324,39 +324,6 @@ impl Config {
         }
         files
     }
-
-    /// Semantic checks serde cannot express: (field path, message) for each problem.
-    pub(crate) fn validate(&self) -> Vec<(String, String)> {
-        let mut p = Vec::new();
-        if self.version != 1 {
-            p.push((
-                "version".into(),
-                format!(
-                    "unsupported version {} (this brickup reads version 1)",
-                    self.version
-                ),
-            ));
-        }
-        self.ssh.validate(&mut p);
-        p.extend(super::sources::problems(&self.ssh));
-        self.firewall.validate(self.ssh.port, &mut p);
-        if let Some(csf) = &self.csf {
-            csf.validate(&mut p);
-        }
-        for (i, name) in self.packages.extra.iter().enumerate() {
-            if !package_name_ok(name) {
-                p.push((
-                    format!("packages.extra[{i}]"),
-                    "not a package name: letters, digits and `+-._:`, starting and ending with a letter or digit (apt reads a trailing `-` as \"remove\", `+` as \"install\", `=` and `/` as versions and releases)".into(),
-                ));
-            }
-        }
-        if let Some(r) = &self.report {
-            p.extend(r.validate());
-        }
-        self.updates.validate(&mut p);
-        p
-    }
 }
 
 /// A plain package name, as apt-get, dnf and yum take it literally: no operators at either end
@@ -404,7 +371,7 @@ impl CreateUser {
 }
 
 impl SshConfig {
-    fn validate(&self, p: &mut Vec<(String, String)>) {
+    pub(super) fn validate(&self, p: &mut Vec<(String, String)>) {
         let user_ok = !self.user.is_empty()
             && !self.user.starts_with('-')
             && self
@@ -461,7 +428,7 @@ impl SshConfig {
 }
 
 impl FirewallConfig {
-    fn validate(&self, ssh_port: Port, p: &mut Vec<(String, String)>) {
+    pub(super) fn validate(&self, ssh_port: Port, p: &mut Vec<(String, String)>) {
         for (i, m) in self.masternode_ports.iter().enumerate() {
             let field = format!("firewall.masternode_ports[{i}]");
             if let MasternodePort::Coin(_) = m {
@@ -502,7 +469,7 @@ impl FirewallConfig {
                     .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
             {
                 p.push((field, "not a csf.conf key (UPPER_CASE)".into()));
-            } else if crate::csf::OWNED_KEYS.contains(&k.as_str()) {
+            } else if crate::csf::conf::OWNED_KEYS.contains(&k.as_str()) {
                 p.push((
                     field,
                     "set by brickup itself from the firewall section".into(),
@@ -529,7 +496,7 @@ impl FirewallConfig {
 }
 
 impl CsfConfig {
-    fn validate(&self, p: &mut Vec<(String, String)>) {
+    pub(super) fn validate(&self, p: &mut Vec<(String, String)>) {
         let found = match self.sha256.chars().find(|c| !c.is_ascii_hexdigit()) {
             Some(c) if !c.is_ascii_graphic() => Some("a character that is not a hex digit".into()),
             Some(c) => Some(format!("{c:?}, which is not a hex digit")),

@@ -8,6 +8,22 @@
 
 use std::collections::BTreeMap;
 
+/// csf.conf keys brickup owns; `firewall.settings` may not set them.
+pub(crate) const OWNED_KEYS: &[&str] = &[
+    "TESTING",
+    "TCP_IN",
+    "TCP_OUT",
+    "UDP_IN",
+    "UDP_OUT",
+    "IPV6",
+    "TCP6_IN",
+    "TCP6_OUT",
+    "UDP6_IN",
+    "UDP6_OUT",
+    "AUTO_UPDATES",
+    "RESTRICT_SYSLOG",
+];
+
 /// Why a policy cannot be applied to a csf.conf; callers match on `MissingKey` to tell a renamed
 /// setting in a new csf release from a broken file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -4,6 +4,7 @@
 
 pub mod conf;
 mod enable;
+pub(crate) mod installed;
 mod logs;
 
 use std::collections::BTreeMap;
@@ -20,30 +21,13 @@ use crate::runner::Cmd;
 
 pub use enable::FirewallStep;
 pub(crate) use enable::{holds_rules, open_port};
+use installed::{conf_damaged, install_interrupted, version_in};
+pub(crate) use installed::{installed_version, CSF_CONF, INSTALL_MARK};
 pub use logs::LogStep;
 
-pub(crate) const CSF_CONF: &str = "/etc/csf/csf.conf";
 /// Verified tarballs, kept so a rerun or repair needs no network.
 pub(crate) const CACHE_DIR: &str = "/var/lib/brickup/cache";
 const UNPACK_PARENT: &str = "/var/lib/brickup";
-/// `installing VERSION` while csf's installer runs, `installed VERSION` once it succeeded.
-pub(crate) const INSTALL_MARK: &str = "/var/lib/brickup/csf-install";
-
-/// csf.conf keys brickup owns; `firewall.settings` may not set them.
-pub(crate) const OWNED_KEYS: &[&str] = &[
-    "TESTING",
-    "TCP_IN",
-    "TCP_OUT",
-    "UDP_IN",
-    "UDP_OUT",
-    "IPV6",
-    "TCP6_IN",
-    "TCP6_OUT",
-    "UDP6_IN",
-    "UDP6_OUT",
-    "AUTO_UPDATES",
-    "RESTRICT_SYSLOG",
-];
 
 /// The guide's outbound TCP ports.
 pub(crate) const DEFAULT_TCP_OUT: &[u16] = &[25, 53, 587, 80, 443];
@@ -159,13 +143,6 @@ pub(crate) fn generic_conf_from_cache(cx: &Context) -> Result<Option<String>> {
     Ok(None)
 }
 
-/// The version a tarball or an installed csf says it is.
-fn version_in(dir: &Path) -> Option<String> {
-    fs::read_to_string(dir.join("version.txt"))
-        .ok()
-        .map(|v| v.trim().to_string())
-}
-
 /// An unpack directory inside the root (so a chroot can see it), removed when dropped.
 fn unpack(cx: &Context, tarball: &Path) -> Result<(tempfile::TempDir, PathBuf)> {
     let parent = cx.root.path(UNPACK_PARENT);
@@ -206,38 +183,6 @@ pub(crate) fn parse_csftest(output: &str) -> Result<CsfTest> {
 
 /// Installs csf from the verified tarball unless that version is already installed.
 pub struct InstallStep;
-
-/// The version of the csf installed under the root, if any (a run reads it once, as a fact).
-/// An install that began and never finished counts as none.
-/// A csf.conf the installer left damaged also counts as none: the installer writes csf.conf only
-/// when there is none, so only a rerun with the damaged file moved aside repairs it.
-pub(crate) fn installed_version(root: &crate::root::Root) -> Option<String> {
-    if !root.path("/usr/sbin/csf").exists() || install_interrupted(root) || conf_damaged(root) {
-        return None;
-    }
-    version_in(&root.path("/etc/csf"))
-}
-
-/// csf.conf is there but is no csf.conf: empty, or without its `TESTING` line. A power cut
-/// after csf's installer copied it (unsynced) leaves it empty, and the installer, rerun, keeps
-/// an existing csf.conf: seen in the fault matrix's csf-install cut.
-/// Only a readable file is judged (a read error is the firewall step's to report, and a user's
-/// csf.conf is never moved for it); bytes that are not UTF-8 do not hide a TESTING line.
-fn conf_damaged(root: &crate::root::Root) -> bool {
-    match fs::read(root.path(CSF_CONF)) {
-        Ok(bytes) => !String::from_utf8_lossy(&bytes).lines().any(|l| {
-            l.strip_prefix("TESTING")
-                .is_some_and(|rest| rest.trim_start().starts_with('='))
-        }),
-        Err(_) => false,
-    }
-}
-
-/// An install that began and never finished (power cut, kill, disk full): csf's files may be
-/// half there, version.txt included, so only a rerun of the installer repairs it.
-fn install_interrupted(root: &crate::root::Root) -> bool {
-    std::fs::read_to_string(root.path(INSTALL_MARK)).is_ok_and(|s| s.starts_with("installing"))
-}
 
 impl InstallStep {
     /// Records the installer's progress in [`INSTALL_MARK`], durably (fsync'd, atomic).
@@ -400,8 +345,8 @@ impl Step for InstallStep {
 }
 
 /// The firewall's state for the report, from csf.conf and csf's disable flag.
-pub(crate) fn firewall_state(root: &crate::root::Root) -> crate::report::Firewall {
-    use crate::report::Firewall;
+pub(crate) fn firewall_state(root: &crate::root::Root) -> crate::outcome::Firewall {
+    use crate::outcome::Firewall;
     let Ok(conf) = fs::read_to_string(root.path(CSF_CONF)) else {
         return Firewall::Off;
     };
@@ -413,14 +358,6 @@ pub(crate) fn firewall_state(root: &crate::root::Root) -> crate::report::Firewal
         Some(_) => Firewall::Testing,
         None => Firewall::Unknown,
     }
-}
-
-/// Does the host have a global IPv6 address (`/proc/net/if_inet6`, scope 00, not loopback)?
-pub(crate) fn has_global_ipv6(if_inet6: &str) -> bool {
-    if_inet6.lines().any(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        f.len() >= 6 && f[3] == "00" && f[5] != "lo" && !f[0].starts_with("fe80")
-    })
 }
 
 /// TCP ports brickup itself needs once csf enforces: the report URL's, the csf URL's (repairs
@@ -561,14 +498,5 @@ mod tests {
         assert!(matches!(parse_csftest("RESULT: csf will function on this server but some features will not work due to some missing iptables modules [x]").unwrap(), CsfTest::Warn(_)));
         assert!(matches!(parse_csftest("RESULT: csf will not function on this server due to FATAL errors from missing modules [y]").unwrap(), CsfTest::Fatal(_)));
         assert!(parse_csftest("no verdict").is_err());
-    }
-
-    #[test]
-    fn global_ipv6_detection() {
-        let lo = "00000000000000000000000000000001 01 80 10 80       lo\n";
-        let ll = "fe800000000000005054fffe123456 02 40 20 80     eth0\n";
-        let global = "20010db8000000000000000000000001 02 40 00 80     eth0\n";
-        assert!(!has_global_ipv6(&format!("{lo}{ll}")));
-        assert!(has_global_ipv6(&format!("{lo}{global}")));
     }
 }

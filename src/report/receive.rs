@@ -145,13 +145,6 @@ pub fn serve(
     Receiver::bind(listen)?.run(&opts, stop)
 }
 
-/// The client's address for the log.
-fn peer(stream: &std::net::TcpStream) -> String {
-    stream
-        .peer_addr()
-        .map_or_else(|_| "an unknown peer".to_string(), |a| a.to_string())
-}
-
 /// `s` with what could steer a terminal or fake a line escaped: control characters (newline,
 /// ESC, DEL, C1), bidirectional overrides, and the backslash itself so escapes stay unambiguous.
 pub(crate) fn printable(s: &str) -> String {

@@ -41,7 +41,7 @@ pub(crate) fn prove(cx: &Context, port: u16) -> Result<String> {
         .collect();
     let throwaway = match own.is_empty() {
         true => Some(
-            super::service::throwaway_host_key(cx)?
+            super::effective::throwaway_host_key(&cx.root, cx.runner)?
                 .context("no ssh-keygen to make a throwaway host key with")?,
         ),
         false => None,

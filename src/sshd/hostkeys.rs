@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 
 use super::crypto::{self, MIN_RSA_BITS};
-use super::sshd_cmd;
+use super::files::sshd_cmd;
 use crate::engine::Context;
 use crate::fsops::{NewFile, Transaction};
 use crate::report::identity::{fingerprint_public_key, HostKey};

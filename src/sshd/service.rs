@@ -9,17 +9,27 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 
+use super::effective::{effective, effective_for, test_specs, Probe, SOCKET_OVERRIDE};
 use super::{read_order, sshd_cmd, LockoutGuard, SSHD_CONFIG};
 use crate::engine::{Context, Drift};
 use crate::fsops::{NewFile, Transaction};
 use crate::ports::{answers, listening_ports};
 use crate::runner::Cmd;
 
-const SOCKET_OVERRIDE: &str = "/etc/systemd/system/ssh.socket.d/00-brickup-port.conf";
 const GENERATORS: &[&str] = &[
     "/usr/lib/systemd/system-generators/sshd-socket-generator",
     "/lib/systemd/system-generators/sshd-socket-generator",
 ];
+
+/// What sshd's effective config is judged with, from the run's context.
+pub(super) fn probe<'a>(cx: &'a Context) -> Probe<'a> {
+    Probe {
+        root: &cx.root,
+        runner: cx.runner,
+        ssh: &cx.config.ssh,
+        kept: cx.kept_ssh_ports(),
+    }
+}
 
 pub(crate) enum Verified {
     Yes,
@@ -31,122 +41,6 @@ pub(crate) fn validate_cmd(cx: &Context) -> Cmd {
     sshd_cmd(&cx.root)
         .unwrap_or_else(|| Cmd::new("/usr/sbin/sshd"))
         .args(["-t", "-f", SSHD_CONFIG])
-}
-
-/// The connections sshd -T is asked about (spec, client address): every port it will listen
-/// on, from a local, a public IPv4 and a public IPv6 address (documentation ranges), and from
-/// each of `ssh.owner_addresses` (its host name the address, as with sshd's `UseDNS no`), so
-/// `Match Address`, `Match LocalPort` and `Match LocalAddress` blocks that apply to the owner
-/// are seen.
-fn test_specs(cx: &Context) -> Vec<(String, IpAddr)> {
-    let user = &cx.config.ssh.user;
-    let ports =
-        std::iter::once(cx.config.ssh.port.get()).chain(cx.kept_ssh_ports().iter().copied());
-    let laddr = |a: &IpAddr| {
-        if a.is_ipv4() {
-            "192.0.2.7"
-        } else {
-            "2001:db8::1"
-        }
-    };
-    ports
-        .flat_map(|p| {
-            let generic = [
-                ("127.0.0.1", "127.0.0.1"),
-                ("203.0.113.7", "192.0.2.7"),
-                ("2001:db8::7", "2001:db8::1"),
-            ]
-            .map(|(addr, laddr)| {
-                (
-                    format!("user={user},host=brickup-check,addr={addr},laddr={laddr},lport={p}"),
-                    addr.parse().expect("a literal address"),
-                )
-            });
-            let owners = cx.config.ssh.owner_addresses.iter().map(move |a| {
-                (
-                    format!("user={user},host={a},addr={a},laddr={},lport={p}", laddr(a)),
-                    *a,
-                )
-            });
-            generic.into_iter().chain(owners).collect::<Vec<_>>()
-        })
-        .collect()
-}
-
-/// `sshd -t` of the candidate config, then `sshd -T -C SPEC`: keyword -> values (Port repeats).
-/// None when the root has no usable sshd.
-fn effective(cx: &Context) -> Result<Option<BTreeMap<String, Vec<String>>>> {
-    let (spec, _) = test_specs(cx).swap_remove(0);
-    effective_for(cx, &spec)
-}
-
-/// Where the throwaway host key for checking a config lives (inside the root, in sshd's own
-/// runtime directory, which is not kept across boots).
-const CHECK_HOST_KEY: &str = "/run/sshd/brickup-check-hostkey";
-
-/// An ed25519 key made with the target's own ssh-keygen for `sshd -t -h`; None without one.
-pub(super) fn throwaway_host_key(cx: &Context) -> Result<Option<&'static str>> {
-    let keygen = ["/usr/bin/ssh-keygen", "/bin/ssh-keygen"]
-        .into_iter()
-        .find(|b| cx.root.path(b).exists());
-    let Some(keygen) = keygen else {
-        return Ok(None);
-    };
-    if !cx.root.path(CHECK_HOST_KEY).exists() {
-        cx.runner.check(
-            &Cmd::new(keygen)
-                .chroot(cx.root.dir())
-                .args(["-q", "-t", "ed25519", "-N", "", "-C", "brickup-check", "-f"])
-                .arg(CHECK_HOST_KEY),
-        )?;
-    }
-    Ok(Some(CHECK_HOST_KEY))
-}
-
-fn effective_for(cx: &Context, spec: &str) -> Result<Option<BTreeMap<String, Vec<String>>>> {
-    let Some(cmd) = sshd_cmd(&cx.root) else {
-        return Ok(None);
-    };
-    // sshd refuses to run without its privilege separation directory.
-    let run_sshd = cx.root.path("/run/sshd");
-    if !run_sshd.exists() {
-        std::fs::create_dir_all(&run_sshd)
-            .with_context(|| format!("creating {}", run_sshd.display()))?;
-    }
-    let mut t = cx
-        .runner
-        .run(&cmd.clone().args(["-t", "-f", SSHD_CONFIG]))?;
-    // Before its host keys exist (early at first boot, or an image) sshd cannot check anything;
-    // a throwaway key lets it judge the candidate config all the same, since a config sshd
-    // rejects would keep it from starting at all.
-    let mut cmd = cmd;
-    if !t.success() && t.stderr.contains("no hostkeys available") {
-        let Some(key) = throwaway_host_key(cx)? else {
-            return Ok(None);
-        };
-        cmd = cmd.args(["-h", key]);
-        t = cx
-            .runner
-            .run(&cmd.clone().args(["-t", "-f", SSHD_CONFIG]))?;
-    }
-    if !t.success() {
-        bail!(
-            "`sshd -t` rejected the config: {}",
-            crate::runner::tail(&t.stderr, &t.stdout)
-        );
-    }
-    let out = cx
-        .runner
-        .check(&cmd.args(["-T", "-C", spec, "-f", SSHD_CONFIG]))?;
-    let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for line in out.stdout.lines() {
-        if let Some((k, v)) = line.split_once(' ') {
-            map.entry(k.to_string())
-                .or_default()
-                .push(v.trim().to_string());
-        }
-    }
-    Ok(Some(map))
 }
 
 fn normalise(keyword: &str, value: &str) -> String {
@@ -226,30 +120,6 @@ fn mismatches(cx: &Context, eff: &BTreeMap<String, Vec<String>>) -> Vec<Mismatch
     out
 }
 
-/// sshd's ports as its current config and socket override say (before any change).
-pub(crate) fn current_ports(cx: &Context) -> Vec<u16> {
-    let mut ports: Vec<u16> = match effective(cx) {
-        Ok(Some(eff)) => eff
-            .get("port")
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p.parse().ok())
-            .collect(),
-        Ok(None) => vec![],
-        Err(e) => {
-            tracing::warn!("reading sshd's current ports: {e:#}");
-            vec![]
-        }
-    };
-    let over = std::fs::read_to_string(cx.root.path(SOCKET_OVERRIDE)).unwrap_or_default();
-    ports.extend(
-        over.lines()
-            .filter_map(|l| l.trim().strip_prefix("ListenStream="))
-            .filter_map(|v| v.rsplit(':').next()?.parse::<u16>().ok()),
-    );
-    ports
-}
-
 /// The files (file:line) that set `keyword` to something other than `wanted`.
 fn culprits(cx: &Context, keyword: &str, wanted: &str) -> String {
     let found: Vec<String> = read_order(&cx.root)
@@ -293,8 +163,9 @@ pub(crate) fn verify_effective(cx: &Context) -> Result<Verified> {
     // The public generic connections' configs of the current port, by family: what the login
     // proof, connecting from an address no Match names, is served.
     let mut baseline: Vec<(bool, BTreeMap<String, Vec<String>>)> = Vec::new();
-    for (spec, addr) in test_specs(cx) {
-        let Some(eff) = effective_for(cx, &spec)? else {
+    let p = probe(cx);
+    for (spec, addr) in test_specs(&p) {
+        let Some(eff) = effective_for(&p, &spec)? else {
             super::guard_key_usable(cx, &[super::authorized_keys_file(&cx.root)?])?;
             return Ok(Verified::Deferred(
                 "sshd -t/-T checks deferred: the root's sshd has no host keys".into(),
@@ -420,7 +291,7 @@ fn user_allowed(cx: &Context, eff: &BTreeMap<String, Vec<String>>, addr: IpAddr)
 
 /// Drift between the effective config and brickup's settings.
 pub(crate) fn effective_drift(cx: &Context) -> Result<Vec<Drift>> {
-    let Some(eff) = effective(cx)? else {
+    let Some(eff) = effective(&probe(cx))? else {
         return Ok(vec![]);
     };
     Ok(mismatches(cx, &eff)

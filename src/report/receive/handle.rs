@@ -63,7 +63,7 @@ impl<'a> Handler<'a> {
 
     /// Reads one request (all of it within the read timeout), answers it and closes.
     pub(crate) fn serve_connection(&self, mut stream: TcpStream) {
-        let peer = super::peer(&stream);
+        let peer = http::peer(&stream);
         let deadline = Instant::now() + self.opts.read_timeout;
         let result = http::read_request(&mut stream, deadline, MAX_BODY)
             .and_then(|request| self.handle(&request));

@@ -288,6 +288,13 @@ fn phrase(code: u16) -> &'static str {
     }
 }
 
+/// The client's address for the log.
+pub(crate) fn peer(stream: &std::net::TcpStream) -> String {
+    stream
+        .peer_addr()
+        .map_or_else(|_| "an unknown peer".to_string(), |a| a.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -137,7 +137,7 @@ fn work(waiting: &Mutex<Queue<TcpStream>>, handler: &Handler) {
 
 /// Answers 503 without blocking the acceptor: the answer fits in a new socket's send buffer.
 fn shed(mut stream: TcpStream) {
-    let peer = super::peer(&stream);
+    let peer = http::peer(&stream);
     tracing::warn!("{ACCEPT_QUEUE} connections waiting: answering 503 to {peer}");
     let sent = stream.set_nonblocking(true).and_then(|()| {
         let reason = "too many connections waiting, retry later";
