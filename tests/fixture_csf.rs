@@ -138,9 +138,9 @@ impl Drop for Kid {
 }
 
 /// An overlay of `/`: reads see the host, writes land in `upper`. Each `sh` call mounts it in a
-/// private mount namespace, so nothing stays mounted after the call. `init` is what the root's
-/// `/proc/1/comm` says (csf's installer picks systemd units or SysV scripts by it): a file with
-/// "systemd" is bind-mounted over it unless the test asks for the host's real PID 1.
+/// private mount namespace, so nothing stays mounted after the call. `comm` is bind-mounted over
+/// the root's `/proc/1/comm` (csf's installer picks systemd units or SysV scripts by it):
+/// "systemd", or "init" for a SysV machine, whatever this machine's PID 1 is.
 struct OverlayRoot {
     _tmp: tempfile::TempDir,
     upper: PathBuf,
@@ -152,7 +152,7 @@ struct OverlayRoot {
 const MOUNT_AND_CHROOT: &str = r#"set -e
 mount -t overlay overlay -o "lowerdir=/,upperdir=$1,workdir=$2" "$3"
 for d in dev proc sys; do mount --rbind "/$d" "$3/$d"; done
-[ -z "$5" ] || mount --bind "$5" "$3/proc/1/comm"
+mount --bind "$5" "$3/proc/1/comm"
 exec chroot "$3" sh -c "$4""#;
 
 impl OverlayRoot {
@@ -162,13 +162,11 @@ impl OverlayRoot {
         for d in [&upper, &work, &merged] {
             fs::create_dir(d).unwrap();
         }
-        let comm = if systemd_init {
-            let f = tmp.path().join("comm");
-            fs::write(&f, "systemd\n").unwrap();
-            f.display().to_string()
-        } else {
-            String::new()
-        };
+        // csf's installer picks units or SysV scripts by /proc/1/comm: the root shows it the
+        // name asked for, whatever this machine's PID 1 is.
+        let f = tmp.path().join("comm");
+        fs::write(&f, if systemd_init { "systemd\n" } else { "init\n" }).unwrap();
+        let comm = f.display().to_string();
         OverlayRoot {
             _tmp: tmp,
             upper,
@@ -199,6 +197,11 @@ impl OverlayRoot {
     /// Where a file the root wrote or changed is.
     fn file(&self, path: &str) -> PathBuf {
         self.upper.join(path.trim_start_matches('/'))
+    }
+
+    /// A file as a command in the root sees it (mounts included).
+    fn read_in_root(&self, path: &str) -> String {
+        ok(self.sh(None, &format!("cat {path}")), "cat")
     }
 
     fn read(&self, path: &str) -> String {
@@ -615,12 +618,12 @@ fn installer_installs_like_csf_under_systemd() {
 
 #[test]
 fn installer_uses_sysv_scripts_when_pid1_is_not_systemd() {
-    let pid1 = fs::read_to_string("/proc/1/comm").unwrap();
-    if pid1.trim() == "systemd" {
-        eprintln!("skipped: this host's PID 1 is systemd");
-        return;
-    }
     let (_tmp, _dir, root) = installed_with("15.10", false);
+    assert_eq!(
+        root.read_in_root("/proc/1/comm"),
+        "init\n",
+        "the faked PID 1 name"
+    );
     for s in ["/etc/init.d/csf", "/etc/init.d/lfd"] {
         assert_eq!(mode(&root.file(s)), 0o755, "{s}");
     }
