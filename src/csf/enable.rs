@@ -7,6 +7,7 @@
 //! does not require it (FACTS.md): both units are started here as systemd sees them, so `check`
 //! (which asks systemd) agrees with what `apply` did.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -23,16 +24,16 @@ fn read_conf(cx: &Context) -> Result<String> {
     std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
 }
 
-/// The whole wanted map with TESTING set as given.
-fn wanted(cx: &Context, testing: bool) -> std::collections::BTreeMap<String, String> {
-    let mut m = policy(cx);
+/// The whole wanted map (the run's policy) with TESTING set as given.
+fn wanted(policy: &BTreeMap<String, String>, testing: bool) -> BTreeMap<String, String> {
+    let mut m = policy.clone();
     m.insert("TESTING".into(), if testing { "1" } else { "0" }.into());
     m
 }
 
 /// Write csf.conf and keep it: a policy with TESTING on is a safe state, not one to roll back.
-fn write_conf(cx: &Context, testing: bool) -> Result<bool> {
-    let new = conf::apply_policy(&read_conf(cx)?, &wanted(cx, testing))
+fn write_conf(cx: &Context, policy: &BTreeMap<String, String>, testing: bool) -> Result<bool> {
+    let new = conf::apply_policy(&read_conf(cx)?, &wanted(policy, testing))
         .with_context(|| format!("editing {CSF_CONF}"))?;
     let mut tx = Transaction::new(&cx.root);
     let changed = tx.write(Path::new(CSF_CONF), new.as_bytes(), NewFile::mode(0o600))?;
@@ -261,7 +262,7 @@ pub(crate) fn open_port(cx: &Context, port: u16) -> Result<bool> {
     };
     let keys = conf::read_keys(&conf);
     let ipv6 = ipv6_on(&keys);
-    let mut want = std::collections::BTreeMap::new();
+    let mut want = BTreeMap::new();
     // TCP6_IN only while csf loads IPv6 rules: with IPV6 "0" csf never reads it, and a change
     // there would only cost a reload (the firewall step's policy writes it when IPv6 is on).
     let lists: &[&str] = match ipv6 {
@@ -290,7 +291,7 @@ pub(crate) fn open_port(cx: &Context, port: u16) -> Result<bool> {
 }
 
 /// Does this csf.conf (or policy) have csf load IPv6 rules?
-fn ipv6_on(keys: &std::collections::BTreeMap<String, String>) -> bool {
+fn ipv6_on(keys: &BTreeMap<String, String>) -> bool {
     keys.get("IPV6").map(String::as_str) == Some("1")
 }
 
@@ -353,10 +354,11 @@ fn blocked_own_ports(cx: &Context, conf: &str) -> Vec<Drift> {
 pub struct FirewallStep;
 
 impl FirewallStep {
-    fn enable(cx: &Context, ipv6: bool) -> Result<()> {
+    fn enable(cx: &Context, policy: &BTreeMap<String, String>) -> Result<()> {
+        let ipv6 = ipv6_on(policy);
         reload(cx)?;
         verify_or_reload(cx, ipv6)?;
-        write_conf(cx, false)?;
+        write_conf(cx, policy, false)?;
         reload(cx)?;
         verify_or_reload(cx, ipv6)?;
         systemctl(cx, &["enable", UNITS[0], UNITS[1]])?;
@@ -522,7 +524,7 @@ impl Step for FirewallStep {
         let Ok(old) = read_conf(cx) else {
             return Ok(vec![Action::Note(fresh_policy(cx))]);
         };
-        let new = conf::apply_policy(&old, &wanted(cx, !cx.live()))?;
+        let new = conf::apply_policy(&old, &wanted(&policy(cx), !cx.live()))?;
         let mut a = Vec::new();
         if old != new {
             a.push(Action::File {
@@ -543,10 +545,13 @@ impl Step for FirewallStep {
                 .deferring("policy written at first boot, once csf is installed"));
         }
         let was_enforcing = Self::enforcing(cx)?;
-        let policy_changed =
-            conf::apply_policy(&read_conf(cx)?, &wanted(cx, !was_enforcing))? != read_conf(cx)?;
+        // The policy is computed once for the whole step (it depends only on the config and
+        // the facts), and csf.conf is read once to tell whether it changes.
+        let policy = policy(cx);
+        let old = read_conf(cx)?;
+        let policy_changed = conf::apply_policy(&old, &wanted(&policy, !was_enforcing))? != old;
         if !cx.live() {
-            let changed = write_conf(cx, true)?;
+            let changed = write_conf(cx, &policy, true)?;
             let a = if changed {
                 Applied::changed("policy written with TESTING on")
             } else {
@@ -561,12 +566,11 @@ impl Step for FirewallStep {
         {
             return Ok(Applied::unchanged("csf enforcing with brickup's policy"));
         }
-        let ipv6 = ipv6_on(&policy(cx));
-        write_conf(cx, true)?;
-        if let Err(e) = Self::enable(cx, ipv6) {
+        write_conf(cx, &policy, true)?;
+        if let Err(e) = Self::enable(cx, &policy) {
             // Keep the owner in: open everything, leave TESTING on, say what failed.
             let flushed = flush(cx);
-            let testing = write_conf(cx, true);
+            let testing = write_conf(cx, &policy, true);
             let mut e = e.context("enabling csf failed; rules flushed and TESTING left on");
             if let Err(f) = flushed {
                 e = e.context(format!("flushing also failed: {f:#}"));
@@ -576,10 +580,8 @@ impl Step for FirewallStep {
             }
             return Err(e);
         }
-        Ok(Applied::changed(format!(
-            "csf enforcing: TCP_IN {}",
-            policy(cx)["TCP_IN"]
-        )))
+        let tcp_in = policy.get("TCP_IN").map_or("(none)", String::as_str);
+        Ok(Applied::changed(format!("csf enforcing: TCP_IN {tcp_in}")))
     }
 
     fn check(&self, cx: &Context) -> Result<Vec<Drift>> {
