@@ -41,12 +41,31 @@ pub(crate) fn family(os: &BTreeMap<String, String>) -> Result<Family> {
     }
 }
 
+/// The package tool brickup drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tool {
+    AptGet,
+    Dnf,
+    /// The RHEL family where there is no dnf.
+    Yum,
+}
+
+impl Tool {
+    /// The command's name.
+    pub(crate) fn command(self) -> &'static str {
+        match self {
+            Tool::AptGet => "apt-get",
+            Tool::Dnf => "dnf",
+            Tool::Yum => "yum",
+        }
+    }
+}
+
 /// The target's OS family and package tool, from os-release(5) and the tools installed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Os {
     pub(crate) family: Family,
-    /// `apt-get`, `dnf` or `yum`.
-    pub(crate) tool: &'static str,
+    pub(crate) tool: Tool,
     /// os-release's `ID` is `ubuntu` (its security pocket differs from Debian's).
     pub(crate) ubuntu: bool,
 }
@@ -65,15 +84,15 @@ pub(crate) fn detect(root: &Root) -> Result<Os> {
     let family = family(&fields)?;
     let ubuntu = fields.get("ID").is_some_and(|id| id == "ubuntu");
     let tool = match family {
-        Family::Debian => "apt-get",
+        Family::Debian => Tool::AptGet,
         Family::RedHat { .. }
             if ["/usr/bin/dnf", "/usr/bin/dnf5", "/bin/dnf"]
                 .iter()
                 .any(|p| root.path(Path::new(p)).exists()) =>
         {
-            "dnf"
+            Tool::Dnf
         }
-        Family::RedHat { .. } => "yum",
+        Family::RedHat { .. } => Tool::Yum,
     };
     Ok(Os {
         family,

@@ -8,7 +8,7 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::engine::{Action, Applied, Context, Drift, Step};
 use crate::fsops::Transaction;
-use crate::os::Family;
+use crate::os::{Family, Tool};
 use crate::root::Root;
 use crate::runner::{Cmd, Runner};
 
@@ -317,14 +317,14 @@ impl PackageManager for Rpm<'_> {
 pub(crate) fn manager<'a>(cx: &Context<'a>) -> Result<(Family, Box<dyn PackageManager + 'a>)> {
     let os = cx.facts.os()?;
     let pm: Box<dyn PackageManager + 'a> = match os.tool {
-        "apt-get" => Box::new(Apt {
+        Tool::AptGet => Box::new(Apt {
             root: cx.root.clone(),
             runner: cx.runner,
         }),
-        tool => Box::new(Rpm {
+        tool @ (Tool::Dnf | Tool::Yum) => Box::new(Rpm {
             root: cx.root.clone(),
             runner: cx.runner,
-            tool,
+            tool: tool.command(),
         }),
     };
     Ok((os.family, pm))
