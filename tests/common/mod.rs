@@ -37,12 +37,39 @@ pub fn copy_rootfs() -> tempfile::TempDir {
     d
 }
 
+/// Ports handed out by [`free_port`]: below Linux's default ephemeral range (32768-60999), so
+/// no outgoing connection takes one between the test's check and its server's bind.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port on 127.0.0.1 that is free now and that no other test thread or test process (nextest
+/// runs each test in its own) gets from this function while this process lives: an flock on
+/// `CARGO_TARGET_TMPDIR/ports/PORT`, held until the process exits. Binding port 0 and releasing
+/// it would hand out an ephemeral port that the next connect() may take.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use nix::fcntl::{Flock, FlockArg};
+    use std::sync::Mutex;
+    static HELD: Mutex<Vec<Flock<std::fs::File>>> = Mutex::new(Vec::new());
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ports");
+    std::fs::create_dir_all(&dir).unwrap();
+    let span = TEST_PORTS.end - TEST_PORTS.start;
+    let start = fastrand::u16(..span);
+    for i in 0..span {
+        let port = TEST_PORTS.start + (start + i) % span;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(port.to_string()))
+            .unwrap();
+        let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
+            continue; // another test holds it
+        };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            HELD.lock().unwrap_or_else(|e| e.into_inner()).push(lock);
+            return port;
+        }
+    }
+    panic!("no free port in {TEST_PORTS:?}");
 }
 
 pub fn brickup(args: &[&str]) -> Output {
