@@ -179,7 +179,8 @@ impl Drop for Scripted {
 }
 
 /// Masks what changes from run to run, then compares with the stored snapshot as JSON.
-/// `BRICKUP_UPDATE_SNAPSHOTS=1` rewrites the file instead.
+/// `BRICKUP_UPDATE_SNAPSHOTS=1` rewrites a snapshot that differs (or is missing) and still fails:
+/// a snapshot is never compared with itself.
 fn assert_snapshot(name: &str, mut doc: Value) {
     doc["startedAt"] = "<time>".into();
     doc["finishedAt"] = "<time>".into();
@@ -198,15 +199,30 @@ fn assert_snapshot(name: &str, mut doc: Value) {
         .join("tests/snapshots")
         .join(name);
     let actual = serde_json::to_string_pretty(&doc).unwrap() + "\n";
-    if std::env::var_os("BRICKUP_UPDATE_SNAPSHOTS").is_some() {
-        fs::write(&path, &actual).unwrap();
-    }
-    let expected_text = fs::read_to_string(&path).expect("snapshot file");
+    let update = std::env::var_os("BRICKUP_UPDATE_SNAPSHOTS").is_some();
+    let expected_text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if update => {
+            fs::write(&path, &actual).unwrap();
+            panic!("{name}: no snapshot ({e}); written, check it and run again without BRICKUP_UPDATE_SNAPSHOTS");
+        }
+        Err(e) => panic!("{name}: reading the snapshot: {e}"),
+    };
     let expected: Value = serde_json::from_str(&expected_text).unwrap();
     if expected != doc {
         let diff = similar::TextDiff::from_lines(&expected_text, &actual);
+        // Updating writes the new snapshot but never passes: the run that wrote it compared
+        // nothing.
+        if update {
+            fs::write(&path, &actual).unwrap();
+        }
         panic!(
-            "{name} differs:\n{}",
+            "{name} differs{}:\n{}",
+            if update {
+                " (rewritten: run again without BRICKUP_UPDATE_SNAPSHOTS)"
+            } else {
+                ""
+            },
             diff.unified_diff().header("snapshot", "actual")
         );
     }
