@@ -8,7 +8,7 @@ use std::path::{Component, Path, PathBuf};
 use brickup::csf::conf as csfconf;
 use brickup::{archive, config, sshd::edit};
 use proptest::prelude::*;
-use proptest::test_runner::{Config as RunConfig, TestRunner};
+use proptest::test_runner::{Config as RunConfig, FileFailurePersistence, TestRunner};
 
 /// Marks a value that must never appear in an error.
 const MARK: &str = "SEKRIT";
@@ -21,9 +21,20 @@ fn run<S: Strategy>(
 ) where
     S::Value: std::fmt::Debug,
 {
+    // A failure's seed is kept in tests/proptest-regressions/NAME.txt (NAME with `-` for what is
+    // not a letter or digit; commit it): every later
+    // run tries the kept seeds first.
+    let kept: &'static str = Box::leak(
+        format!(
+            "{}/tests/proptest-regressions/{}.txt",
+            env!("CARGO_MANIFEST_DIR"),
+            name.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+        )
+        .into_boxed_str(),
+    );
     let mut runner = TestRunner::new(RunConfig {
         cases,
-        failure_persistence: None,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(kept))),
         ..RunConfig::default()
     });
     if let Err(e) = runner.run(&strategy, test) {
