@@ -127,6 +127,8 @@ wait_key() { # wait_key GUESTPORT SECS - until a key login works there
 }
 banner() { ssh_banner "${VM_FWD[$1]}"; } # banner GUESTPORT - an SSH banner answers through the forward
 no_banner() { ! banner "$1"; }
+# no_banner_but GUESTPORT CONTROL - as node.sh's, by guest ports through their forwards
+faults_no_banner_but() { no_banner_but "${VM_FWD[$1]}" "${VM_FWD[$2]}"; }
 password_refused() { password_refused_at "${VM_FWD[$1]}"; } # password_refused GUESTPORT
 push_helper() { # (again, while a run restarts sshd)
     local try
@@ -275,8 +277,10 @@ report_says() { # report_says STATUS [TEXT] - the last finished report's status 
     [[ -z ${2:-} ]] || grep -qF -- "$2" <<<"$(report_field finished error)" ||
         { echo "    error: $(report_field finished error)"; return 1; }
 }
-not_listening_inside() { # not_listening_inside VIA PORT
-    on_port "$1" "! ss -Hltn | awk '{print \$4}' | grep -qE ':$2\$'"
+not_listening_inside() { # not_listening_inside VIA PORT - control: ss shows the listener on VIA
+    on_port "$1" "ss -Hltn | awk '{print \$4}' | grep -qE ':$1\$' ||
+        { echo '    control failed: ss shows no listener on $1, the port this login came through'; exit 1; }
+        ! ss -Hltn | awk '{print \$4}' | grep -qE ':$2\$'"
 }
 fingerprint() { # what must not change when brickup refuses: the sshd config, csf.conf, sshd's pid
     on_port "$1" 'cat /etc/ssh/sshd_config.d/*.conf /etc/csf/csf.conf | sha256sum; systemctl show -p MainPID --value ssh.service'
@@ -422,7 +426,7 @@ boot_power() {
     check "move+fail: the new port 2200 takes the key" key_login 2200
     put_config 2200 2200
     converges 2200 move-fail
-    check "move+fail: the old port $SSH_PORT is closed after the rerun (outside)" no_banner "$SSH_PORT"
+    check "move+fail: the old port $SSH_PORT is closed after the rerun (outside; control: 2200 answers)" faults_no_banner_but "$SSH_PORT" 2200
     check "move+fail: nothing listens on $SSH_PORT inside" not_listening_inside 2200 "$SSH_PORT"
     check "move+fail: the rerun's report says succeeded" report_says succeeded
     check "move+fail: the rerun's report says SSH is on 2200" test "$(report_field finished sshPort)" == 2200

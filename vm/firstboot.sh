@@ -465,7 +465,7 @@ ok | baked)
     check "host key fingerprints in the report match what ssh sees" keyscan_matches
     check "control: the password tried is root's password in the guest's /etc/shadow" password_is_right
     check "password login refused by sshd (Permission denied, no password method) though the provider enabled it" password_refused
-    check "port 22 no longer answers from outside" no_banner "$PORT22"
+    check "port 22 no longer answers from outside (control: $SSH_PORT answers the same probe)" no_banner_but "$PORT22" "$VM_SSH_PORT"
     check "inside the guest nothing listens on 22; something (sshd/ssh.socket) listens on $SSH_PORT" port22_closed_inside
     if [[ ${#SSH_SOCKET[@]} -gt 0 ]]; then
         check "still socket-activated: ssh.socket active and listening on $SSH_PORT, not 22" socket_on_new_port
@@ -554,7 +554,7 @@ print(f\"rc={rc} wall_s={time.monotonic() - t:.1f} peak_rss_kb={resource.getrusa
         vm_ssh "iptables -S INPUT | grep -qx -- '-P INPUT DROP' && grep -qx 'TESTING = \"0\"' /etc/csf/csf.conf"
     check "firstboot did not run the work again" \
         vm_ssh "journalctl -b -u brickup-firstboot.service | grep -q 'already done'"
-    check "port 22 still closed after reboot" no_banner "$PORT22"
+    check "port 22 still closed after reboot (control: $SSH_PORT answers the same probe)" no_banner_but "$PORT22" "$VM_SSH_PORT"
     node_sound "after reboot"
     ;;
 *) fail "unknown case $CASE" ;;

@@ -161,6 +161,13 @@ serial_tail() {
         tr -cd '[:print:]' | sed -E 's/^\[ *[0-9.]+\] [^:]+: //; s/^[0-9T:.-]+Z +//' | cut -c1-110
 }
 
+# no_banner_but HOSTPORT CONTROL - no SSH banner through HOSTPORT, while the same probe sees one
+# through CONTROL (the probe and the forwards work: the silence is the port's).
+no_banner_but() {
+    ssh_banner "$2" || { echo "    control failed: no SSH banner through $2 either"; return 1; }
+    ! ssh_banner "$1"
+}
+
 ssh_banner() {
     timeout 8 python3 -c 'import socket,sys; s=socket.create_connection(("127.0.0.1",int(sys.argv[1])),5); s.settimeout(5); sys.exit(0 if s.recv(4)==b"SSH-" else 1)' \
         "$1" 2>/dev/null
