@@ -75,6 +75,13 @@ impl<'a> Context<'a> {
     }
 
     /// Ports sshd must keep listening on (and the firewalls keep open) besides `ssh.port`.
+    /// Every port sshd is to listen on in this run: `ssh.port` first, then the kept ones.
+    pub(crate) fn ssh_ports(&self) -> Vec<u16> {
+        std::iter::once(self.config.ssh.port.get())
+            .chain(self.kept_ssh_ports().iter().copied())
+            .collect()
+    }
+
     pub(crate) fn kept_ssh_ports(&self) -> &[u16] {
         if self.keep_old_ports {
             &self.facts.old_ssh_ports

@@ -387,8 +387,7 @@ pub fn policy(cx: &Context) -> BTreeMap<String, String> {
     let fw = &cx.config.firewall;
     let ports = |v: &[crate::config::Port]| v.iter().map(|p| p.get()).collect::<Vec<u16>>();
     let mn = ports(&fw.masternode());
-    let mut tcp_in = vec![cx.config.ssh.port.get()];
-    tcp_in.extend(cx.kept_ssh_ports());
+    let mut tcp_in = cx.ssh_ports();
     tcp_in.extend(&mn);
     tcp_in.extend(ports(&fw.extra_tcp_in));
     let mut tcp_out = fw

@@ -151,12 +151,11 @@ fn refuse_address_restrictions(cx: &Context) -> Result<()> {
 pub(crate) fn owned_settings(cx: &Context) -> edit::Settings {
     let ssh = &cx.config.ssh;
     let yn = |b: bool| if b { "yes" } else { "no" }.to_string();
-    let mut s: edit::Settings = vec![("Port".into(), ssh.port.to_string())];
-    s.extend(
-        cx.kept_ssh_ports()
-            .iter()
-            .map(|p| ("Port".into(), p.to_string())),
-    );
+    let mut s: edit::Settings = cx
+        .ssh_ports()
+        .iter()
+        .map(|p| ("Port".into(), p.to_string()))
+        .collect();
     s.extend([
         (
             "PasswordAuthentication".into(),
