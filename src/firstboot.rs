@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::fsops::{NewFile, Transaction};
+use crate::fsops::{write_kept, NewFile};
 use crate::report::SshHardened;
 use crate::root::Root;
 
@@ -64,11 +64,9 @@ pub(crate) fn record_early(root: &Root, instance: &str, hardened: SshHardened) -
     write(root, EARLY_FILE, &serde_json::to_vec_pretty(&record)?)
 }
 
+/// A record outlives any rollback: it says what happened.
 fn write(root: &Root, path: &str, content: &[u8]) -> Result<()> {
-    let mut tx = Transaction::new(root);
-    tx.write(Path::new(path), content, NewFile::mode(0o600))?;
-    tx.commit();
-    Ok(())
+    write_kept(root, Path::new(path), content, NewFile::mode(0o600)).map(|_| ())
 }
 
 #[cfg(test)]

@@ -303,7 +303,25 @@ impl Transaction {
     pub(crate) fn commit(mut self) {
         self.committed = true;
     }
+}
 
+/// Writes `host_path` atomically and durably, outside any step's transaction: the write stands
+/// at once and no rollback undoes it. Only for state that must outlive a failure: a record of
+/// progress (csf's install mark, the first-boot records), a safe state to stay in (csf.conf with
+/// TESTING on), a unit a power cut emptied. Returns whether the content changed.
+pub(crate) fn write_kept(
+    root: &Root,
+    host_path: &Path,
+    content: &[u8],
+    new: NewFile,
+) -> Result<bool> {
+    let mut tx = Transaction::new(root);
+    let changed = tx.write(host_path, content, new)?;
+    tx.commit();
+    Ok(changed)
+}
+
+impl Transaction {
     /// Undo every change, newest first. Errors are collected, not swallowed.
     pub(crate) fn rollback(&mut self) -> Result<()> {
         let mut errors = Vec::new();

@@ -14,7 +14,7 @@ use super::{Exit, Target};
 use crate::config::Loaded;
 use crate::engine::{self, Context};
 use crate::firstboot as state;
-use crate::fsops::{NewFile, Transaction};
+use crate::fsops::{write_kept, NewFile};
 use crate::report::SshHardened;
 use crate::root::Root;
 use crate::run::converge;
@@ -136,13 +136,12 @@ fn restore_retry_unit(root: &Root, runner: &dyn Runner) -> Result<bool> {
     tracing::warn!(
         "{RETRY_UNIT_PATH} is empty (cut short by a power loss?): writing it again and enabling it"
     );
-    let mut tx = Transaction::new(root);
-    tx.write(
+    write_kept(
+        root,
         Path::new(RETRY_UNIT_PATH),
         crate::userdata::FIRSTBOOT_UNIT.as_bytes(),
         NewFile::mode(0o644),
     )?;
-    tx.commit();
     runner.check(&Cmd::new("systemctl").arg("daemon-reload"))?;
     runner.check(&Cmd::new("systemctl").args(["enable", RETRY_UNIT]))?;
     Ok(true)

@@ -16,7 +16,7 @@ use anyhow::{bail, Context as _, Result};
 use super::conf;
 use super::{policy, CSF_CONF};
 use crate::engine::{Action, Applied, Context, Drift, Step};
-use crate::fsops::{NewFile, Transaction};
+use crate::fsops::{write_kept, NewFile, Transaction};
 use crate::runner::Cmd;
 
 fn read_conf(cx: &Context) -> Result<String> {
@@ -35,10 +35,12 @@ fn wanted(policy: &BTreeMap<String, String>, testing: bool) -> BTreeMap<String, 
 fn write_conf(cx: &Context, policy: &BTreeMap<String, String>, testing: bool) -> Result<bool> {
     let new = conf::apply_policy(&read_conf(cx)?, &wanted(policy, testing))
         .with_context(|| format!("editing {CSF_CONF}"))?;
-    let mut tx = Transaction::new(&cx.root);
-    let changed = tx.write(Path::new(CSF_CONF), new.as_bytes(), NewFile::mode(0o600))?;
-    tx.commit();
-    Ok(changed)
+    write_kept(
+        &cx.root,
+        Path::new(CSF_CONF),
+        new.as_bytes(),
+        NewFile::mode(0o600),
+    )
 }
 
 /// On a node without csf yet: the values brickup will write once csf is installed, each key
@@ -280,9 +282,14 @@ pub(crate) fn open_port(cx: &Context, port: u16) -> Result<bool> {
         return Ok(false);
     }
     let new = conf::apply_policy(&conf, &want)?;
-    let mut tx = Transaction::new(&cx.root);
-    tx.write(Path::new(CSF_CONF), new.as_bytes(), NewFile::mode(0o600))?;
-    tx.commit();
+    // Kept whatever the calling step's fate: a rollback of sshd's move must not close the port
+    // sshd listens on now.
+    write_kept(
+        &cx.root,
+        Path::new(CSF_CONF),
+        new.as_bytes(),
+        NewFile::mode(0o600),
+    )?;
     if holds_rules(cx)? {
         reload(cx)?;
         reload_if_flushed(cx, || verify_accepts(cx, port, ipv6))?;

@@ -187,14 +187,13 @@ pub struct InstallStep;
 impl InstallStep {
     /// Records the installer's progress in [`INSTALL_MARK`], durably (fsync'd, atomic).
     fn mark(cx: &Context, state: &str, version: &str) -> Result<()> {
-        let mut tx = Transaction::new(&cx.root);
-        tx.write(
+        crate::fsops::write_kept(
+            &cx.root,
             Path::new(INSTALL_MARK),
             format!("{state} {version}\n").as_bytes(),
             crate::fsops::NewFile::mode(0o644),
-        )?;
-        tx.commit();
-        Ok(())
+        )
+        .map(|_| ())
     }
 
     /// csf will not run beside firewalld, and ufw would fight it: stop and disable whichever is
