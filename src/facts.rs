@@ -139,9 +139,9 @@ fn sshd_socket(probe: &Probe, early: bool) -> Result<bool> {
         return Ok(false);
     }
     Ok(if early {
-        crate::systemd::enabled_state(probe.runner, "ssh.socket")? == "enabled"
+        crate::systemd::is_enabled(probe.runner, "ssh.socket")?
     } else {
-        crate::systemd::active_state(probe.runner, "ssh.socket")? == "active"
+        crate::systemd::is_active(probe.runner, "ssh.socket")?
     })
 }
 

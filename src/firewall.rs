@@ -147,7 +147,7 @@ pub(crate) fn close_port(cx: &Context, port: u16) -> Result<Vec<&'static str>> {
 
 fn ufw_active(cx: &Context) -> Result<bool> {
     if !crate::systemd::unit_exists(&cx.root, "ufw.service")
-        || crate::systemd::active_state(cx.runner, "ufw.service")? != "active"
+        || !crate::systemd::is_active(cx.runner, "ufw.service")?
     {
         return Ok(false);
     }
@@ -157,7 +157,7 @@ fn ufw_active(cx: &Context) -> Result<bool> {
 
 fn firewalld_active(cx: &Context) -> Result<bool> {
     Ok(crate::systemd::unit_exists(&cx.root, "firewalld.service")
-        && crate::systemd::active_state(cx.runner, "firewalld.service")? == "active")
+        && crate::systemd::is_active(cx.runner, "firewalld.service")?)
 }
 
 #[cfg(test)]

@@ -37,6 +37,16 @@ pub(crate) fn enabled_state(runner: &dyn Runner, unit: &str) -> Result<String> {
     word(runner, "is-enabled", unit)
 }
 
+/// Is `unit` active now (`systemctl is-active` says `active`)?
+pub(crate) fn is_active(runner: &dyn Runner, unit: &str) -> Result<bool> {
+    Ok(active_state(runner, unit)? == "active")
+}
+
+/// Is `unit` enabled for boot (`systemctl is-enabled` says `enabled`)?
+pub(crate) fn is_enabled(runner: &dyn Runner, unit: &str) -> Result<bool> {
+    Ok(enabled_state(runner, unit)? == "enabled")
+}
+
 fn word(runner: &dyn Runner, verb: &str, unit: &str) -> Result<String> {
     let out = runner.run(&Cmd::new("systemctl").args([verb, unit]))?;
     let w = out.stdout.trim();

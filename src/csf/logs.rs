@@ -137,7 +137,7 @@ impl Step for LogStep {
             cx.runner
                 .check(&Cmd::new("systemctl").args(["enable", "--now", WRITER]))?;
             // lfd opens its files at start: let it find the file that now exists.
-            if crate::systemd::active_state(cx.runner, "lfd.service")? == "active" {
+            if crate::systemd::is_active(cx.runner, "lfd.service")? {
                 cx.runner
                     .check(&Cmd::new("systemctl").args(["restart", "lfd.service"]))?;
             }

@@ -205,8 +205,8 @@ impl InstallStep {
             if !crate::systemd::unit_exists(&cx.root, &service) {
                 continue;
             }
-            let active = crate::systemd::active_state(cx.runner, &service)? == "active";
-            let enabled = crate::systemd::enabled_state(cx.runner, &service)? == "enabled";
+            let active = crate::systemd::is_active(cx.runner, &service)?;
+            let enabled = crate::systemd::is_enabled(cx.runner, &service)?;
             if !active && !enabled {
                 continue;
             }

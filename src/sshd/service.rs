@@ -482,8 +482,8 @@ fn restart(cx: &Context, socket: bool, port: Option<u16>) -> Result<()> {
         None => true,
     };
     // Whether ssh.service runs now is a live read: the restarts change it.
-    let listener = cx.facts.sshd_service == "ssh"
-        && crate::systemd::active_state(cx.runner, "ssh.service")? == "active";
+    let listener =
+        cx.facts.sshd_service == "ssh" && crate::systemd::is_active(cx.runner, "ssh.service")?;
     if moves {
         if listener {
             systemctl(cx, &["stop", "ssh.service"])?;
