@@ -4,9 +4,10 @@
 # as a named user brickup creates, root refused), a baked image, the three failure boots (bad
 # sha256, lockout, a provider's foreign ruleset), and the fault matrix's
 # default set (vm/faults.sh). BRICKUP_VM_FULL=1 adds Debian 13 and 11 and every fault case.
-# BRICKUP_VM_LANES=N runs the runs in N lanes side by side (each VM then gets VM_SMP=1 vCPU
-# unless VM_SMP is set: two 2-vCPU guests under TCG on 2 cores would fight); a run's output is
-# printed whole when it ends. Default 1: one run after another, output as it comes.
+# BRICKUP_VM_LANES=N runs the runs in N lanes side by side (default 2; each VM then gets
+# VM_SMP=1 vCPU unless VM_SMP is set: two 2-vCPU guests under TCG on 2 cores would fight); a
+# run's output is printed whole when all have ended. 1: one run after another (2 vCPUs each),
+# output as it comes.
 # Prints each run's time (whole run, first boot, reboot), the fault matrix's summary line and the
 # total at the end. Last line: "N passed, N failed" over all checks; non-zero exit on any failure
 # (a lockout in the fault matrix included).
@@ -25,7 +26,7 @@ runs=(
 if [[ ${BRICKUP_VM_FULL:-0} == 1 ]]; then
     runs+=("vm/firstboot.sh --case ok --suite trixie" "vm/firstboot.sh --case ok --suite bullseye")
 fi
-lanes=${BRICKUP_VM_LANES:-1}
+lanes=${BRICKUP_VM_LANES:-2}
 [[ $lanes =~ ^[1-9]$ ]] || { echo "BRICKUP_VM_LANES must be 1-9, not '$lanes'" >&2; exit 2; }
 ((lanes == 1)) || export VM_SMP=${VM_SMP:-1}
 out=$(mktemp -d)
