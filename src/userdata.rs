@@ -139,6 +139,8 @@ fn fetch_script(url: &str, sha256: &str) -> String {
 # Written by brickup render-userdata: fetch the pinned brickup binary, verify, install.
 import hashlib, os, sys, time, urllib.request
 URL = {url:?}
+# What messages name: a presigned URL's query is a secret.
+SHOWN = URL.partition("?")[0]
 SHA256 = {sha256:?}
 DEST = {BINARY_PATH:?}
 try:
@@ -156,10 +158,10 @@ for attempt in range(10):
         print(f"brickup-fetch: attempt {{attempt + 1}}: {{e}}", file=sys.stderr)
         time.sleep(min(2 ** attempt, 30))
 else:
-    sys.exit(f"brickup-fetch: could not download {{URL}}")
+    sys.exit(f"brickup-fetch: could not download {{SHOWN}}")
 got = hashlib.sha256(data).hexdigest()
 if got != SHA256:
-    sys.exit(f"brickup-fetch: sha256 mismatch for {{URL}}: expected {{SHA256}}, got {{got}}")
+    sys.exit(f"brickup-fetch: sha256 mismatch for {{SHOWN}}: expected {{SHA256}}, got {{got}}")
 os.makedirs(os.path.dirname(DEST), exist_ok=True)
 tmp = DEST + ".partial"
 with open(tmp, "wb") as f:

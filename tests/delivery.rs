@@ -740,3 +740,85 @@ fn b64(s: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(format!("{s}\n"))
 }
+
+/// A `--binary-url` with `user:password@` is refused at render time (exit 2) without repeating
+/// the password; the rendered fetch names a presigned URL without its query when the download
+/// does not match the pin (real python3 against a local server).
+#[test]
+fn binary_url_credentials_are_refused_and_a_query_is_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = base_config(dir.path(), "");
+    let c = cfg.to_str().unwrap();
+    let sha = "ab".repeat(32);
+    let o = brickup(&[
+        "render-userdata",
+        "--config",
+        c,
+        "--binary-url",
+        "https://owner:hunter2-SEKRIT@downloads.example/brickup",
+        "--binary-sha256",
+        &sha,
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("carries credentials"), "{err}");
+    assert!(!err.contains("SEKRIT") && !err.contains("hunter2"), "{err}");
+    let o = brickup(&[
+        "render-userdata",
+        "--config",
+        c,
+        "--binary-url",
+        "ftp://downloads.example/brickup",
+        "--binary-sha256",
+        &sha,
+    ]);
+    assert_eq!(o.status.code(), Some(2), "ftp: {}", text(&o));
+
+    // Control for the query: the same URL shape without credentials renders, and its fetch,
+    // served a file that is not the pinned one, fails naming the path only.
+    let served = dir.path().join("served");
+    std::fs::write(&served, b"not brickup").unwrap();
+    let url = format!("{}?X-Amz-Signature=SEKRIT", serve(served));
+    let o = brickup(&[
+        "render-userdata",
+        "--config",
+        c,
+        "--binary-url",
+        &url,
+        "--binary-sha256",
+        &sha,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let doc = String::from_utf8(o.stdout).unwrap();
+    let script = doc
+        .split("<<'BRICKUP_FETCH_EOF'\n")
+        .nth(1)
+        .and_then(|rest| rest.split("BRICKUP_FETCH_EOF").next())
+        .expect("the fetch script in the bootcmd setup");
+    // The rendered text is indented as YAML block content: take it as cloud-init would.
+    let v: serde_json::Value = serde_norway::from_str(&doc).unwrap();
+    let setup = v["bootcmd"][0][5].as_str().unwrap();
+    let script_yaml = setup
+        .split("<<'BRICKUP_FETCH_EOF'\n")
+        .nth(1)
+        .and_then(|rest| rest.split("BRICKUP_FETCH_EOF").next())
+        .unwrap();
+    assert!(script.contains("SEKRIT"), "the URL is in the script");
+    let dest = dir.path().join("bin/brickup");
+    let local = script_yaml.replace("/usr/local/bin/brickup", dest.to_str().unwrap());
+    let f = dir.path().join("fetch.py");
+    std::fs::write(&f, local).unwrap();
+    let o = Command::new("python3").arg(&f).output().unwrap();
+    assert!(
+        !o.status.success(),
+        "a wrong binary is refused: {}",
+        text(&o)
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("sha256 mismatch for http://127.0.0.1:"),
+        "{err}"
+    );
+    assert!(!err.contains("SEKRIT"), "the query was printed: {err}");
+    assert!(!dest.exists(), "nothing installed");
+}

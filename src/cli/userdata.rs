@@ -165,6 +165,7 @@ impl RenderUserdata {
                     "--binary-url needs --binary-sha256: an unverified binary never runs".into(),
                 )
             })?;
+            check_binary_url(&url)?;
             if !url.starts_with("https://")
                 && !url.starts_with("http://127.0.0.1")
                 && !url.starts_with("http://10.0.2.")
@@ -178,4 +179,32 @@ impl RenderUserdata {
         print!("{doc}");
         Ok(Exit::Ok)
     }
+}
+
+/// A `--binary-url` the node's fetch can use: a URL whose scheme it speaks, with no
+/// `user:password@` (Python's urlopen cannot send those, and the user-data would carry them in
+/// the clear). The error never repeats the credentials or the query.
+fn check_binary_url(url: &str) -> Result<()> {
+    let parsed = url::Url::parse(url).map_err(|e| {
+        UsageError(format!(
+            "--binary-url is not a URL ({e}): give the https:// address of the binary"
+        ))
+    })?;
+    if !matches!(parsed.scheme(), "https" | "http") {
+        return Err(UsageError(format!(
+            "--binary-url must be https:// (or http://), not {}://",
+            parsed.scheme()
+        ))
+        .into());
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        let host = parsed.host_str().unwrap_or("?");
+        return Err(UsageError(format!(
+            "--binary-url carries credentials (user:password@{host}): the fetch at first boot \
+             cannot send them, and the user-data would hold them in the clear; host the binary \
+             at a plain URL (a presigned URL's query works, and the sha256 guards the content)"
+        ))
+        .into());
+    }
+    Ok(())
 }
