@@ -551,6 +551,44 @@ fn release_binary_is_fully_static() {
         "{}",
         text(&o)
     );
+    assert_version_line(
+        &String::from_utf8_lossy(&o.stdout),
+        "x86_64-unknown-linux-musl",
+    );
+}
+
+/// `brickup --version`: "brickup VERSION (TARGET, commit HEX)", the commit this checkout's HEAD
+/// when git can say.
+fn assert_version_line(out: &str, target: &str) {
+    let line = out.trim();
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let commit = std::env::var("BRICKUP_COMMIT").unwrap_or(head);
+    assert_eq!(
+        line,
+        format!(
+            "brickup {} ({target}, commit {commit})",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+}
+
+#[test]
+fn version_names_the_target_and_the_commit() {
+    let o = brickup(&["--version"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let target = if cfg!(target_env = "musl") {
+        "x86_64-unknown-linux-musl"
+    } else {
+        "x86_64-unknown-linux-gnu"
+    };
+    assert_version_line(&String::from_utf8_lossy(&o.stdout), target);
 }
 
 #[test]

@@ -54,10 +54,20 @@ pub fn exit_for(e: &anyhow::Error) -> Exit {
 #[error("{0}")]
 pub(crate) struct UsageError(pub String);
 
+/// `brickup --version`: the version, the target it was built for and the commit.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("BRICKUP_TARGET"),
+    ", commit ",
+    env!("BRICKUP_COMMIT"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "brickup",
-    version,
+    version = VERSION,
     about = "First-boot hardening for masternode VPSes"
 )]
 pub struct Cli {
