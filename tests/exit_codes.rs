@@ -139,6 +139,8 @@ fn every_documented_exit_code_is_what_the_command_gives() {
         seen.expect(0, "firstboot --early", &h.run(&["firstboot", "--early"]));
         seen.expect(0, "render-userdata", &render(h.config.to_str().unwrap()));
         seen.expect(0, "example", &brickup(&["example"]));
+        let cfg = h.config.to_str().unwrap();
+        seen.expect(0, "validate", &brickup(&["validate", "--config", cfg]));
         let dropin = h.root.path().join("etc/ssh/sshd_config.d/00-brickup.conf");
         let body = std::fs::read_to_string(&dropin).unwrap();
         std::fs::write(
@@ -174,6 +176,13 @@ fn every_documented_exit_code_is_what_the_command_gives() {
             seen.expect(2, &cmd.join(" "), &o);
         }
         seen.expect(2, "render-userdata", &render(m));
+        seen.expect(2, "validate", &brickup(&["validate", "--config", m]));
+        // The example as printed: its csf.sha256 is a placeholder, refused.
+        let example = h.root.path().join("example.yaml");
+        std::fs::write(&example, brickup(&["example"]).stdout).unwrap();
+        let o = brickup(&["validate", "--config", example.to_str().unwrap()]);
+        assert!(text(&o).contains("placeholder"), "{}", text(&o));
+        seen.expect(2, "validate", &o);
         // What apply refuses, plan refuses the same way.
         let h = Host::new("");
         let cfg = std::fs::read_to_string(&h.config).unwrap();

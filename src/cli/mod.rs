@@ -4,6 +4,7 @@ mod converge;
 pub(crate) mod firstboot;
 mod report;
 mod userdata;
+mod validate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -107,6 +108,8 @@ pub(crate) enum Command {
     RenderUserdata(userdata::RenderUserdata),
     /// Print a commented example config.
     Example,
+    /// Check a config file offline, without root: exit 0 when apply would take it, 2 otherwise.
+    Validate(validate::Validate),
 }
 
 impl Cli {
@@ -129,6 +132,7 @@ impl Cli {
             Command::Status(c) => c.run(),
             Command::Receive(c) => c.run(),
             Command::RenderUserdata(c) => c.run(),
+            Command::Validate(c) => c.run(),
             Command::Example => {
                 print!("{}", crate::config::EXAMPLE);
                 Ok(Exit::Ok)
