@@ -786,30 +786,24 @@ fn b64(s: &str) -> String {
 fn binary_url_credentials_are_refused_and_a_query_is_never_printed() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = base_config(dir.path(), "");
-    let c = cfg.to_str().unwrap();
     let sha = "ab".repeat(32);
-    let o = brickup(&[
-        "render-userdata",
-        "--config",
-        c,
-        "--binary-url",
-        "https://owner:hunter2-SEKRIT@downloads.example/brickup",
-        "--binary-sha256",
-        &sha,
-    ]);
+    let render = |url: &str| {
+        brickup(&[
+            "render-userdata",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--binary-url",
+            url,
+            "--binary-sha256",
+            &sha,
+        ])
+    };
+    let o = render("https://owner:hunter2-SEKRIT@downloads.example/brickup");
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("carries credentials"), "{err}");
     assert!(!err.contains("SEKRIT") && !err.contains("hunter2"), "{err}");
-    let o = brickup(&[
-        "render-userdata",
-        "--config",
-        c,
-        "--binary-url",
-        "ftp://downloads.example/brickup",
-        "--binary-sha256",
-        &sha,
-    ]);
+    let o = render("ftp://downloads.example/brickup");
     assert_eq!(o.status.code(), Some(2), "ftp: {}", text(&o));
 
     // Control for the query: the same URL shape without credentials renders, and its fetch,
@@ -817,33 +811,19 @@ fn binary_url_credentials_are_refused_and_a_query_is_never_printed() {
     let served = dir.path().join("served");
     std::fs::write(&served, b"not brickup").unwrap();
     let url = format!("{}?X-Amz-Signature=SEKRIT", serve(served));
-    let o = brickup(&[
-        "render-userdata",
-        "--config",
-        c,
-        "--binary-url",
-        &url,
-        "--binary-sha256",
-        &sha,
-    ]);
+    let o = render(&url);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let doc = String::from_utf8(o.stdout).unwrap();
-    let script = doc
+    // The fetch script as cloud-init writes it (the bootcmd setup's heredoc).
+    let v: serde_json::Value = serde_norway::from_slice(&o.stdout).unwrap();
+    let setup = v["bootcmd"][0][5].as_str().unwrap();
+    let script = setup
         .split("<<'BRICKUP_FETCH_EOF'\n")
         .nth(1)
         .and_then(|rest| rest.split("BRICKUP_FETCH_EOF").next())
         .expect("the fetch script in the bootcmd setup");
-    // The rendered text is indented as YAML block content: take it as cloud-init would.
-    let v: serde_json::Value = serde_norway::from_str(&doc).unwrap();
-    let setup = v["bootcmd"][0][5].as_str().unwrap();
-    let script_yaml = setup
-        .split("<<'BRICKUP_FETCH_EOF'\n")
-        .nth(1)
-        .and_then(|rest| rest.split("BRICKUP_FETCH_EOF").next())
-        .unwrap();
     assert!(script.contains("SEKRIT"), "the URL is in the script");
     let dest = dir.path().join("bin/brickup");
-    let local = script_yaml.replace("/usr/local/bin/brickup", dest.to_str().unwrap());
+    let local = script.replace("/usr/local/bin/brickup", dest.to_str().unwrap());
     let f = dir.path().join("fetch.py");
     std::fs::write(&f, local).unwrap();
     let o = Command::new("python3").arg(&f).output().unwrap();
